@@ -1,0 +1,1 @@
+"""Edge MLOps loop helpers."""
