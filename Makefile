@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= workshop
+WORKSPACE ?= workspace/demo
+OUT ?= out/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lab notebooks bench clean stop
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edgeloop)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install pinned dependencies
+
+demo: $(STAMP) ## run the whole loop headless on the embedded defaults (PROFILE=smoke for the short one)
+	$(PY) -m helpers.pipeline --profile $(PROFILE) --workspace $(WORKSPACE) --out $(OUT)
+
+test: $(STAMP) ## the whole test suite: unit, integration, notebooks (papermill + nbval)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+lab: $(STAMP) ## JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks: $(STAMP) ## refresh the committed notebooks' outputs from a reference smoke run
+	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --refresh-committed
+
+bench: $(STAMP) ## benchmarks (JSON results in bench/results/)
+	$(PY) bench/run_all.py
+
+stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
+	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)
+
+clean:
+	rm -rf out workspace
