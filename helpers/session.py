@@ -1,0 +1,63 @@
+"""One object per notebook: settings, the hub and the studio, whichever backends are configured.
+
+Notebooks start with `s = session.connect()`; with the embedded defaults this starts the local
+cloud in the workspace if it isn't running (idempotent), so each notebook can run alone after
+its predecessors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helpers.config import Settings, load_settings, settings_table
+
+
+@dataclass
+class Session:
+    """The configured backends of one workspace."""
+
+    settings: Settings
+    hub: Any
+    studio: Any
+    service: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def workspace(self) -> Path:
+        return self.settings.workspace
+
+    @property
+    def local(self) -> bool:
+        return self.settings.hub_backend == "local"
+
+    def describe(self) -> str:
+        """A short, secret-free description for a notebook output."""
+        lines = [f"hub backend:    {self.settings.hub_backend}", f"studio backend: {self.settings.studio_backend}"]
+        if self.service:
+            lines.append("local cloud:    running (url and pid in workspace/localcloud/service.json)")
+        return "\n".join(lines)
+
+    def settings_rows(self) -> list[tuple[str, str, str]]:
+        return settings_table(self.settings)
+
+
+def connect(backend: str | None = None, studio_backend: str | None = None, workspace: str | Path | None = None) -> Session:
+    """Resolve settings, start the embedded local cloud when it is used, and return the backends.
+
+    Args:
+        backend: hub backend name (`local`, `azure`); default from EDGELOOP_HUB.
+        studio_backend: studio backend name (`local`, `edgeimpulse`); default from EDGELOOP_STUDIO.
+        workspace: state folder; default from EDGELOOP_WORKSPACE.
+    """
+    from helpers.hub import get_hub
+    from helpers.studio import get_studio
+
+    settings = load_settings(workspace, hub_backend=backend, studio_backend=studio_backend)
+    service: dict[str, Any] = {}
+    if "local" in (settings.hub_backend, settings.studio_backend):
+        from helpers import localcloud
+
+        service = localcloud.ensure_running(settings.workspace)
+    hub = get_hub(settings.hub_backend, workspace=settings.workspace)
+    studio = get_studio(settings.studio_backend, workspace=settings.workspace)
+    return Session(settings=settings, hub=hub, studio=studio, service=service)
