@@ -1,0 +1,114 @@
+"""Drift checks from what the devices report: "the apple model calls the banana an apple".
+
+The runner's results (`GET /api/results` on its port, or frames it uploaded) are dicts with the
+detections of one frame (`boxes`, or `detections`/`results`: lists of box dicts) and, for the
+synthetic camera, the frame's ground truth (`ground_truth`). Where a result carries no ground
+truth, the scene the device was shown (`{"objects": [...]}`) stands for every frame.
+
+`confusion_rate(results, true_label, predicted_label)`: of the frames with a `true_label` object
+in front of the camera, the share that produced a `predicted_label` detection (on the object,
+when boxes are known). `banana_called_apple_rate` is the story's case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from helpers.geometry import BBox, iou
+
+DETECTION_KEYS = ("boxes", "detections", "bounding_boxes", "results")
+
+
+@dataclass
+class ConfusionRate:
+    """Attributes:
+        true_label: the class in front of the camera.
+        predicted_label: the class it was reported as.
+        frames: results looked at.
+        frames_with_true: frames with a `true_label` object.
+        confused: of those, frames with a `predicted_label` detection (on the object when
+            ground-truth boxes are known).
+        rate: confused / frames_with_true (0.0 when there were none).
+    """
+
+    true_label: str
+    predicted_label: str
+    frames: int
+    frames_with_true: int
+    confused: int
+    rate: float
+
+    def summary(self) -> str:
+        return (f"{self.true_label} called {self.predicted_label}: {self.confused} of {self.frames_with_true} frames "
+                f"({self.rate:.0%})")
+
+
+def _boxes(items: Any) -> list[BBox]:
+    out = []
+    for d in items or []:
+        out.append(d if isinstance(d, BBox) else BBox.from_dict(d))
+    return out
+
+
+def detections_of(result: Mapping[str, Any]) -> list[BBox]:
+    """The detections of one runner result (first of `boxes`, `detections`, `bounding_boxes`, `results`)."""
+    for key in DETECTION_KEYS:
+        if key in result and isinstance(result[key], list):
+            return _boxes(result[key])
+    return []
+
+
+def confusion_rate(
+    results: Iterable[Mapping[str, Any]],
+    true_label: str,
+    predicted_label: str,
+    *,
+    scene: Mapping[str, Any] | Sequence[str] | None = None,
+    iou_threshold: float | None = 0.3,
+    min_score: float | None = None,
+) -> ConfusionRate:
+    """Share of frames with a `true_label` object that produced a `predicted_label` detection.
+
+    Args:
+        results: runner results (dicts with detections and optionally `ground_truth`).
+        true_label: e.g. `banana`.
+        predicted_label: e.g. `apple`.
+        scene: the objects in front of the camera (`{"objects": [...]}` or a list), used for
+            results without `ground_truth`.
+        iou_threshold: with ground-truth boxes, a detection counts only if it overlaps a
+            `true_label` box at least this much (so a real apple beside the banana does not
+            count); None counts any `predicted_label` detection in the frame.
+        min_score: ignore detections scoring below this.
+    """
+    scene_objects: list[str] = []
+    if isinstance(scene, Mapping):
+        scene_objects = list(scene.get("objects") or [])
+    elif scene is not None:
+        scene_objects = list(scene)
+    frames = with_true = confused = 0
+    for result in results:
+        frames += 1
+        dets = [b for b in detections_of(result)
+                if b.label == predicted_label and (min_score is None or b.value is None or b.value >= min_score)]
+        if result.get("ground_truth") is not None:
+            truth = [b for b in _boxes(result["ground_truth"]) if b.label == true_label]
+            if not truth:
+                continue
+            with_true += 1
+            if iou_threshold is None:
+                hit = bool(dets)
+            else:
+                hit = any(iou(d, t) >= iou_threshold for d in dets for t in truth)
+        else:
+            if true_label not in scene_objects:
+                continue
+            with_true += 1
+            hit = bool(dets)
+        confused += 1 if hit else 0
+    return ConfusionRate(true_label, predicted_label, frames, with_true, confused,
+                         confused / with_true if with_true else 0.0)
+
+
+def banana_called_apple_rate(results: Iterable[Mapping[str, Any]], **options: Any) -> ConfusionRate:
+    """`confusion_rate(results, "banana", "apple", ...)`: how often a banana is reported as an apple."""
+    return confusion_rate(results, "banana", "apple", **options)

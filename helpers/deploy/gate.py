@@ -1,0 +1,229 @@
+"""The evaluation gate: a candidate model replaces production only if it is not worse.
+
+Both models are evaluated through `helpers.train.evaluate` on ONNX (what the devices run) on
+the same held-out set, which must include the production model's classes. For every class the
+production model knows, and overall, each gated metric of the candidate must be at least the
+production value minus `tolerance`. A regression refuses the promotion with a `GateRefused`
+(a `RolloutError`) holding the table of what regressed, unless `force=True` says, explicitly,
+to promote anyway. On success the candidate becomes `production` and the old one `retired`.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from helpers.errors import DatasetError, RolloutError
+from helpers.geometry import BBox
+from helpers.widgets import html_table
+
+DEFAULT_METRICS = ("precision", "recall", "f1", "ap50")
+
+
+@dataclass
+class GateRow:
+    """One class x metric comparison (class `overall` is the micro average)."""
+
+    label: str
+    metric: str
+    production: float | None
+    candidate: float | None
+    delta: float | None
+    regressed: bool
+
+
+class GateRefused(RolloutError):
+    """The candidate regressed; `rows` are the regressions, `result` the whole comparison."""
+
+    def __init__(self, message: str, rows: list[GateRow], result: "GateResult"):
+        super().__init__(message)
+        self.rows = rows
+        self.result = result
+
+
+@dataclass
+class GateResult:
+    """The comparison and what was done.
+
+    Attributes:
+        candidate: candidate model version.
+        production: production model version compared against (None: there was none).
+        rows: every comparison.
+        tolerance: allowed drop per metric.
+        passed: no regression.
+        forced: promoted despite regressions (`force=True`).
+        promoted: the studio stages were changed.
+        reports: version -> the full `EvalReport.to_dict()`.
+    """
+
+    candidate: int
+    production: int | None
+    rows: list[GateRow]
+    tolerance: float
+    passed: bool
+    forced: bool = False
+    promoted: bool = False
+    reports: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def regressions(self) -> list[GateRow]:
+        return [r for r in self.rows if r.regressed]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.rows]
+
+    def html(self) -> str:
+        """The comparison as an HTML table, regressions in red."""
+        styles = [{"delta": "color:#c00;font-weight:bold"} if r.regressed else {} for r in self.rows]
+        verdict = "passed" if self.passed else ("FORCED despite regressions" if self.forced else "refused")
+        return html_table(self.table(), styles=styles,
+                          caption=f"gate: v{self.candidate} vs v{self.production} (tolerance {self.tolerance}): {verdict}")
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else ("forced" if self.forced else "refused")
+        lines = [f"gate v{self.candidate} vs v{self.production}: {verdict}, promoted={self.promoted}"]
+        lines += [f"  regressed {r.label} {r.metric}: {r.production:.3f} -> {r.candidate:.3f}" for r in self.regressions]
+        return "\n".join(lines)
+
+
+def regression_text(rows: Sequence[GateRow]) -> str:
+    """A fixed-width table of comparisons for error messages and logs."""
+    lines = [f"{'class':<10} {'metric':<10} {'production':>10} {'candidate':>10} {'delta':>8}"]
+    for r in rows:
+        p = "-" if r.production is None else f"{r.production:.3f}"
+        c = "-" if r.candidate is None else f"{r.candidate:.3f}"
+        d = "-" if r.delta is None else f"{r.delta:+.3f}"
+        lines.append(f"{r.label:<10} {r.metric:<10} {p:>10} {c:>10} {d:>8}")
+    return "\n".join(lines)
+
+
+def compare_reports(production: Any, candidate: Any, *, tolerance: float = 0.02,
+                    metrics: Sequence[str] = DEFAULT_METRICS) -> list[GateRow]:
+    """Compare two `EvalReport`s on the production model's classes and overall.
+
+    Raises:
+        DatasetError: the held-out set has no box of a production class (nothing to compare).
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    rows: list[GateRow] = []
+    for label in list(production.labels) + ["overall"]:
+        if label == "overall":
+            pm, cm = production.overall, candidate.overall
+        else:
+            pm = production.per_class.get(label)
+            cm = candidate.per_class.get(label)
+            if pm is None or pm.support == 0:
+                raise DatasetError(
+                    f"the held-out set has no '{label}' box, so the gate cannot check the candidate still finds "
+                    f"{label}s: include the production model's classes in the test split (studio.rebalance())"
+                )
+        for metric in metrics:
+            pv = getattr(pm, metric, None) if pm is not None else None
+            cv = getattr(cm, metric, None) if cm is not None else 0.0
+            if pv is None:
+                continue  # not measured for the production model (e.g. no AP): nothing to hold to
+            cv = 0.0 if cv is None else float(cv)
+            delta = cv - float(pv)
+            rows.append(GateRow(label, metric, float(pv), cv, delta, delta < -tolerance))
+    return rows
+
+
+def heldout_items(studio: Any, split: str = "test") -> list[tuple[Any, list[BBox]]]:
+    """(RGB image, boxes) of the studio snapshot's `split`.
+
+    Raises:
+        DatasetError: the split is empty.
+    """
+    from helpers.labeling.queue import decode_image
+
+    snap = studio.snapshot()
+    items = snap.split(split)
+    if not items:
+        raise DatasetError(
+            f"the studio's snapshot has no '{split}' samples: move some labeled samples to testing "
+            "(studio.rebalance(0.2)) before gating a model"
+        )
+    return [(decode_image(studio.get_image(i.sample_id)), list(i.boxes)) for i in items]
+
+
+def _evaluate(studio: Any, version: int, items: Sequence[tuple[Any, list[BBox]]], workdir: Path, latency_runs: int) -> Any:
+    from helpers.train.evaluate import evaluate_model
+
+    dest = workdir / f"v{int(version)}"
+    dest.mkdir(parents=True, exist_ok=True)
+    studio.download_model(int(version), dest)
+    return evaluate_model(str(dest), items, threads=1, allow_unknown_labels=True, latency_runs=latency_runs)
+
+
+def evaluation_gate(
+    studio: Any,
+    candidate: int,
+    *,
+    production: int | None = None,
+    items: Sequence[tuple[Any, list[BBox]]] | None = None,
+    tolerance: float = 0.02,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    force: bool = False,
+    promote: bool = True,
+    workdir: str | Path | None = None,
+    latency_runs: int = 3,
+) -> GateResult:
+    """Evaluate `candidate` against production on the same held-out set; promote or refuse.
+
+    Args:
+        studio: the studio holding both model versions.
+        candidate: the candidate's version.
+        production: the version to beat (default: the studio's newest `production` model).
+        items: held-out (RGB, boxes) pairs (default: the studio snapshot's test split).
+        tolerance: allowed drop of each metric (absolute, e.g. 0.02 = 2 points).
+        metrics: metrics compared per class and overall (`precision`, `recall`, `f1`, `ap50`, `ap`).
+        force: promote even if something regressed (recorded in the result).
+        promote: change the studio stages (candidate -> production, old -> retired).
+        workdir: where models are downloaded (default: a temporary folder).
+        latency_runs: latency measurement runs per model (kept small: the gate is about accuracy).
+
+    Returns:
+        The `GateResult`.
+
+    Raises:
+        GateRefused: something regressed beyond `tolerance` and `force` is False.
+        DatasetError: no held-out data, or it lacks a production class.
+    """
+    candidate = int(candidate)
+    if production is None:
+        prods = [m for m in studio.models() if m.stage == "production" and int(m.version) != candidate]
+        production = max(prods, key=lambda m: m.version).version if prods else None
+    if production is not None and int(production) == candidate:
+        raise ValueError(f"candidate and production are the same version ({candidate})")
+    items = list(items) if items is not None else heldout_items(studio)
+    if not items:
+        raise DatasetError("the held-out set is empty: give items=... or label testing samples")
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+        base = Path(workdir) if workdir is not None else Path(tmp)
+        cand_report = _evaluate(studio, candidate, items, base, latency_runs)
+        reports = {candidate: cand_report.to_dict()}
+        if production is None:
+            rows: list[GateRow] = []
+        else:
+            prod_report = _evaluate(studio, int(production), items, base, latency_runs)
+            reports[int(production)] = prod_report.to_dict()
+            rows = compare_reports(prod_report, cand_report, tolerance=tolerance, metrics=metrics)
+    result = GateResult(candidate, None if production is None else int(production), rows, float(tolerance),
+                        passed=not any(r.regressed for r in rows), reports=reports)
+    if not result.passed and not force:
+        raise GateRefused(
+            f"model v{candidate} regressed against production v{production} (tolerance {tolerance}):\n"
+            + regression_text(result.regressions)
+            + "\nimprove the candidate (more data for those classes, longer training) or promote it anyway "
+            "with evaluation_gate(..., force=True)",
+            result.regressions, result,
+        )
+    result.forced = not result.passed
+    if promote:
+        studio.set_model_stage(candidate, "production")
+        if production is not None:
+            studio.set_model_stage(int(production), "retired")
+        result.promoted = True
+    return result

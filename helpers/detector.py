@@ -1,0 +1,247 @@
+"""Run an exported detector with onnxruntime (numpy + onnxruntime + OpenCV only).
+
+This module is what the device image runs, so it must not import torch. Training and
+evaluation import `preprocess` and `decode` from here too, so the numbers measured in the
+notebooks come from exactly the code that runs on the devices.
+
+The model is a folder with `model.onnx` and `model.json` (the model card). The head is
+CenterNet-style at a fixed stride (8 for `fomo-box`):
+  - output `heatmap` (1, C, H/s, W/s): per-class centre probability (sigmoid applied);
+  - output `ltrb` (1, 4, H/s, W/s): distances from the cell centre to the box's left, top,
+    right and bottom edges, in input pixels.
+A detection is a local maximum of a class heat map above the score threshold.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from helpers.errors import ModelError
+from helpers.geometry import BBox
+
+CARD_NAME = "model.json"
+ONNX_NAME = "model.onnx"
+DEFAULT_PREPROCESSING = {
+    "resize": "squash",  # stretch to the square input, as Edge Impulse's "squash" resize mode
+    "channel_order": "RGB",
+    "layout": "NCHW",
+    "scale": 1.0 / 255.0,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+HEAD_OUTPUTS = ("heatmap", "ltrb")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def preprocess(rgb: np.ndarray, input_size: int, preprocessing: dict[str, Any] | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (1, 3, S, S) tensor as the model was trained on.
+
+    Raises:
+        ValueError: when the image is not an (H, W, 3) array.
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image array of shape (H, W, 3), got {getattr(rgb, 'shape', type(rgb))}")
+    p = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    if p["resize"] != "squash":
+        raise ModelError(f"preprocessing.resize={p['resize']!r} is not supported; only 'squash'")
+    # INTER_AREA when shrinking avoids aliasing that the training resize did not have.
+    interp = cv2.INTER_AREA if rgb.shape[0] > input_size or rgb.shape[1] > input_size else cv2.INTER_LINEAR
+    img = cv2.resize(rgb, (input_size, input_size), interpolation=interp).astype(np.float32)
+    img *= float(p["scale"])
+    img -= np.asarray(p["mean"], np.float32)
+    img /= np.asarray(p["std"], np.float32)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None])
+
+
+def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_size: tuple[int, int],
+           input_size: int, score_threshold: float = 0.5, nms_iou: float = 0.45,
+           cross_class_iou: float = 0.7, max_detections: int = 100) -> list[BBox]:
+    """Turn one image's head outputs into boxes in the image's pixel coordinates.
+
+    Args:
+        heatmap: (C, h, w) or (1, C, h, w) per-class centre probabilities in [0, 1].
+        ltrb: (4, h, w) or (1, 4, h, w) distances to the box edges in input pixels.
+        labels: class names, one per heat-map channel.
+        image_size: the original image's (width, height).
+        input_size: the model's square input side in pixels.
+        score_threshold: minimum peak probability to report.
+        nms_iou: IoU above which a weaker box of the same class is dropped.
+        cross_class_iou: IoU above which a weaker box of another class is dropped: one object
+            gets one label, so the confusion matrix shows what the model really says.
+        max_detections: at most this many boxes, best first.
+
+    Returns:
+        Boxes with `value` = score, best first.
+    """
+    heat = np.asarray(heatmap, np.float32)
+    reg = np.asarray(ltrb, np.float32)
+    if heat.ndim == 4:
+        heat = heat[0]
+    if reg.ndim == 4:
+        reg = reg[0]
+    if heat.shape[0] != len(labels):
+        raise ModelError(f"the model gives {heat.shape[0]} heat-map channels but the card lists "
+                         f"{len(labels)} labels {list(labels)}: the card does not belong to this model")
+    n_cls, gh, gw = heat.shape
+    stride_x, stride_y = input_size / gw, input_size / gh
+    sx, sy = image_size[0] / input_size, image_size[1] / input_size
+    kernel = np.ones((3, 3), np.uint8)
+    rects: list[list[float]] = []
+    scores: list[float] = []
+    classes: list[int] = []
+    for c in range(n_cls):
+        h = heat[c]
+        # A peak is a cell equal to the max of its 3x3 neighbourhood (CenterNet's max-pool NMS).
+        peaks = (h >= score_threshold) & (h >= cv2.dilate(h, kernel))
+        ys, xs = np.nonzero(peaks)
+        for y, x in zip(ys.tolist(), xs.tolist()):
+            cx, cy = (x + 0.5) * stride_x, (y + 0.5) * stride_y
+            l, t, r, b = (float(v) for v in reg[:, y, x])
+            x0, y0 = (cx - max(l, 0.0)) * sx, (cy - max(t, 0.0)) * sy
+            x1, y1 = (cx + max(r, 0.0)) * sx, (cy + max(b, 0.0)) * sy
+            x0, y0 = min(max(x0, 0.0), image_size[0]), min(max(y0, 0.0), image_size[1])
+            x1, y1 = min(max(x1, 0.0), image_size[0]), min(max(y1, 0.0), image_size[1])
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                continue
+            rects.append([x0, y0, x1 - x0, y1 - y0])
+            scores.append(float(h[y, x]))
+            classes.append(c)
+    if not rects:
+        return []
+    cls_arr = np.asarray(classes)
+    keep: list[int] = []
+    for c in np.unique(cls_arr):
+        idx = np.nonzero(cls_arr == c)[0]
+        kept = cv2.dnn.NMSBoxes([rects[i] for i in idx], [scores[i] for i in idx], score_threshold, nms_iou)
+        keep.extend(int(idx[k]) for k in np.asarray(kept).reshape(-1))
+    if n_cls > 1 and len(keep) > 1:
+        kept = cv2.dnn.NMSBoxes([rects[i] for i in keep], [scores[i] for i in keep], score_threshold, cross_class_iou)
+        keep = [keep[int(k)] for k in np.asarray(kept).reshape(-1)]
+    keep.sort(key=lambda i: -scores[i])
+    return [BBox(labels[classes[i]], *rects[i], value=scores[i]) for i in keep[:max_detections]]
+
+
+def load_card(model_dir_or_onnx_path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(onnx path, card dict) for a model folder or an ONNX file with `model.json` beside it.
+
+    Raises:
+        ModelError: when a file is missing or the card is not valid JSON.
+    """
+    p = Path(model_dir_or_onnx_path)
+    onnx_path = p / ONNX_NAME if p.is_dir() else p
+    card_path = onnx_path.parent / CARD_NAME
+    if not onnx_path.is_file():
+        raise ModelError(f"no ONNX model at {onnx_path}: pass a folder holding {ONNX_NAME} + {CARD_NAME}, "
+                         "or the .onnx file itself")
+    if not card_path.is_file():
+        raise ModelError(f"no model card {card_path}: the {CARD_NAME} written by export_onnx must sit beside the ONNX")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model card {card_path} is not valid JSON: {e}") from e
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_path} must be a JSON object")
+    return onnx_path, card
+
+
+class OnnxDetector:
+    """An exported detector: `detect(rgb)` -> boxes in the image's pixels.
+
+    Args:
+        model_dir_or_onnx_path: a folder with `model.onnx` + `model.json`, or the ONNX path.
+        threads: onnxruntime intra-op threads (1 on a small device leaves a core for the rest).
+
+    Raises:
+        ModelError: the files are missing, the ONNX will not load, the card has no labels,
+            the card's input size or labels do not match the network, or the ONNX's sha256
+            differs from the card's `onnx_sha256`.
+    """
+
+    def __init__(self, model_dir_or_onnx_path: str | Path, threads: int = 1):
+        import onnxruntime as ort  # imported here so `decode` works where onnxruntime is absent
+
+        self.onnx_path, self.card = load_card(model_dir_or_onnx_path)
+        labels = self.card.get("labels")
+        if not labels or not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            raise ModelError(f"model card {self.onnx_path.parent / CARD_NAME} has no labels: it needs "
+                             '"labels": ["apple", ...] in the order of the heat-map channels')
+        self.labels: list[str] = list(labels)
+        size = self.card.get("input_size")
+        if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+            size = size[0]
+        if not isinstance(size, int) or size <= 0:
+            raise ModelError(f"model card input_size must be a positive integer (square input), got {size!r}")
+        self.input_size: int = size
+        self.preprocessing = {**DEFAULT_PREPROCESSING, **(self.card.get("preprocessing") or {})}
+        self.score_threshold = float(self.card.get("score_threshold", 0.5))
+        self.nms_iou = float(self.card.get("nms_iou", 0.45))
+        expected_sha = self.card.get("onnx_sha256")
+        if expected_sha and sha256_file(self.onnx_path) != expected_sha:
+            raise ModelError(f"{self.onnx_path} does not match the card's onnx_sha256: the file was changed "
+                             "or belongs to another model; download the model version again")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated types for a bad file
+            raise ModelError(f"onnxruntime cannot load {self.onnx_path}: {e}") from e
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"expected a model with one image input, {self.onnx_path} has {len(inputs)}")
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        if len(shape) != 4:
+            raise ModelError(f"model input {self.input_name} has shape {shape}; expected (1, 3, S, S)")
+        for dim in shape[2:]:
+            if isinstance(dim, int) and dim != self.input_size:
+                raise ModelError(f"input size mismatch: the network takes {shape[2]}x{shape[3]} but the card "
+                                 f"says input_size={self.input_size}; re-export the model or fix the card")
+        out_names = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in HEAD_OUTPUTS if n not in out_names]
+        if missing:
+            raise ModelError(f"model outputs {out_names} lack {missing}: not a model exported by helpers.train")
+        heat_shape = next(o.shape for o in self.session.get_outputs() if o.name == "heatmap")
+        if isinstance(heat_shape[1], int) and heat_shape[1] != len(self.labels):
+            raise ModelError(f"the network has {heat_shape[1]} classes but the card lists labels {self.labels}")
+
+    @property
+    def version(self) -> int | None:
+        """The registry version from the card (None until the model is registered)."""
+        return self.card.get("version")
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """The (1, 3, S, S) float32 tensor this model takes for an RGB image."""
+        return preprocess(rgb, self.input_size, self.preprocessing)
+
+    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The head outputs (heatmap (C, h, w), ltrb (4, h, w)) for one image."""
+        heat, reg = self.session.run(list(HEAD_OUTPUTS), {self.input_name: self.preprocess(rgb)})
+        return heat[0], reg[0]
+
+    def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
+        """Boxes (value = score) in `rgb`'s pixel coordinates, best first."""
+        heat, reg = self.raw(rgb)
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        return decode(heat, reg, self.labels, (rgb.shape[1], rgb.shape[0]), self.input_size,
+                      score_threshold=thr, nms_iou=self.nms_iou)
+
+    def __repr__(self) -> str:
+        return (f"OnnxDetector({str(self.onnx_path)!r}, labels={self.labels}, input_size={self.input_size}, "
+                f"version={self.version})")

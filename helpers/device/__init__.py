@@ -1,0 +1,1 @@
+"""Device side: camera sources, the edge agent, module runtimes, collector and runner."""

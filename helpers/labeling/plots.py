@@ -1,0 +1,175 @@
+"""Dataset plots and the dataset overview for the label-review notebook.
+
+Every plot function returns a `matplotlib.figure.Figure` (built without pyplot, so nothing
+piles up in pyplot's global state; Jupyter displays a returned figure). The overview is a
+list of dicts (no pandas), with an HTML and an ipywidgets rendering.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from helpers.geometry import BBox
+from helpers.labeling.queue import decode_image, sample_device
+from helpers.widgets import TAB10, draw_boxes, html_table, label_color
+
+
+def _labels_in(samples: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
+    if labels is not None:
+        return list(labels)
+    seen: list[str] = []
+    for s in samples:
+        for b in s.boxes:
+            if b.label not in seen:
+                seen.append(b.label)
+    return sorted(seen)
+
+
+def dataset_overview(samples: Iterable[Any]) -> list[dict[str, Any]]:
+    """Samples per device, labeled or not, with box counts; a `total` row last.
+
+    Args:
+        samples: studio samples (`studio.samples()`).
+
+    Returns:
+        Rows `{"device", "samples", "labeled", "unlabeled", "training", "testing", "boxes",
+        "empty"}`; `empty` counts labeled samples with no box.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        dev = sample_device(s) or "(no device)"
+        r = rows.setdefault(dev, {"device": dev, "samples": 0, "labeled": 0, "unlabeled": 0,
+                                  "training": 0, "testing": 0, "boxes": 0, "empty": 0})
+        r["samples"] += 1
+        if s.labeled:
+            r["labeled"] += 1
+            r["boxes"] += len(s.boxes)
+            r["empty"] += 0 if s.boxes else 1
+        else:
+            r["unlabeled"] += 1
+        if s.category in ("training", "testing"):
+            r[s.category] += 1
+    out = [rows[k] for k in sorted(rows)]
+    total = {"device": "total"}
+    for key in ("samples", "labeled", "unlabeled", "training", "testing", "boxes", "empty"):
+        total[key] = sum(r[key] for r in out)
+    return out + [total]
+
+
+def overview_html(rows: Sequence[dict[str, Any]]) -> str:
+    """The overview rows as an HTML table."""
+    return html_table(rows, caption="dataset by device")
+
+
+def overview_widget(rows: Sequence[dict[str, Any]]):
+    """The overview rows as an `ipywidgets.HTML`."""
+    import ipywidgets as w
+
+    return w.HTML(overview_html(rows))
+
+
+def class_counts(samples: Sequence[Any], labels: Sequence[str] | None = None) -> Figure:
+    """Bar chart of boxes per class, split into training and testing."""
+    labels = _labels_in(samples, labels)
+    counts = {cat: Counter(b.label for s in samples if s.labeled and s.category == cat for b in s.boxes)
+              for cat in ("training", "testing")}
+    fig = Figure(figsize=(max(4, 1.2 * len(labels) + 2), 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(labels))
+    width = 0.38
+    for i, (cat, color) in enumerate((("training", TAB10[0]), ("testing", TAB10[1]))):
+        vals = [counts[cat].get(lab, 0) for lab in labels]
+        bars = ax.bar(x + (i - 0.5) * width, vals, width, label=cat, color=color)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("boxes")
+    ax.set_title("boxes per class")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def box_distributions(samples: Sequence[Any], labels: Sequence[str] | None = None) -> Figure:
+    """Box sizes (width/height as a share of the image) and box centre positions, per class."""
+    labels = _labels_in(samples, labels)
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_w, ax_h, ax_pos = fig.subplots(1, 3)
+    bins = np.linspace(0, 1, 21)
+    for lab in labels:
+        ws, hs, cx, cy = [], [], [], []
+        for s in samples:
+            if not s.labeled or not s.width or not s.height:
+                continue
+            for b in s.boxes:
+                if b.label != lab:
+                    continue
+                ws.append(b.width / s.width)
+                hs.append(b.height / s.height)
+                cx.append((b.x + b.width / 2) / s.width)
+                cy.append((b.y + b.height / 2) / s.height)
+        color = label_color(lab, labels)
+        ax_w.hist(ws, bins=bins, alpha=0.6, color=color, label=f"{lab} ({len(ws)})")
+        ax_h.hist(hs, bins=bins, alpha=0.6, color=color, label=lab)
+        ax_pos.scatter(cx, cy, s=8, alpha=0.6, color=color, label=lab)
+    ax_w.set_title("box width / image width")
+    ax_h.set_title("box height / image height")
+    ax_pos.set_title("box centres")
+    ax_pos.set_xlim(0, 1)
+    ax_pos.set_ylim(1, 0)  # image coordinates: y grows downwards
+    ax_pos.set_aspect("equal")
+    if labels:
+        ax_w.legend(fontsize=8)
+    return fig
+
+
+def sample_grid(samples: Sequence[Any], image_of: Callable[[int], bytes], n: int = 12, cols: int = 4,
+                labels: Sequence[str] | None = None) -> Figure:
+    """A grid of labeled samples with their saved boxes.
+
+    Args:
+        samples: studio samples; the first `n` labeled ones are shown.
+        image_of: sample id -> image bytes (`studio.get_image`).
+        n: how many to show.
+        cols: grid columns.
+        labels: class order for colours.
+    """
+    chosen = [s for s in samples if s.labeled][:n]
+    labels = _labels_in(chosen, labels)
+    rows = max(1, int(np.ceil(len(chosen) / cols)))
+    fig = Figure(figsize=(2.6 * cols, 2.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, s in zip(axes, chosen):
+        rgb = draw_boxes(decode_image(image_of(s.id)), s.boxes, labels, thickness=2)
+        ax.imshow(rgb)
+        ax.set_title(f"#{s.id} {sample_device(s)} ({len(s.boxes)})", fontsize=8)
+    if not chosen:
+        axes[0].text(0.5, 0.5, "no labeled samples yet", ha="center", va="center", transform=axes[0].transAxes)
+    return fig
+
+
+def assist_quality(report: Any) -> Figure:
+    """Bars of the assist report: share accepted unchanged and mean IoU, per proposal source."""
+    rows = [r for r in report.rows if r.proposals > 0] or list(report.rows)
+    names = [f"{r.source}\n(n={r.proposals})" for r in rows]
+    x = np.arange(len(rows))
+    width = 0.38
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    b1 = ax.bar(x - width / 2, [r.share_unchanged for r in rows], width, label="accepted unchanged", color=TAB10[2])
+    b2 = ax.bar(x + width / 2, [r.mean_iou for r in rows], width, label="mean IoU", color=TAB10[0])
+    ax.bar_label(b1, fmt="%.2f", fontsize=8)
+    ax.bar_label(b2, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.1)
+    ax.set_title("labeling assist quality")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def boxes_of(samples: Iterable[Any]) -> list[BBox]:
+    """Every saved box of the labeled samples (for custom plots)."""
+    return [b for s in samples if s.labeled for b in s.boxes]

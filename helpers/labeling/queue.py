@@ -1,0 +1,510 @@
+"""The labeling queue: unlabeled studio samples in capture order, each with box proposals.
+
+A `LabelQueue` walks the studio's unlabeled samples device by device, in capture order
+(`captured_at`, then `frame_index`, then upload order). For the sample in front of the labeler it
+offers two proposals (`helpers.labeling.proposals`):
+
+- tracking: the boxes of the previous labeled frame of the same device, moved to where each
+  object went;
+- model: the detections of the newest production model in the registry (else the newest
+  candidate), when one exists.
+
+The better one (higher score) is offered first; `select()` switches. `save()` writes the boxes to
+the studio, `skip()` leaves the sample unlabeled (it comes back on `refresh()`), `delete()`
+removes a bad frame. Each save is recorded with how far every proposal was from what was
+saved, which is what the assist-quality report (`helpers.labeling.oracle.assist_report`) sums up.
+
+The queue never reads `metadata["ground_truth"]`; only the oracle labeler does.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from helpers.errors import DatasetError
+from helpers.geometry import BBox
+from helpers.labeling.proposals import (
+    BoxComparison,
+    Proposal,
+    best_proposal,
+    compare_boxes,
+    model_proposal,
+    tracking_proposal,
+)
+
+_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """JPEG/PNG bytes to an RGB uint8 array.
+
+    Raises:
+        DatasetError: the bytes are not an image OpenCV can decode.
+    """
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise DatasetError("sample image could not be decoded (not a JPEG/PNG?): delete the sample or re-upload it")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def sample_device(sample: Any) -> str:
+    """The device a sample came from (`Sample.device`, else metadata `device`, else '')."""
+    return str(sample.device or sample.metadata.get("device") or "")
+
+
+def sample_frame_index(sample: Any) -> int | None:
+    value = sample.metadata.get("frame_index")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def capture_key(sample: Any) -> tuple[str, str, int, int]:
+    """Sort key: device, capture time, frame index, sample id (upload order)."""
+    captured = str(sample.captured_at or sample.metadata.get("captured_at") or "")
+    fi = sample_frame_index(sample)
+    return (sample_device(sample), captured, -1 if fi is None else fi, int(sample.id))
+
+
+def normalise_label(name: str) -> str:
+    """A class name as the studio keeps it: lowercase, stripped.
+
+    Raises:
+        DatasetError: empty, or characters other than a-z, 0-9, `_` and `-`.
+    """
+    label = str(name).strip().lower()
+    if not _LABEL_RE.match(label):
+        raise DatasetError(
+            f"class name {name!r} is not valid: use lowercase letters, digits, '_' or '-', "
+            "starting with a letter (e.g. 'banana')"
+        )
+    return label
+
+
+@dataclass
+class QueueItem:
+    """The sample in front of the labeler and its proposals.
+
+    Attributes:
+        sample: the studio sample (its metadata may hold ground truth: never display it).
+        proposals: by source (`tracking`, `model`); a source is absent when it has nothing to
+            offer (no previous labeled frame, no model).
+        offered: the source offered first (the best score), None without proposals.
+        position: 1-based position in the queue.
+        total: queue length at the last refresh.
+    """
+
+    sample: Any
+    proposals: dict[str, Proposal]
+    offered: str | None
+    position: int
+    total: int
+
+    @property
+    def sample_id(self) -> int:
+        return int(self.sample.id)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a labeling UI may show about the sample (never the ground truth)."""
+        return {
+            "sample_id": self.sample_id,
+            "filename": self.sample.filename,
+            "device": sample_device(self.sample),
+            "captured_at": self.sample.captured_at or self.sample.metadata.get("captured_at"),
+            "frame_index": sample_frame_index(self.sample),
+            "width": self.sample.width,
+            "height": self.sample.height,
+        }
+
+
+@dataclass
+class LabelRecord:
+    """One handled sample: what was proposed, shown and saved (or that it was skipped/deleted).
+
+    Attributes:
+        sample_id: the studio sample id.
+        device: the device it came from.
+        action: `saved`, `skipped` or `deleted`.
+        offered: the source offered first.
+        shown: the source on screen when the labeler saved.
+        boxes: number of boxes saved.
+        comparisons: per available source, how its proposal compares with the saved boxes.
+    """
+
+    sample_id: int
+    device: str
+    action: str
+    offered: str | None = None
+    shown: str | None = None
+    boxes: int = 0
+    comparisons: dict[str, BoxComparison] = field(default_factory=dict)
+
+    @property
+    def accepted_unchanged(self) -> bool:
+        """The proposal on screen was saved as proposed."""
+        return self.action == "saved" and self.shown in self.comparisons and self.comparisons[self.shown].unchanged
+
+
+@dataclass
+class QueueProgress:
+    """Counts for a progress line."""
+
+    total: int
+    handled: int
+    saved: int
+    accepted_unchanged: int
+    skipped: int
+    deleted: int
+    remaining: int
+
+    @property
+    def text(self) -> str:
+        """`37 of 120, 31 accepted unchanged` (+ skipped/deleted when there are any)."""
+        parts = [f"{self.handled} of {self.total}", f"{self.accepted_unchanged} accepted unchanged"]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        if self.deleted:
+            parts.append(f"{self.deleted} deleted")
+        return ", ".join(parts)
+
+
+@dataclass
+class _Labeled:
+    key: tuple[str, str, int, int]
+    sample_id: int
+    frame_index: int | None
+    boxes: list[BBox]
+
+
+class LabelQueue:
+    """Unlabeled samples of a studio, in capture order per device, with proposals.
+
+    Args:
+        studio: a `helpers.studio.base.Studio`.
+        device: only this device's samples (None: all devices, grouped by device).
+        category: `training`, `testing` or None for both.
+        model: `"auto"` (newest production model, else newest candidate, else none), a
+            registry version number, a ready `OnnxDetector`, or None for no model proposals.
+        model_dir: where registry models are downloaded (default: `<workspace>/models/registry`).
+        score_threshold: detector score threshold (None: the model card's default).
+        tracking: offer tracking proposals.
+        max_track_gap: no tracking from a labeled frame more than this many frames back.
+        min_track_score: tracked boxes below this correlation are dropped.
+        iou_threshold: IoU for "accepted unchanged".
+        recent_size: how many just-labeled samples `recent()` keeps.
+
+    Example:
+        >>> q = LabelQueue(studio)
+        >>> item = q.current()
+        >>> q.save(item.proposals[item.offered].boxes)  # accept the offered proposal
+    """
+
+    def __init__(
+        self,
+        studio: Any,
+        *,
+        device: str | None = None,
+        category: str | None = None,
+        model: Any = "auto",
+        model_dir: str | Path | None = None,
+        score_threshold: float | None = None,
+        tracking: bool = True,
+        max_track_gap: int = 30,
+        min_track_score: float = 0.3,
+        iou_threshold: float = 0.9,
+        recent_size: int = 8,
+    ):
+        if category is not None and category not in ("training", "testing"):
+            raise ValueError(f"category must be 'training', 'testing' or None, got {category!r}")
+        self.studio = studio
+        self.device = device
+        self.category = category
+        self.score_threshold = score_threshold
+        self.tracking = tracking
+        self.max_track_gap = int(max_track_gap)
+        self.min_track_score = float(min_track_score)
+        self.iou_threshold = float(iou_threshold)
+        self.recent_size = int(recent_size)
+        self._model_spec = model
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._detector: Any = None
+        self._model_version: int | None = None
+        self._model_resolved = False
+        self.records: list[LabelRecord] = []
+        self._recent: list[tuple[int, np.ndarray, list[BBox]]] = []
+        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._pending: list[Any] = []
+        self._cursor = 0
+        self._item: QueueItem | None = None
+        self.source: str | None = None
+        self.refresh()
+
+    # ------------------------------------------------------------------ loading
+    def refresh(self) -> int:
+        """Reload the unlabeled samples from the studio (skipped ones come back); returns how many."""
+        pending = self.studio.samples(category=self.category, labeled=False, device=self.device)
+        self._pending = sorted(pending, key=capture_key)
+        labeled = self.studio.samples(category=self.category, labeled=True, device=self.device)
+        self._labeled: dict[str, list[_Labeled]] = {}
+        for s in labeled:
+            self._remember(s, list(s.boxes))
+        self._cursor = 0
+        self._item = None
+        self._counts = {"saved": 0, "skipped": 0, "deleted": 0, "unchanged": 0}
+        self._total = len(self._pending)
+        return self._total
+
+    def _remember(self, sample: Any, boxes: list[BBox]) -> None:
+        entries = self._labeled.setdefault(sample_device(sample), [])
+        entries[:] = [e for e in entries if e.sample_id != int(sample.id)]
+        entries.append(_Labeled(capture_key(sample), int(sample.id), sample_frame_index(sample), list(boxes)))
+        entries.sort(key=lambda e: e.key)
+
+    def __len__(self) -> int:
+        """Samples not yet handled since the last refresh."""
+        return max(0, len(self._pending) - self._cursor)
+
+    @property
+    def remaining(self) -> int:
+        return len(self)
+
+    def pending(self) -> list[Any]:
+        """The samples still ahead (current one first), in queue order."""
+        return list(self._pending[self._cursor:])
+
+    def pending_ids(self) -> list[int]:
+        """Ids of the samples still ahead, in queue order."""
+        return [int(s.id) for s in self._pending[self._cursor:]]
+
+    # ------------------------------------------------------------------ model
+    def _workspace_models(self) -> Path:
+        if self._model_dir is not None:
+            return self._model_dir
+        ws = getattr(self.studio, "workspace", None)
+        if ws is None:
+            from helpers.config import load_settings
+
+            ws = load_settings().workspace
+        return Path(ws) / "models" / "registry"
+
+    def _resolve_model(self) -> None:
+        if self._model_resolved:
+            return
+        self._model_resolved = True
+        spec = self._model_spec
+        if spec is None:
+            return
+        if hasattr(spec, "detect"):
+            self._detector = spec
+            card = getattr(spec, "card", {}) or {}
+            self._model_version = card.get("version") if isinstance(card, dict) else None
+            return
+        if spec == "auto":
+            versions = [m for m in self.studio.models() if m.stage in ("production", "candidate")]
+            if not versions:
+                return
+            production = [m for m in versions if m.stage == "production"]
+            chosen = max(production or versions, key=lambda m: m.version)
+        else:
+            chosen = self.studio.get_model(int(spec))
+        self._detector = self._load_registry_model(chosen)
+        self._model_version = int(chosen.version)
+
+    def _load_registry_model(self, mv: Any) -> Any:
+        from helpers.detector import OnnxDetector
+
+        dest = self._workspace_models() / f"v{int(mv.version)}"
+        onnx = dest / "model.onnx"
+        cached = onnx.is_file() and (dest / "model.json").is_file() and (
+            not mv.sha256 or hashlib.sha256(onnx.read_bytes()).hexdigest() == mv.sha256
+        )
+        if not cached:
+            dest.mkdir(parents=True, exist_ok=True)
+            self.studio.download_model(int(mv.version), dest)
+        return OnnxDetector(dest, threads=1)
+
+    @property
+    def model_version(self) -> int | None:
+        """The registry version used for model proposals (None: no model)."""
+        self._resolve_model()
+        return self._model_version
+
+    # ------------------------------------------------------------------ images
+    def image(self, sample_id: int) -> np.ndarray:
+        """The sample's image as RGB (a few recent ones are cached)."""
+        sample_id = int(sample_id)
+        if sample_id in self._images:
+            self._images.move_to_end(sample_id)
+            return self._images[sample_id]
+        rgb = decode_image(self.studio.get_image(sample_id))
+        self._images[sample_id] = rgb
+        while len(self._images) > 6:
+            self._images.popitem(last=False)
+        return rgb
+
+    # ------------------------------------------------------------------ proposals
+    def _previous_labeled(self, sample: Any) -> _Labeled | None:
+        key = capture_key(sample)
+        before = [e for e in self._labeled.get(sample_device(sample), []) if e.key < key]
+        return before[-1] if before else None
+
+    def propose(self, sample: Any) -> dict[str, Proposal]:
+        """Compute every available proposal for `sample` (tracking and/or model)."""
+        out: dict[str, Proposal] = {}
+        rgb = self.image(sample.id)
+        labels = self.studio.labels()
+        if self.tracking and sample_device(sample):
+            prev = self._previous_labeled(sample)
+            if prev is not None:
+                fi = sample_frame_index(sample)
+                gap = (fi - prev.frame_index) if (fi is not None and prev.frame_index is not None) else 1
+                if 0 < gap <= self.max_track_gap:
+                    out["tracking"] = tracking_proposal(
+                        self.image(prev.sample_id), prev.boxes, rgb,
+                        frame_gap=gap, min_score=self.min_track_score, from_sample=prev.sample_id,
+                    )
+        self._resolve_model()
+        if self._detector is not None:
+            out["model"] = model_proposal(
+                self._detector, rgb, labels=labels, score_threshold=self.score_threshold,
+                model_version=self._model_version,
+            )
+        return out
+
+    # ------------------------------------------------------------------ the labeler's actions
+    def current(self) -> QueueItem | None:
+        """The sample to label now with its proposals, or None when the queue is done."""
+        if self._cursor >= len(self._pending):
+            self._item = None
+            return None
+        sample = self._pending[self._cursor]
+        if self._item is None or self._item.sample_id != int(sample.id):
+            proposals = self.propose(sample)
+            offered = best_proposal(proposals)
+            self._item = QueueItem(sample, proposals, offered, self._cursor + 1, self._total)
+            self.source = offered
+        return self._item
+
+    def proposal(self, source: str | None = None) -> Proposal | None:
+        """The proposal of `source` (default: the one selected) for the current sample."""
+        item = self.current()
+        if item is None:
+            return None
+        src = source or self.source
+        return item.proposals.get(src) if src else None
+
+    def select(self, source: str) -> Proposal:
+        """Switch the proposal on screen to `source` (`tracking` or `model`).
+
+        Raises:
+            DatasetError: the queue is done, or that source has no proposal for this sample.
+        """
+        item = self._require_item()
+        if source not in item.proposals:
+            have = ", ".join(item.proposals) or "none"
+            raise DatasetError(f"no {source!r} proposal for sample {item.sample_id} (available: {have})")
+        self.source = source
+        return item.proposals[source]
+
+    def _require_item(self) -> QueueItem:
+        item = self.current()
+        if item is None:
+            raise DatasetError("the labeling queue is done: call refresh() to bring back skipped samples")
+        return item
+
+    def _advance(self, record: LabelRecord) -> QueueItem | None:
+        self.records.append(record)
+        self._counts[record.action] += 1
+        self._cursor += 1
+        self._item = None
+        self.source = None
+        return self.current()
+
+    def save(self, boxes: Sequence[BBox | dict] | None = None, *, source: str | None = None) -> QueueItem | None:
+        """Write `boxes` to the studio for the current sample and move on.
+
+        Args:
+            boxes: the boxes to save (BBox or dicts with x, y, width, height, label); None
+                saves the selected proposal as it is. An empty list labels the frame as
+                "nothing here".
+            source: the proposal that was on screen (default: the selected one); used for
+                the accepted-unchanged count.
+
+        Returns:
+            The next item, or None when the queue is done.
+
+        Raises:
+            DatasetError: a box has a class outside the project's label set (add it first
+                with `add_label`), or the queue is done.
+        """
+        item = self._require_item()
+        shown = source or self.source
+        if boxes is None:
+            chosen = item.proposals.get(shown) if shown else None
+            boxes = list(chosen.boxes) if chosen is not None else []
+        parsed = [b if isinstance(b, BBox) else BBox.from_dict(b) for b in boxes]
+        labels = set(self.studio.labels())
+        unknown = sorted({b.label for b in parsed} - labels)
+        if unknown:
+            raise DatasetError(
+                f"class(es) {unknown} are not in the project's label set {sorted(labels)}: "
+                "add them first (LabelQueue.add_label / the panel's 'add class' box)"
+            )
+        w, h = item.sample.width or 0, item.sample.height or 0
+        clean = []
+        for b in parsed:
+            b = BBox(b.label, b.x, b.y, b.width, b.height)  # a saved label has no score
+            if w and h:
+                b = b.clipped(w, h)
+            if b.width > 0 and b.height > 0:
+                clean.append(b)
+        self.studio.set_boxes(item.sample_id, clean)
+        comparisons = {src: compare_boxes(p.boxes, clean, self.iou_threshold) for src, p in item.proposals.items()}
+        record = LabelRecord(item.sample_id, sample_device(item.sample), "saved", item.offered, shown, len(clean), comparisons)
+        if record.accepted_unchanged:
+            self._counts["unchanged"] += 1
+        self._remember(item.sample, clean)
+        self._recent.append((item.sample_id, self.image(item.sample_id), clean))
+        del self._recent[: -self.recent_size]
+        return self._advance(record)
+
+    def skip(self) -> QueueItem | None:
+        """Leave the current sample unlabeled (it stays in the studio's queue) and move on."""
+        item = self._require_item()
+        return self._advance(LabelRecord(item.sample_id, sample_device(item.sample), "skipped", item.offered, self.source))
+
+    def delete(self) -> QueueItem | None:
+        """Delete the current sample from the studio (a bad frame) and move on."""
+        item = self._require_item()
+        self.studio.delete_sample(item.sample_id)
+        self._images.pop(item.sample_id, None)
+        return self._advance(LabelRecord(item.sample_id, sample_device(item.sample), "deleted", item.offered, self.source))
+
+    @property
+    def labels(self) -> list[str]:
+        """The project's class names."""
+        return list(self.studio.labels())
+
+    def add_label(self, name: str) -> list[str]:
+        """Add a class (e.g. `banana`) to the project's label set; returns the new set."""
+        return list(self.studio.add_label(normalise_label(name)))
+
+    # ------------------------------------------------------------------ reporting
+    def progress(self) -> QueueProgress:
+        """Counts since the last refresh."""
+        c = self._counts
+        handled = c["saved"] + c["skipped"] + c["deleted"]
+        return QueueProgress(self._total, handled, c["saved"], c["unchanged"], c["skipped"], c["deleted"], len(self))
+
+    def recent(self) -> list[tuple[int, np.ndarray, list[BBox]]]:
+        """The just-labeled samples, oldest first: (sample id, RGB image, saved boxes)."""
+        return list(self._recent)

@@ -1,0 +1,193 @@
+"""The local cloud's ASGI application (hub + studio endpoints) and its server entry point."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from helpers.config import mask
+from helpers.errors import ServiceError
+from helpers.localcloud import hub_api, studio_api
+from helpers.localcloud.common import ApiError, Context, error_from_service_error, require_any, service_key_from_cs
+from helpers.localcloud.db import Store
+from helpers.localcloud.service import (
+    DEFAULT_MAX_BODY_MB,
+    HOST,
+    cloud_dir,
+    ensure_credentials,
+    now_iso,
+    read_service,
+    write_service,
+)
+
+VERSION = "1"
+log = logging.getLogger("helpers.localcloud")
+access_log = logging.getLogger("helpers.localcloud.access")
+
+
+class MaskingFilter(logging.Filter):
+    """Masks secret-looking values (keys, SAS signatures) in every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage())
+        record.args = ()
+        return True
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over the limit (by Content-Length, or while streaming)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = ApiError(413, f"request body over the {self.limit / 1e6:.0f} MB limit; send fewer or smaller files per request "
+                                  "(or start the local cloud with --max-body-mb)", "body")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            response = JSONResponse(too_large.body(), status_code=413, headers={"connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB) -> Any:
+    """The ASGI app for `workspace`, served on `port` (which goes into service.json)."""
+    ws = Path(workspace).resolve()
+    d = cloud_dir(ws)
+    creds = ensure_credentials(ws, port)
+    host, service_key = service_key_from_cs(creds["service_connection_string"])
+    store = Store(d / "state.db")
+    ctx = Context(workspace=ws, store=store, files=d / "files", service_key=service_key, service_host=host,
+                  studio_api_key=creds["studio_api_key"], max_body_bytes=int(max_body_mb * 1e6))
+    ctx.files.mkdir(parents=True, exist_ok=True)
+    started_at = now_iso()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        removed = studio_api.sweep_files(ctx)
+        if any(removed.values()):
+            log.info("removed files left by an interrupted run: %s", removed)
+        yield
+        store.close()
+        info = read_service(ws) or {}
+        if info.get("pid") == os.getpid():
+            write_service(ws, {**info, "running": False, "stopped_at": now_iso()})
+        log.info("local cloud stopped cleanly")
+
+    app = FastAPI(
+        title="edgeloop local cloud",
+        version=VERSION,
+        description="Embedded IoT hub (Azure IoT Hub shapes, SAS auth) and studio (Edge Impulse ingestion, x-api-key).",
+        openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        err = error_from_service_error(exc)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        err = ApiError(400, f"{field or 'request'}: {first.get('msg', 'invalid value')}", field)
+        return JSONResponse(err.body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = f"no such endpoint {request.method} {request.url.path}; see /openapi.json" if exc.status_code in (404, 405) else str(exc.detail)
+        return JSONResponse(ApiError(exc.status_code, msg).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s:\n%s", request.method, request.url.path, traceback.format_exc())
+        err = ApiError(500, f"internal error ({type(exc).__name__}); see {d / 'service.log'}")
+        return JSONResponse(err.body(), status_code=500)
+
+    @app.middleware("http")
+    async def _access(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        # the path only: query strings can carry sig=... and are never logged
+        access_log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, (time.perf_counter() - t0) * 1e3)
+        return response
+
+    @app.get("/api/health", tags=["service"], summary="Liveness and identity of this service")
+    def health(_=Depends(require_any)) -> dict[str, Any]:
+        return {"status": "ok", "pid": os.getpid(), "port": port, "workspace": str(ws), "started_at": started_at, "version": VERSION}
+
+    @app.get("/openapi.json", tags=["service"], include_in_schema=False)
+    def openapi(_=Depends(require_any)) -> dict[str, Any]:
+        schema = app.openapi()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "hubSas": {"type": "apiKey", "in": "header", "name": "Authorization",
+                       "description": "SharedAccessSignature sr=...&sig=...&se=...[&skn=iothubowner]"},
+            "studioKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        }
+        return schema
+
+    app.include_router(hub_api.router)
+    app.include_router(studio_api.router)
+    return BodyLimit(app, ctx.max_body_bytes)
+
+
+def serve(workspace: str | Path, port: int, max_body_mb: float | None = None) -> None:
+    """Run the service in the foreground until SIGTERM/SIGINT (what `start` runs detached)."""
+    import uvicorn
+
+    ws = Path(workspace).resolve()
+    d = cloud_dir(ws)
+    d.mkdir(parents=True, exist_ok=True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger("helpers.localcloud")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    if max_body_mb is None:
+        max_body_mb = float(os.environ.get("EDGELOOP_LOCALCLOUD_MAX_BODY_MB", DEFAULT_MAX_BODY_MB))
+    app = create_app(ws, port, max_body_mb)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.should_exit:
+                return
+            write_service(ws, {"url": f"http://{HOST}:{port}", "pid": os.getpid(), "host": HOST, "port": port,
+                               "started_at": now_iso(), "running": True, "max_body_mb": max_body_mb})
+            log.info("local cloud listening on http://%s:%d (workspace %s)", HOST, port, ws)
+
+    config = uvicorn.Config(app, host=HOST, port=port, access_log=False, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=5)
+    Server(config).run()

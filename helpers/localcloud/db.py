@@ -1,0 +1,128 @@
+"""The local cloud's SQLite store: WAL journal, synchronous=FULL, one writer at a time.
+
+`synchronous=FULL` with WAL makes every committed transaction durable before the HTTP answer
+goes out, so an acknowledged write survives `kill -9` of the service (and a power cut).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    edge INTEGER NOT NULL DEFAULT 1,
+    status TEXT NOT NULL DEFAULT 'enabled',
+    primary_key TEXT NOT NULL,
+    secondary_key TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    desired TEXT NOT NULL DEFAULT '{}',
+    reported TEXT NOT NULL DEFAULT '{}',
+    desired_version INTEGER NOT NULL DEFAULT 1,
+    reported_version INTEGER NOT NULL DEFAULT 1,
+    twin_version INTEGER NOT NULL DEFAULT 1,
+    etag TEXT NOT NULL,
+    device_etag TEXT NOT NULL,
+    modules_content TEXT,
+    modules_version INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    last_report_at REAL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    target_condition TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    modules_content TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    etag TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    filename TEXT NOT NULL,
+    category TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    ext TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    label TEXT,
+    boxes TEXT NOT NULL DEFAULT '[]',
+    labeled INTEGER NOT NULL DEFAULT 0,
+    device TEXT,
+    captured_at TEXT,
+    created_at TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS samples_category ON samples(category);
+CREATE INDEX IF NOT EXISTS samples_device ON samples(device);
+CREATE TABLE IF NOT EXISTS labels (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    version INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    card TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    """One SQLite connection shared by the service's worker threads behind a lock.
+
+    The local cloud serves one workshop or CI job on loopback; serialising database access is
+    simpler than a connection pool and still answers in milliseconds.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode ({mode}); put the workspace on a local disk")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads (under the lock, so no writer interleaves)."""
+        with self._lock:
+            yield self._conn
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON for storage and hashing."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)

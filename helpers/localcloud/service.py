@@ -1,0 +1,315 @@
+"""Start, find and stop the local cloud process; its files under `WORKSPACE/localcloud/`.
+
+The service runs detached (`python -m helpers.localcloud serve`) in its own session, so a
+notebook kernel or a CLI call can exit and leave it running. `ensure_running()` is idempotent
+(an exclusive file lock around check-and-spawn), reuses the previous port when it is free so
+device connection strings stay valid across restarts, and waits until the service answers.
+`stop()` sends SIGTERM, waits for the clean shutdown (WAL checkpoint, service.json marked
+stopped) and only then escalates to SIGKILL.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from helpers.config import Secret, load_settings, parse_connection_string
+from helpers.errors import ConfigError, ServiceUnavailable
+from helpers.hub.sas import generate_sas_token, new_key
+
+HOST = "127.0.0.1"
+SERVICE_POLICY = "iothubowner"
+DEFAULT_MAX_BODY_MB = 20.0
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def now_iso() -> str:
+    """UTC now as ISO 8601 with a Z."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def resolve_workspace(workspace: str | Path | None) -> Path:
+    """The workspace folder: the argument, else `load_settings().workspace`."""
+    return Path(workspace).expanduser().resolve() if workspace is not None else load_settings().workspace
+
+
+def cloud_dir(workspace: str | Path | None) -> Path:
+    return resolve_workspace(workspace) / "localcloud"
+
+
+def service_file(workspace: str | Path | None) -> Path:
+    return cloud_dir(workspace) / "service.json"
+
+
+def credentials_file(workspace: str | Path | None) -> Path:
+    return cloud_dir(workspace) / "credentials.json"
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_service(workspace: str | Path | None) -> dict[str, Any] | None:
+    """service.json as a dict, or None when the service never started here."""
+    path = service_file(workspace)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_service(workspace: Path, data: dict[str, Any]) -> None:
+    _write_json_atomic(service_file(workspace), data)
+
+
+def read_credentials(workspace: str | Path | None) -> dict[str, Secret]:
+    """`{"service_connection_string": Secret, "studio_api_key": Secret}` from credentials.json.
+
+    Raises:
+        ConfigError: the file is missing (the local cloud never started in this workspace).
+    """
+    path = credentials_file(workspace)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist: start the local cloud first with "
+            f"`python -m helpers.localcloud start --workspace {resolve_workspace(workspace)}`"
+        )
+    raw = json.loads(path.read_text())
+    return {
+        "service_connection_string": Secret(raw["service_connection_string"], "service_connection_string"),
+        "studio_api_key": Secret(raw["studio_api_key"], "studio_api_key"),
+    }
+
+
+def ensure_credentials(workspace: Path, port: int) -> dict[str, Secret]:
+    """Create credentials.json (0600) on first start; afterwards keep the keys, update the port.
+
+    The service connection string's HostName is `127.0.0.1:<port>` of the current run so that
+    clients (and devices, whose connection strings use the same HostName) reach the service.
+    """
+    path = credentials_file(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        raw = json.loads(path.read_text())
+        parts = parse_connection_string(raw["service_connection_string"])
+        key = parts["SharedAccessKey"]
+        api_key = raw["studio_api_key"]
+    else:
+        key = new_key()
+        api_key = "ei_" + secrets.token_hex(16)
+    cs = f"HostName={HOST}:{port};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={key}"
+    _write_json_atomic(path, {"service_connection_string": cs, "studio_api_key": api_key}, mode=0o600)
+    return read_credentials(workspace)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not a service
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _auth_headers(workspace: Path) -> dict[str, str]:
+    creds = read_credentials(workspace)
+    parts = parse_connection_string(creds["service_connection_string"])
+    token = generate_sas_token(parts["HostName"], parts["SharedAccessKey"], SERVICE_POLICY, ttl_s=300)
+    return {"Authorization": token.get_secret_value()}
+
+
+def _health(workspace: Path, url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    import requests
+
+    try:
+        resp = requests.get(f"{url}/api/health", headers=_auth_headers(workspace), timeout=timeout)
+    except requests.RequestException:
+        return None
+    if resp.status_code != 200:
+        return None
+    return resp.json()
+
+
+def status(workspace: str | Path | None = None) -> dict[str, Any]:
+    """`{"running", "url", "pid", "port", "workspace", ...}` of this workspace's local cloud."""
+    ws = resolve_workspace(workspace)
+    info = read_service(ws) or {}
+    pid = info.get("pid")
+    running = False
+    if _pid_alive(pid) and info.get("url"):
+        health = _health(ws, info["url"])
+        running = bool(health) and health.get("pid") == pid
+    return {**info, "running": running, "workspace": str(ws)}
+
+
+@contextmanager
+def _lock(ws: Path) -> Iterator[None]:
+    d = cloud_dir(ws)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log_tail(ws: Path, n: int = 20) -> str:
+    log = cloud_dir(ws) / "service.log"
+    if not log.is_file():
+        return "(no log)"
+    from helpers.config import mask
+
+    return mask("\n".join(log.read_text(errors="replace").splitlines()[-n:]))
+
+
+def ensure_running(workspace: str | Path | None = None, port: int | None = None, max_body_mb: float | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Start the local cloud for `workspace` unless it already runs; return its status dict.
+
+    Args:
+        workspace: the workspace folder (default: settings).
+        port: a port to use; default the previous run's port when free, else a free one.
+        max_body_mb: request body limit in MB (default 20, env EDGELOOP_LOCALCLOUD_MAX_BODY_MB).
+        timeout_s: how long to wait for the service to answer.
+
+    Raises:
+        ServiceUnavailable: the service did not come up; the message carries its log tail.
+    """
+    ws = resolve_workspace(workspace)
+    with _lock(ws):
+        current = status(ws)
+        if current["running"]:
+            return {**current, "started": False}
+        previous = current.get("port")
+        last_error = ""
+        for attempt in range(3):
+            if port is not None:
+                chosen = port
+            elif previous and attempt == 0 and _port_free(int(previous)):
+                chosen = int(previous)
+            else:
+                chosen = _free_port()
+            ensure_credentials(ws, chosen)
+            proc = _spawn(ws, chosen, max_body_mb)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    last_error = f"exited with code {proc.returncode}"
+                    break
+                info = read_service(ws) or {}
+                if info.get("pid") == proc.pid and info.get("running"):
+                    if _health(ws, info["url"]):
+                        return {**status(ws), "started": True}
+                time.sleep(0.1)
+            else:
+                _terminate(proc.pid, grace_s=5)
+                last_error = f"did not answer within {timeout_s:.0f} s"
+            if port is not None:
+                break
+        raise ServiceUnavailable(
+            f"the local cloud {last_error}; see {cloud_dir(ws) / 'service.log'}:\n{_log_tail(ws)}", 0
+        )
+
+
+def _spawn(ws: Path, port: int, max_body_mb: float | None) -> subprocess.Popen:
+    d = cloud_dir(ws)
+    log = open(d / "service.log", "ab")
+    cmd = [sys.executable, "-m", "helpers.localcloud", "serve", "--workspace", str(ws), "--port", str(port)]
+    if max_body_mb is not None:
+        cmd += ["--max-body-mb", str(max_body_mb)]
+    env = dict(os.environ)
+    repo_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(ws)
+        )
+    finally:
+        log.close()
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def _terminate(pid: int, grace_s: float) -> bool:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL. True when it ended on SIGTERM."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _CHILDREN.pop(pid, None)
+        return True
+    deadline = time.monotonic() + grace_s
+    clean = True
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            clean = False
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            kill_deadline = time.monotonic() + 5
+            while _pid_alive(pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
+            break
+        time.sleep(0.05)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)
+    return clean
+
+
+def stop(workspace: str | Path | None = None, timeout_s: float = 15.0) -> dict[str, Any]:
+    """Stop this workspace's local cloud (SIGTERM, wait, SIGKILL after `timeout_s`).
+
+    Returns the status dict with `stopped` (whether a process was stopped) and `clean`.
+    """
+    ws = resolve_workspace(workspace)
+    with _lock(ws):
+        info = read_service(ws) or {}
+        pid = info.get("pid")
+        if not _pid_alive(pid):
+            return {**info, "running": False, "stopped": False, "clean": True, "workspace": str(ws)}
+        clean = _terminate(int(pid), timeout_s)
+        if not clean:  # it could not flush service.json itself
+            write_service(ws, {**info, "running": False, "stopped_at": now_iso()})
+        return {**(read_service(ws) or {}), "running": False, "stopped": True, "clean": clean, "workspace": str(ws)}

@@ -1,0 +1,202 @@
+"""`LocalStudio`: the `Studio` protocol against the embedded local cloud's studio endpoints.
+
+Authenticates with the workspace's studio API key (`x-api-key`, Edge Impulse's header), uploads
+through `IngestionClient` exactly as a device's collector does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import requests
+
+from helpers.config import Secret
+from helpers.errors import ModelError, ServiceUnavailable
+from helpers.geometry import BBox, boxes_from_dicts
+from helpers.localcloud import service
+from helpers.localcloud.http import call
+from helpers.studio.base import STAGES, ModelVersion, Sample, Snapshot, SnapshotItem, UploadResult
+from helpers.studio.ingestion import IngestionClient
+
+
+def sample_from_json(d: dict[str, Any]) -> Sample:
+    return Sample(id=int(d["id"]), filename=d["filename"], category=d["category"], sha256=d["sha256"], width=int(d["width"]),
+                  height=int(d["height"]), boxes=boxes_from_dicts(d.get("boxes") or []), label=d.get("label"),
+                  labeled=bool(d.get("labeled")), device=d.get("device"), captured_at=d.get("captured_at"),
+                  created_at=d.get("created_at"), metadata=d.get("metadata") or {})
+
+
+def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
+    items = [SnapshotItem(sample_id=int(i["sample_id"]), filename=i["filename"], sha256=i["sha256"], split=i["split"],
+                          width=int(i["width"]), height=int(i["height"]), boxes=boxes_from_dicts(i.get("boxes") or []))
+             for i in d.get("items", [])]
+    return Snapshot(id=d["id"], created_at=d["created_at"], labels=list(d.get("labels", [])), items=items)
+
+
+def model_from_json(d: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(version=int(d["version"]), stage=d["stage"], sha256=d["sha256"], card=d.get("card") or {},
+                        created_at=d.get("created_at"))
+
+
+class LocalStudio:
+    """The local cloud's studio.
+
+    Args:
+        workspace: workspace folder (default: settings); the local cloud must run there, or
+            pass `autostart=True`.
+        url: override the service URL (default: service.json).
+        timeout: seconds per HTTP call.
+        autostart: start the local cloud when it is not running.
+
+    Attributes:
+        url: the studio base URL (also the ingestion base URL for devices).
+        api_key: the studio API key (`Secret`), passed to devices as env `EI_API_KEY`.
+    """
+
+    name = "local"
+
+    def __init__(self, workspace: str | Path | None = None, url: str | None = None, timeout: float = 30.0, autostart: bool = False):
+        self.workspace = service.resolve_workspace(workspace)
+        if autostart:
+            service.ensure_running(self.workspace)
+        self._fixed_url = url.rstrip("/") if url else None
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._load()
+
+    def _load(self) -> None:
+        self.api_key: Secret = service.read_credentials(self.workspace)["studio_api_key"]
+        info = service.read_service(self.workspace) or {}
+        url = self._fixed_url or info.get("url")
+        if not url:
+            raise ServiceUnavailable(f"the local cloud never started in {self.workspace}: run `python -m helpers.localcloud start --workspace {self.workspace}`", 0)
+        self.url: str = url.rstrip("/")
+        self.ingestion = IngestionClient(self.url, self.api_key, timeout=self.timeout)
+
+    def __repr__(self) -> str:
+        return f"LocalStudio(url={self.url!r}, api_key={self.api_key!r})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key.get_secret_value()}
+
+    def _reload_url(self) -> str | None:
+        old = self.url
+        self._load()
+        return self.url if self.url != old else None
+
+    def _req(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return call(self._session, method, self.url + path, headers=self._headers, timeout=self.timeout,
+                    on_unreachable=None if self._fixed_url else self._reload_url, **kw)
+
+    # -- samples
+    def upload(self, files: Sequence[str | Path | tuple[str, bytes]], *, category: str = "training", label: str | None = None,
+               boxes: dict[str, list[BBox]] | None = None, metadata: dict[str, Any] | None = None,
+               device: str | None = None, disallow_duplicates: bool = False) -> list[UploadResult]:
+        """Upload images (see `IngestionClient.upload`); `device` goes into the metadata."""
+        meta = dict(metadata or {})
+        if device is not None:
+            meta["device"] = device
+        return self.ingestion.upload(category, files, label=label, boxes=boxes, metadata=meta or None,
+                                     disallow_duplicates=disallow_duplicates)
+
+    def samples(self, *, category: str | None = None, labeled: bool | None = None, label: str | None = None,
+                device: str | None = None) -> list[Sample]:
+        """Samples filtered by category, labeled state, label (sample or box) and device."""
+        params = {k: v for k, v in {"category": category, "label": label, "device": device}.items() if v is not None}
+        if labeled is not None:
+            params["labeled"] = "true" if labeled else "false"
+        return [sample_from_json(s) for s in self._req("GET", "/api/samples", params=params).json()["samples"]]
+
+    def get_sample(self, sample_id: int) -> Sample:
+        return sample_from_json(self._req("GET", f"/api/samples/{int(sample_id)}").json()["sample"])
+
+    def get_image(self, sample_id: int) -> bytes:
+        return self._req("GET", f"/api/samples/{int(sample_id)}/image").content
+
+    def set_boxes(self, sample_id: int, boxes: list[BBox]) -> Sample:
+        """Replace the boxes (pixels); the sample becomes labeled (an empty list: no objects)."""
+        payload = {"boxes": [b.to_dict() if isinstance(b, BBox) else dict(b) for b in boxes]}
+        for b in payload["boxes"]:
+            b.pop("value", None)
+        return sample_from_json(self._req("PUT", f"/api/samples/{int(sample_id)}/boxes", json=payload).json()["sample"])
+
+    def update_sample(self, sample_id: int, *, metadata: dict[str, Any] | None = None, category: str | None = None,
+                      label: str | None = None, labeled: bool | None = None) -> Sample:
+        """Merge-patch metadata (None deletes a key) and/or set category, label or labeled."""
+        body: dict[str, Any] = {}
+        if metadata is not None:
+            body["metadata"] = metadata
+        if category is not None:
+            body["category"] = category
+        if label is not None:
+            body["label"] = label
+        if labeled is not None:
+            body["labeled"] = labeled
+        return sample_from_json(self._req("PATCH", f"/api/samples/{int(sample_id)}", json=body).json()["sample"])
+
+    def delete_sample(self, sample_id: int) -> None:
+        self._req("DELETE", f"/api/samples/{int(sample_id)}")
+
+    # -- labels and splits
+    def labels(self) -> list[str]:
+        return list(self._req("GET", "/api/labels").json()["labels"])
+
+    def add_label(self, name: str) -> list[str]:
+        return list(self._req("POST", "/api/labels", json={"name": name}).json()["labels"])
+
+    def rebalance(self, test_fraction: float = 0.2) -> dict[str, int]:
+        """Re-split every sample train/test by content hash; `{"training", "testing", "moved"}`."""
+        body = self._req("POST", "/api/rebalance", json={"testFraction": test_fraction}).json()
+        return {k: int(body[k]) for k in ("training", "testing", "moved")}
+
+    # -- snapshots
+    def snapshot(self) -> Snapshot:
+        """Freeze the labeled samples; the same content gives the same id."""
+        return snapshot_from_json(self._req("POST", "/api/snapshots").json())
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        return snapshot_from_json(self._req("GET", f"/api/snapshots/{snapshot_id}").json())
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """`[{"id", "created_at", "labels", "count"}]`."""
+        return list(self._req("GET", "/api/snapshots").json()["snapshots"])
+
+    # -- models
+    def register_model(self, onnx_path: str | Path, card: dict[str, Any]) -> ModelVersion:
+        """Upload an ONNX file + JSON card; the new version (1, 2, ...) has stage `candidate`."""
+        data = Path(onnx_path).read_bytes()
+        files = {"model": ("model.onnx", data, "application/octet-stream"), "card": (None, json.dumps(card))}
+        return model_from_json(self._req("POST", "/api/models", files=files).json()["model"])
+
+    def models(self) -> list[ModelVersion]:
+        return [model_from_json(m) for m in self._req("GET", "/api/models").json()["models"]]
+
+    def get_model(self, version: int) -> ModelVersion:
+        return model_from_json(self._req("GET", f"/api/models/{int(version)}").json()["model"])
+
+    def download_model(self, version: int, dest: str | Path) -> Path:
+        """Write `model.onnx` + `model.json` into `dest` (a folder) after checking the sha256.
+
+        Raises:
+            ModelError: the downloaded bytes do not match the registered sha256.
+        """
+        mv = self.get_model(version)
+        data = self._req("GET", f"/api/models/{int(version)}/onnx").content
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != mv.sha256:
+            raise ModelError(f"model {version}: downloaded sha256 {digest[:12]} != registered {mv.sha256[:12]}; download again")
+        out = Path(dest)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".model.onnx.part"
+        tmp.write_bytes(data)
+        tmp.replace(out / "model.onnx")
+        (out / "model.json").write_text(json.dumps(mv.card, indent=2))
+        return out
+
+    def set_model_stage(self, version: int, stage: str) -> ModelVersion:
+        """candidate | production | retired (several may be production; the deploy gate retires)."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        return model_from_json(self._req("PUT", f"/api/models/{int(version)}/stage", json={"stage": stage}).json()["model"])

@@ -1,0 +1,438 @@
+"""Training loop for the detectors: `train_detector(train_items, val_items, labels, params)`.
+
+Built like torchvision's references/detection: an explicit `train_one_epoch` and a
+validation step, arguments checked up front. Validation F1 is measured with the same
+decoding the devices run (`helpers.detector.decode`), drives early stopping and picks the
+score threshold written into the model card. Weights are averaged (EMA): on small data
+sets the average is steadier than the last step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from helpers.detector import DEFAULT_PREPROCESSING, decode
+from helpers.errors import DatasetError
+from helpers.geometry import BBox
+from helpers.train.augment import AugmentParams, augment
+from helpers.train.boxcoding import boxes_to_arrays, encode
+from helpers.train.data import Item, dataset_hash, validate_items
+from helpers.train.evaluate import detection_counts
+from helpers.train.model import ARCHS, LOG_LTRB_RANGE, STRIDE, FomoBox, count_parameters
+
+INPUT_SIZES = (96, 160, 320)
+VAL_DECODE_THRESHOLD = 0.05
+
+
+@dataclass
+class TrainParams:
+    """Training settings; every field is written into the model card.
+
+    The defaults are the workshop setting chosen by measurement (bench/bench_synthetic.py):
+    160 px input, width 0.5, at most 40 epochs with early stopping on validation F1.
+    """
+
+    arch: str = "fomo-box"
+    input_size: int = 160
+    width: float = 0.5
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    patience: int = 10  # epochs without a better validation F1 before stopping
+    min_epochs: int = 8
+    time_budget_s: float | None = None  # stop after this much training time, keep the best
+    ema_decay: float = 0.99  # 0 turns weight averaging off
+    score_thresholds: tuple[float, ...] = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    pretrained: str | None = None  # None, "synthetic" (cached under the workspace) or a .pt path
+    pretrain_images: int = 600
+    pretrain_epochs: int = 25
+    val_fraction: float = 0.2  # used only when no validation items are given
+    threads: int | None = None  # torch threads; None: settings' torch_threads
+
+    def check(self) -> None:
+        """Raise ValueError on settings the trainer cannot use."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; valid: {', '.join(ARCHS)}")
+        if self.arch == "fomo-box" and (self.input_size % 32 or self.input_size < 64):
+            raise ValueError(f"input_size must be a multiple of 32 and >= 64 (e.g. {INPUT_SIZES}), got {self.input_size}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["score_thresholds"] = list(self.score_thresholds)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """The trained network (averaged weights, eval mode) and what happened while training."""
+
+    model: torch.nn.Module
+    labels: list[str]
+    params: TrainParams
+    history: list[dict[str, Any]]
+    best_epoch: int
+    val_f1: float
+    score_threshold: float
+    train_time_s: float
+    dataset_hash: str
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    num_parameters: int = 0
+
+    def card(self, **extra: Any) -> dict[str, Any]:
+        """The model-card fields training knows; `export_onnx` adds the file's hash."""
+        card = {
+            "labels": list(self.labels),
+            "input_size": self.params.input_size,
+            "color": "RGB",
+            "preprocessing": dict(DEFAULT_PREPROCESSING),
+            "score_threshold": self.score_threshold,
+            "nms_iou": 0.45,
+            "arch": self.params.arch,
+            "head": {"type": "ssd" if self.params.arch == "ssdlite320" else "centernet", "stride": STRIDE,
+                     "outputs": ["boxes", "scores"] if self.params.arch == "ssdlite320" else ["heatmap", "ltrb"]},
+            "version": None,
+            "metrics": {"validation": self.val_metrics, "best_epoch": self.best_epoch,
+                        "train_time_s": round(self.train_time_s, 1), "num_parameters": self.num_parameters},
+            "dataset": {"hash": self.dataset_hash},
+            "training": self.params.to_dict(),
+            "parent_version": None,
+        }
+        card.update(extra)
+        return card
+
+
+# ----------------------------------------------------------------------------- losses
+def focal_heat_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, normalised by the number of objects."""
+    pos = target.eq(1).float()
+    neg = 1 - pos
+    logp = F.logsigmoid(logits)
+    log1mp = F.logsigmoid(-logits)
+    p = torch.sigmoid(logits)
+    pos_loss = (logp * (1 - p) ** 2 * pos).sum()
+    # (1 - target)^4 lowers the penalty near a centre: a peak one cell off is almost right.
+    neg_loss = (log1mp * p**2 * (1 - target) ** 4 * neg).sum()
+    return -(pos_loss + neg_loss) / pos.sum().clamp(min=1.0)
+
+
+def box_loss(pred_log: torch.Tensor, target_log: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 on log distances at the regression cells, Gaussian-weighted."""
+    w = weight[:, None]
+    return (torch.abs(pred_log.clamp(*LOG_LTRB_RANGE) - target_log) * w).sum() / (w.sum() * 4).clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------- helpers
+class ModelEMA:
+    """Exponential moving average of the weights (and BN buffers), warmed up over early steps."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        self.updates = 0
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        # Ramp the decay so the average is not dominated by the random init on short runs.
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        msd = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> normalised (N, 3, S, S) float, as `helpers.detector.preprocess`."""
+    p = DEFAULT_PREPROCESSING
+    x = torch.from_numpy(images).float().mul_(p["scale"])
+    x = (x - torch.tensor(p["mean"])) / torch.tensor(p["std"])
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def _shrink(items: Sequence[Item], max_side: int) -> list[Item]:
+    """Downscale big photos once (boxes too) so per-epoch augmentation stays cheap."""
+    import cv2
+
+    out = []
+    for rgb, boxes in items:
+        h, w = rgb.shape[:2]
+        s = max_side / max(h, w)
+        if s < 1:
+            rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            sx, sy = rgb.shape[1] / w, rgb.shape[0] / h
+            boxes = [BBox(b.label, b.x * sx, b.y * sy, b.width * sx, b.height * sy) for b in boxes]
+        out.append((rgb, list(boxes)))
+    return out
+
+
+def _batch_targets(items: Sequence[Item], idx: Sequence[int], labels: Sequence[str], size: int,
+                   rng: np.random.Generator | None, aug: AugmentParams):
+    imgs, heats, regs, weights = [], [], [], []
+    for i in idx:
+        rgb, boxes = items[i]
+        xyxy, cls = boxes_to_arrays(boxes, labels)
+        img, bx, cl = augment(rgb, xyxy, cls, size, rng, aug)
+        h, r, w = encode(bx, cl, len(labels), size)
+        imgs.append(img)
+        heats.append(h)
+        regs.append(r)
+        weights.append(w)
+    return (to_tensor(np.stack(imgs)), torch.from_numpy(np.stack(heats)), torch.from_numpy(np.stack(regs)),
+            torch.from_numpy(np.stack(weights)))
+
+
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    items: Sequence[Item], labels: Sequence[str], params: TrainParams,
+                    rng: np.random.Generator, ema: ModelEMA | None) -> float:
+    """One pass over `items` in random order with augmentation; returns the mean loss."""
+    model.train()
+    order = rng.permutation(len(items))
+    bs = params.batch_size
+    # Drop a last batch of one: batch norm cannot normalise a single image's statistics well.
+    batches = [order[k:k + bs] for k in range(0, len(order), bs)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches = batches[:-1]
+    total, n = 0.0, 0
+    for idx in batches:
+        x, heat_t, reg_t, w_t = _batch_targets(items, idx, labels, params.input_size, rng, params.augment)
+        heat_p, reg_p = model(x)
+        loss = focal_heat_loss(heat_p, heat_t) + box_loss(reg_p, reg_t, w_t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        total += float(loss.detach()) * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def predict_items(model: torch.nn.Module, items: Sequence[Item], labels: Sequence[str], input_size: int,
+                  score_threshold: float = VAL_DECODE_THRESHOLD, batch_size: int = 32) -> list[list[BBox]]:
+    """Boxes for each item with the torch model, decoded exactly as on the device."""
+    import cv2
+
+    model.eval()
+    out: list[list[BBox]] = []
+    for k in range(0, len(items), batch_size):
+        chunk = items[k:k + batch_size]
+        imgs = np.stack([cv2.resize(rgb, (input_size, input_size),
+                                    interpolation=cv2.INTER_AREA if max(rgb.shape[:2]) > input_size else cv2.INTER_LINEAR)
+                         for rgb, _ in chunk])
+        heat, reg = model.export_forward(to_tensor(imgs))
+        for j, (rgb, _) in enumerate(chunk):
+            out.append(decode(heat[j].numpy(), reg[j].numpy(), labels, (rgb.shape[1], rgb.shape[0]), input_size,
+                              score_threshold))
+    return out
+
+
+def best_threshold(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBox]], labels: Sequence[str],
+                   thresholds: Sequence[float]) -> tuple[float, float, dict[str, Any]]:
+    """(F1, threshold, metrics) of the score threshold with the best overall F1 at IoU 0.5."""
+    best = (-1.0, thresholds[0], {})
+    for thr in thresholds:
+        filtered = [[b for b in p if (b.value or 0) >= thr] for p in preds]
+        per, overall = detection_counts(gts, filtered, labels)
+        # `>` keeps the lowest threshold among ties: higher recall on unseen data.
+        if overall.f1 > best[0]:
+            metrics = {"f1": overall.f1, "precision": overall.precision, "recall": overall.recall,
+                       "per_class": {n: {"f1": m.f1, "precision": m.precision, "recall": m.recall}
+                                     for n, m in per.items()}}
+            best = (overall.f1, float(thr), metrics)
+    return best
+
+
+# ----------------------------------------------------------------------------- pre-training
+def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], labels: Sequence[str],
+                          source_labels: Sequence[str]) -> int:
+    """Copy every weight whose name and shape match; map heat-map rows by label name.
+
+    Returns:
+        How many tensors were copied.
+    """
+    own = model.state_dict()
+    copied = 0
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if own[k].shape == v.shape and not k.startswith("heat.1."):
+            own[k] = v.clone()
+            copied += 1
+        elif k.startswith("heat.1."):
+            # The last heat-map conv has one row per class: reuse the rows of shared labels.
+            for i, name in enumerate(labels):
+                if name in source_labels:
+                    own[k][i] = v[list(source_labels).index(name)]
+            copied += 1
+    model.load_state_dict(own)
+    return copied
+
+
+def synthetic_pretrained(params: TrainParams, workspace: str | Path | None = None,
+                         progress: bool = True) -> tuple[dict[str, torch.Tensor], list[str], Path]:
+    """Weights pre-trained on synthetic apple+banana renders, cached under the workspace.
+
+    The cache key holds everything that changes the weights (arch, input size, width, image
+    count, epochs, seed), so a changed recipe never reuses stale weights.
+    """
+    from helpers.config import load_settings
+    from helpers.synthetic import render_dataset, story_scenes
+
+    ws = Path(workspace) if workspace else load_settings().workspace
+    labels = ["apple", "banana"]
+    key = (f"{params.arch}_s{params.input_size}_w{params.width}_n{params.pretrain_images}"
+           f"_e{params.pretrain_epochs}_seed{params.seed}_v1")
+    path = ws / "models" / "pretrained" / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True), labels, path
+    scenes = story_scenes("apples_bananas")
+    side = max(params.input_size, 160)
+    data = render_dataset(params.pretrain_images, scenes, size=(side, side), seed=params.seed + 7919)
+    val = render_dataset(max(20, params.pretrain_images // 10), scenes, size=(side, side), seed=params.seed + 104729)
+    pre = TrainParams(**{**params.to_dict(), "augment": params.augment, "pretrained": None,
+                         "epochs": params.pretrain_epochs, "score_thresholds": (0.4,), "time_budget_s": None})
+    result = train_detector(data, val, labels, pre, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(result.model.state_dict(), tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    return result.model.state_dict(), labels, path
+
+
+# ----------------------------------------------------------------------------- main entry
+def _set_threads(params: TrainParams) -> int:
+    from helpers.config import load_settings
+
+    n = params.threads or load_settings().torch_threads
+    torch.set_num_threads(max(1, int(n)))
+    return n
+
+
+def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None, labels: Sequence[str],
+                   params: TrainParams | None = None, progress: bool = True,
+                   callback: Callable[[dict[str, Any]], Any] | None = None,
+                   workspace: str | Path | None = None) -> TrainResult:
+    """Train a detector on (rgb, boxes) pairs.
+
+    Args:
+        train_items: training images with their boxes (image pixels).
+        val_items: validation images; None or empty: split `params.val_fraction` off the training set.
+        labels: class names, in the order of the model's outputs.
+        params: the recipe (defaults: the workshop setting).
+        progress: show a tqdm bar over epochs.
+        callback: called after each epoch with {"epoch", "loss", "val_f1", "score_threshold",
+            "lr", "elapsed_s"} (for a live plot); return False from it to stop training.
+        workspace: where pre-trained weights are cached (default: the settings' workspace).
+
+    Returns:
+        TrainResult with the best (EMA) model by validation F1.
+
+    Raises:
+        DatasetError: empty data, a single image, a class with no boxes, unknown labels.
+        ValueError: invalid params.
+    """
+    params = params or TrainParams()
+    params.check()
+    labels = list(labels)
+    train_items = list(train_items)
+    val_items = list(val_items or [])
+    if len(set(labels)) != len(labels):
+        raise DatasetError(f"labels {labels} contain duplicates")
+    validate_items(train_items + val_items, labels, "dataset")
+    if not val_items:
+        from helpers.train.data import split_items
+
+        train_items, val_items = split_items(train_items, params.val_fraction, params.seed)
+    validate_items(train_items, labels, "training split", min_images=1)
+    if params.arch == "ssdlite320":
+        from helpers.train.ssd import train_ssd
+
+        return train_ssd(train_items, val_items, labels, params, progress=progress, callback=callback)
+    _set_threads(params)
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    ds_hash = dataset_hash(train_items + val_items)
+    train_items = _shrink(train_items, params.input_size * 2)
+    model = FomoBox(len(labels), params.width)
+    if params.pretrained:
+        if params.pretrained == "synthetic":
+            state, src_labels, _ = synthetic_pretrained(params, workspace, progress)
+        else:
+            state, src_labels = torch.load(params.pretrained, map_location="cpu", weights_only=True), labels
+        load_matching_weights(model, state, labels, src_labels)
+    ema = ModelEMA(model, params.ema_decay) if params.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = max(1, len(train_items) // params.batch_size + (len(train_items) % params.batch_size >= 2))
+    total = steps_per_epoch * params.epochs
+    warm = min(total // 10 + 1, 3 * steps_per_epoch)
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 5 %
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    gts = [list(b) for _, b in val_items]
+    history: list[dict[str, Any]] = []
+    best_f1, best_epoch, best_thr, best_state, best_metrics = -1.0, 0, 0.5, None, {}
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=params.epochs, desc=f"train {params.arch} {params.input_size}px", unit="epoch")
+    try:
+        for epoch in range(1, params.epochs + 1):
+            loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema)
+            eval_model = ema.module if ema is not None else model
+            preds = predict_items(eval_model, val_items, labels, params.input_size)
+            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds)
+            elapsed = time.perf_counter() - t0
+            rec = {"epoch": epoch, "loss": round(loss, 5), "val_f1": round(f1, 4), "score_threshold": thr,
+                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}
+            history.append(rec)
+            # `>=`: on a tie the later, longer-averaged weights usually place boxes better.
+            if f1 >= best_f1:
+                best_f1, best_epoch, best_thr, best_metrics = f1, epoch, thr, metrics
+                best_state = copy.deepcopy(eval_model.state_dict())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", val_f1=f"{f1:.3f}", best=f"{best_f1:.3f}")
+            if callback is not None and callback(rec) is False:
+                break
+            if epoch >= params.min_epochs and epoch - best_epoch >= params.patience:
+                break
+            if params.time_budget_s is not None and elapsed >= params.time_budget_s:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    final = FomoBox(len(labels), params.width)
+    final.load_state_dict(best_state)
+    final.eval()
+    return TrainResult(model=final, labels=labels, params=params, history=history, best_epoch=best_epoch,
+                       val_f1=best_f1, score_threshold=best_thr, train_time_s=time.perf_counter() - t0,
+                       dataset_hash=ds_hash, val_metrics=best_metrics, num_parameters=count_parameters(final))

@@ -1,0 +1,100 @@
+"""Small shared pieces for the notebook panels: HTML tables, JPEG/data-URL images, box drawing.
+
+Pure functions (strings and arrays in, strings and arrays out) so panels stay thin and the
+same rendering works headless.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from helpers.geometry import BBox
+
+# Matplotlib's tab10, the same colours jupyter_bbox_widget uses by default.
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def label_color(label: str, labels: Sequence[str] = ()) -> str:
+    """The hex colour of `label`: its position in `labels`, else a stable hash of the name."""
+    if label in labels:
+        return TAB10[list(labels).index(label) % len(TAB10)]
+    return TAB10[sum(label.encode()) % len(TAB10)]
+
+
+def _hex_to_rgb(color: str) -> tuple[int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Iterable[BBox], labels: Sequence[str] = (), thickness: int = 2,
+               show_labels: bool = True) -> np.ndarray:
+    """A copy of `rgb` with `boxes` drawn (colour per label, label text on top)."""
+    out = np.ascontiguousarray(rgb.copy())
+    for b in boxes:
+        color = _hex_to_rgb(label_color(b.label, labels))
+        x0, y0 = int(round(b.x)), int(round(b.y))
+        x1, y1 = int(round(b.x + b.width)), int(round(b.y + b.height))
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness)
+        if show_labels:
+            text = b.label if b.value is None else f"{b.label} {b.value:.2f}"
+            cv2.putText(out, text, (x0 + 2, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    return out
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90, max_side: int | None = None) -> bytes:
+    """RGB array -> JPEG bytes (optionally shrunk so the longer side is at most `max_side`)."""
+    img = rgb
+    if max_side is not None and max(img.shape[:2]) > max_side:
+        scale = max_side / max(img.shape[:2])
+        img = cv2.resize(img, (max(1, int(img.shape[1] * scale)), max(1, int(img.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an image of shape {rgb.shape} as JPEG")
+    return buf.tobytes()
+
+
+def data_url(data: bytes, mime: str = "image/jpeg") -> str:
+    """`data:image/jpeg;base64,...` for an <img> or jupyter_bbox_widget's `image`."""
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+               styles: Sequence[Mapping[str, str]] | None = None, caption: str | None = None) -> str:
+    """An escaped HTML table of dict rows.
+
+    Args:
+        rows: one dict per row.
+        columns: column order (default: keys of the first row, then new keys as they appear).
+        styles: per row, optional CSS per column (`{"status": "color:#c00"}`).
+        caption: optional caption.
+    """
+    if columns is None:
+        columns = []
+        for r in rows:
+            for k in r:
+                if k not in columns:
+                    columns.append(k)
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for i, r in enumerate(rows):
+        style = styles[i] if styles is not None and i < len(styles) else {}
+        cells = "".join(
+            f"<td style='padding:2px 8px;{html.escape(style.get(c, ''), quote=True)}'>{html.escape(_cell(r.get(c)))}</td>"
+            for c in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    cap = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table style='border-collapse:collapse'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -1,0 +1,114 @@
+"""Shared pytest fixtures: the real local cloud, started in a temporary workspace.
+
+Fixtures (names are stable; other test modules rely on them):
+
+- ``cloud`` (session scope): one running local cloud for the whole test session. Yields a
+  ``CloudHandle`` with ``.workspace`` (Path), ``.url`` (str), ``.pid`` (int), ``.hub``
+  (``LocalHub``), ``.studio`` (``LocalStudio``) and ``.info`` (the status dict). Shared by
+  every test: use unique device ids / deployment names / image bytes (``unique_name``
+  helps) and do not stop it.
+- ``fresh_cloud`` (function scope): a new, empty local cloud in its own workspace for
+  destructive tests (kill -9, restarts, stop). Stopped (SIGTERM, by pid) at the end.
+- ``unique_name`` (function scope): a callable ``unique_name(prefix) -> str`` of short ids.
+- ``make_jpeg`` (session scope): ``make_jpeg(seed=0, size=(64, 48)) -> bytes``, a small valid
+  JPEG whose content (hence sha256) differs per seed.
+
+Every service a fixture starts is stopped by pid; nothing is left running.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+
+@dataclass
+class CloudHandle:
+    """A running local cloud and clients for it."""
+
+    workspace: Path
+    url: str
+    pid: int
+    hub: Any
+    studio: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def refresh(self) -> "CloudHandle":
+        """Re-read service.json (after a restart) and rebuild the clients."""
+        from helpers.hub.local import LocalHub
+        from helpers.localcloud import status
+        from helpers.studio.local import LocalStudio
+
+        self.info = status(self.workspace)
+        self.url, self.pid = self.info["url"], self.info["pid"]
+        self.hub, self.studio = LocalHub(self.workspace), LocalStudio(self.workspace)
+        return self
+
+
+def _start(workspace: Path, **kw: Any) -> CloudHandle:
+    from helpers.hub.local import LocalHub
+    from helpers.localcloud import ensure_running
+    from helpers.studio.local import LocalStudio
+
+    info = ensure_running(workspace, **kw)
+    return CloudHandle(workspace=workspace, url=info["url"], pid=info["pid"], hub=LocalHub(workspace),
+                       studio=LocalStudio(workspace), info=info)
+
+
+def _stop(handle: CloudHandle) -> None:
+    from helpers.localcloud import stop
+
+    stop(handle.workspace)
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudHandle]:
+    """The shared local cloud (session scope)."""
+    handle = _start(tmp_path_factory.mktemp("cloud-ws"))
+    try:
+        yield handle
+    finally:
+        _stop(handle)
+
+
+@pytest.fixture()
+def fresh_cloud(tmp_path: Path) -> Iterator[CloudHandle]:
+    """A new local cloud in its own workspace, for destructive tests (function scope)."""
+    handle = _start(tmp_path / "ws")
+    try:
+        yield handle
+    finally:
+        _stop(handle)
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture()
+def unique_name() -> Callable[[str], str]:
+    """`unique_name("dev") -> "dev-3f2a9c-7"`: ids that do not collide in the shared cloud."""
+    tag = uuid.uuid4().hex[:6]
+    return lambda prefix="x": f"{prefix}-{tag}-{next(_counter)}"
+
+
+@pytest.fixture(scope="session")
+def make_jpeg() -> Callable[..., bytes]:
+    """A small valid JPEG, different content per `seed`."""
+    import cv2
+    import numpy as np
+
+    salt = int.from_bytes(os.urandom(4), "little")
+
+    def _make(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+        rng = np.random.default_rng([salt, seed])
+        img = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        return buf.tobytes()
+
+    return _make
