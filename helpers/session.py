@@ -37,6 +37,24 @@ class Session:
             lines.append("local cloud:    running (url and pid in workspace/localcloud/service.json)")
         return "\n".join(lines)
 
+    def lab_devices(self, tag: str, key: str = "lab") -> list[str]:
+        """Ids of the devices whose tag `key` equals `tag`, sorted."""
+        return sorted(d.device_id for d in self.hub.list_devices() if d.tags.get(key) == tag)
+
+    def production_model(self):
+        """The studio's model in stage `production`, else the newest one.
+
+        Raises:
+            NotFound: no model is registered yet (run notebook 04).
+        """
+        from helpers.errors import NotFound
+
+        models = self.studio.models()
+        if not models:
+            raise NotFound("no model is registered yet: run 04_train first", status=404)
+        prod = [m for m in models if m.stage == "production"]
+        return max(prod or models, key=lambda m: m.version)
+
     def settings_rows(self) -> list[tuple[str, str, str]]:
         return settings_table(self.settings)
 

@@ -647,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stable-after", type=float, default=60.0, help="seconds of running that reset the backoff")
     p.add_argument("--hub-backoff-max", type=float, default=10.0, help="cap of the hub retry delay (s)")
     p.add_argument("--stop-timeout", type=float, default=10.0, help="SIGTERM grace per module before SIGKILL (s)")
+    p.add_argument("--hub-workspace", default=None,
+                   help="local cloud workspace: re-read its service.json when the hub moved to another port")
+    p.add_argument("--hub-timeout", type=float, default=5.0, help="seconds per hub request")
     p.add_argument("--log-level", default=os.environ.get("EDGELOOP_LOG_LEVEL", "INFO"))
     return p
 
@@ -669,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                               "service connection string; use the device's (hub.connection_string(device_id))")
         from helpers.hub.device_client import DeviceClient
 
-        client = DeviceClient.from_connection_string(cs)
+        client = DeviceClient.from_connection_string(cs, timeout=args.hub_timeout, workspace=args.hub_workspace)
         config = AgentConfig(
             workdir=Path(args.workdir), runtime=args.runtime, poll_interval_s=args.poll_interval,
             heartbeat_s=args.heartbeat, backoff_max_s=args.backoff_max, stable_after_s=args.stable_after,

@@ -93,7 +93,6 @@ class LabelPanel:
         self.delete_button.on_click(self._on_delete)
         self.source.observe(self._on_source, names="value")
         self.add_button.on_click(self._on_add_class)
-        self.new_class.on_submit(self._on_add_class)
 
         self.widget = w.VBox([
             self.header,

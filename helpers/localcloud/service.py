@@ -120,6 +120,8 @@ def ensure_credentials(workspace: Path, port: int) -> dict[str, Secret]:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as uvicorn binds: SO_REUSEADDR ignores TIME_WAIT leftovers, never a live listener
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

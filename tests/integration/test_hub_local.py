@@ -82,16 +82,16 @@ def test_device_client_own_twin_only(cloud, unique_name):
     ca.report({"edgeAgent": {"runtime": "process"}, "x": 1})
     ca.report({"x": None})
     assert hub.get_twin(a).reported == {"edgeAgent": {"runtime": "process"}}
-    # device A's credential on device B's twin: 403
-    ca_on_b = DeviceClient(ca.host, b, ca._key, url=cloud.url)
-    with pytest.raises(Forbidden):
-        ca_on_b.get_twin()
-    with pytest.raises(Forbidden):
-        ca_on_b.report({"x": 1})
-    # a device credential cannot list devices
+    # device A's valid token on device B's twin, deployment or reported properties: 403
     token = generate_sas_token(f"{ca.host}/devices/{a}", ca._key).get_secret_value()
-    r = requests.get(f"{cloud.url}/devices", headers={"Authorization": token}, timeout=5)
-    assert r.status_code == 403 and r.json()["field"] == "Authorization"
+    for method, path in (("GET", f"/twins/{b}"), ("GET", f"/devices/{b}/deployment"),
+                         ("PATCH", f"/devices/{b}/twin/properties/reported"), ("GET", "/devices")):
+        r = requests.request(method, cloud.url + path, headers={"Authorization": token}, json={"x": 1}, timeout=5)
+        assert r.status_code == 403, path
+        assert r.json()["success"] is False and r.json()["field"]
+    # A signing for B with A's key: the signature does not match B's key: 401
+    with pytest.raises(Unauthorized):
+        DeviceClient(ca.host, b, ca._key, url=cloud.url).get_twin()
     # forged key: 401
     forged = DeviceClient(ca.host, a, Secret("QUJDREVGR0hJSktMTU5PUA=="), url=cloud.url)
     with pytest.raises(Unauthorized):

@@ -1,0 +1,335 @@
+"""Notebook displays: tables, panels and plots. Each function renders; none holds loop logic.
+
+Every panel here has a headless path: it renders once and returns the numbers, so a papermill
+run never waits for a click.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from helpers.config import REPO_ROOT, mask, mask_connection_string
+from helpers.geometry import BBox
+
+# --------------------------------------------------------------------------- generic
+
+
+def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """An HTML table of `rows` (dicts); values are escaped and masked."""
+    if not rows:
+        return "<p><i>(nothing yet)</i></p>"
+    columns = list(columns or rows[0].keys())
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(mask(str(r.get(c, ''))))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A fixed-width text table (deterministic output for nbval)."""
+    if not rows:
+        return "(nothing)"
+    columns = list(columns or rows[0].keys())
+    cells = [[str(c) for c in columns]] + [[mask(str(r.get(c, ""))) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def show_file(path: str | Path, language: str | None = None) -> None:
+    """Display a repository file as a highlighted code block."""
+    from IPython.display import Markdown, display
+
+    p = Path(path)
+    if not p.is_absolute():
+        p = REPO_ROOT / p
+    lang = language or {".sh": "sh", ".py": "python", ".json": "json"}.get(p.suffix, "dockerfile")
+    display(Markdown(f"**{p.name}**\n```{lang}\n{mask(p.read_text())}\n```"))
+
+
+def show_json(obj: Any) -> None:
+    """Display a JSON document (masked) as a code block."""
+    import json
+
+    from IPython.display import Markdown, display
+
+    display(Markdown("```json\n" + mask(json.dumps(obj, indent=2, default=str)) + "\n```"))
+
+
+def jpeg_data_url(jpeg: bytes) -> str:
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Iterable[BBox], color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+    """A copy of `rgb` with labelled boxes drawn on it."""
+    import cv2
+
+    out = rgb.copy()
+    for b in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in b.xyxy)
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
+        text = b.label if b.value is None else f"{b.label} {b.value:.2f}"
+        cv2.putText(out, text, (x0 + 2, max(y0 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def device_rows(hub: Any, device_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per device: identity, tags, connection and its masked connection string."""
+    rows = []
+    for d in device_ids:
+        dev = hub.get_device(d)
+        status = hub.device_status(d)
+        rows.append({
+            "device": d,
+            "iot edge": dev.edge,
+            "tags": ", ".join(f"{k}={v}" for k, v in sorted(dev.tags.items())),
+            "online": status.connected,
+            "connection string": mask_connection_string(hub.connection_string(d)),
+        })
+    return rows
+
+
+def device_table(hub: Any, device_ids: Sequence[str]):
+    """An HTML widget of `device_rows`."""
+    import ipywidgets as w
+
+    return w.HTML(html_table(device_rows(hub, device_ids)))
+
+
+def install_commands(hub: Any, device_id: str) -> str:
+    """The commands that turn a Raspberry Pi (Raspberry Pi OS / Debian 11 or 12) into this IoT Edge device.
+
+    The connection string is shown masked; copy the real one from `hub.connection_string(id)`
+    with `.get_secret_value()` in a private cell, never into a saved output.
+    """
+    cs = mask_connection_string(hub.connection_string(device_id))
+    return f"""# On the device ({device_id}), Debian 12 "bookworm" (use 11 for bullseye):
+curl https://packages.microsoft.com/config/debian/12/packages-microsoft-prod.deb > packages-microsoft-prod.deb
+sudo apt-get install ./packages-microsoft-prod.deb && rm packages-microsoft-prod.deb
+sudo apt-get update && sudo apt-get install -y moby-engine aziot-edge
+sudo iotedge config mp --connection-string '{cs}'
+sudo iotedge config apply
+sudo iotedge system status && sudo iotedge list"""
+
+
+def module_rows(hub: Any, device_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Per device and module: runtime status, restarts, version, host port, last desired status."""
+    rows = []
+    for d in device_ids:
+        st = hub.device_status(d)
+        if not st.modules:
+            rows.append({"device": d, "online": st.connected, "module": "-", "status": "-", "restarts": "",
+                         "version": "", "port": "", "desired": st.last_desired_status})
+        for name, m in sorted(st.modules.items()):
+            rows.append({"device": d, "online": st.connected, "module": name, "status": m.runtime_status,
+                         "restarts": m.restart_count, "version": m.version, "port": m.host_port,
+                         "desired": st.last_desired_status})
+    return rows
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def sample_counts(studio: Any, device_ids: Sequence[str], label: str | None = None) -> dict[str, int]:
+    """Samples in the studio per device (optionally only those uploaded with `label`)."""
+    counts = {d: 0 for d in device_ids}
+    for s in studio.samples():
+        dev = s.device or s.metadata.get("device")
+        if dev in counts and (label is None or s.label == label or s.metadata.get("collect_label") == label):
+            counts[dev] += 1
+    return counts
+
+
+class CollectionPanel:
+    """Per device: collector status, samples uploaded, and the newest thumbnails."""
+
+    def __init__(self, hub: Any, studio: Any, device_ids: Sequence[str], label: str | None = None, thumbs: int = 6):
+        import ipywidgets as w
+
+        self.hub, self.studio, self.device_ids, self.label, self.thumbs = hub, studio, list(device_ids), label, thumbs
+        self.status = w.HTML()
+        self.strip = w.HTML()
+        self.widget = w.VBox([self.status, self.strip])
+
+    def refresh(self) -> dict[str, int]:
+        counts = sample_counts(self.studio, self.device_ids, self.label)
+        rows = [dict(r, samples=counts.get(r["device"], 0)) for r in module_rows(self.hub, self.device_ids)]
+        self.status.value = html_table(rows)
+        newest = sorted(self.studio.samples(), key=lambda s: s.id)[-self.thumbs:]
+        imgs = "".join(
+            f"<img src='{jpeg_data_url(self.studio.get_image(s.id))}' title='{html.escape(s.filename)}' "
+            "style='width:96px;margin:2px'>" for s in newest
+        )
+        self.strip.value = imgs
+        return counts
+
+
+def wait_for_samples(studio: Any, expected: Mapping[str, int], label: str | None = None, timeout: float = 300,
+                     on_poll: Callable[[], Any] | None = None, poll_s: float = 1.0) -> dict[str, int]:
+    """Wait until each device has uploaded at least `expected[device]` samples.
+
+    Raises:
+        TimeoutError: naming the devices that fell short and their counts.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = sample_counts(studio, list(expected), label)
+        if on_poll:
+            on_poll()
+        if all(counts[d] >= n for d, n in expected.items()):
+            return counts
+        if time.monotonic() > deadline:
+            short = {d: f"{counts[d]}/{n}" for d, n in expected.items() if counts[d] < n}
+            raise TimeoutError(f"samples still missing after {timeout:.0f} s: {short}; check the collector module logs "
+                               "under WORKSPACE/devices/<id>/modules/collector/")
+        time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class LivePlot:
+    """Loss and validation F1 per epoch, redrawn in place (works headless: the last frame stays)."""
+
+    def __init__(self, title: str = "training"):
+        self.title, self.history, self._handle = title, [], None
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        self.history.append(dict(row))
+        fig = self.figure()
+        from IPython.display import display
+        import matplotlib.pyplot as plt
+
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+        ep = [h.get("epoch") for h in self.history]
+        ax[0].plot(ep, [h.get("loss") for h in self.history], marker=".")
+        ax[0].set(title="training loss", xlabel="epoch")
+        ax[1].plot(ep, [h.get("val_f1") for h in self.history], marker=".", color="tab:green")
+        ax[1].set(title="validation F1@0.5", xlabel="epoch", ylim=(0, 1.02))
+        fig.suptitle(self.title)
+        fig.tight_layout()
+        return fig
+
+
+def metrics_rows(report: Any) -> list[dict[str, Any]]:
+    """Per-class and overall P/R/F1@0.5 and AP rows of an evaluation report (rounded for display)."""
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    rows = []
+    for name, m in list(d["per_class"].items()) + [("overall", d["overall"])]:
+        rows.append({"class": name, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
+                     "f1": round(m["f1"], 3), "ap50": "" if m.get("ap50") is None else round(m["ap50"], 3)})
+    return rows
+
+
+def plot_confusion(report: Any):
+    """The confusion matrix with its background row and column."""
+    import matplotlib.pyplot as plt
+
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    conf = d["confusion"]
+    names, matrix = conf["labels"], np.array(conf["matrix"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (IoU 0.5)")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, int(v), ha="center", va="center", color="white" if v > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(detector: Any, items: Sequence[tuple[np.ndarray, list[BBox]]], n: int = 8, cols: int = 4):
+    """Test images with true boxes (blue) and predicted boxes (green)."""
+    import matplotlib.pyplot as plt
+
+    items = list(items)[:n]
+    rows = max(1, (len(items) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (rgb, truth) in zip(axes.flat, items):
+        img = draw_boxes(rgb, truth, (40, 90, 255))
+        img = draw_boxes(img, detector.detect(rgb), (0, 220, 0))
+        ax.imshow(img)
+    fig.suptitle("blue: true boxes, green: predictions")
+    fig.tight_layout()
+    return fig
+
+
+def image_features(rgb: np.ndarray, size: int = 24) -> np.ndarray:
+    """A small feature vector of an image: a downscaled colour thumbnail plus an HSV hue histogram."""
+    import cv2
+
+    thumb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel() / 255.0
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [18, 4], [0, 180, 0, 256]).ravel()
+    return np.concatenate([thumb, 4 * hist / max(hist.sum(), 1.0)])
+
+
+def feature_explorer(items: Sequence[tuple[np.ndarray, list[BBox]]], seed: int = 0):
+    """Each sample's features projected to 2-D (PCA then t-SNE), coloured by its main class.
+
+    Edge Impulse shows this after "Generate features": clusters say the classes are separable,
+    outliers are often labeling mistakes.
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    feats = np.stack([image_features(rgb) for rgb, _ in items])
+    classes = [max({b.label for b in boxes}, key=lambda c: sum(b.label == c for b in boxes)) if boxes else "(none)"
+               for _, boxes in items]
+    reduced = PCA(n_components=min(30, len(items) - 1, feats.shape[1]), random_state=seed).fit_transform(feats)
+    perplexity = max(2.0, min(30.0, (len(items) - 1) / 3))
+    xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(reduced)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for c in sorted(set(classes)):
+        sel = [i for i, k in enumerate(classes) if k == c]
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, label=c)
+    ax.set(title="feature explorer (t-SNE of image features)", xticks=[], yticks=[])
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- runner pages
+
+
+def runner_urls(hub: Any, device_ids: Sequence[str], module: str = "runner", host: str = "127.0.0.1") -> dict[str, str | None]:
+    """The port-4912 page of each device's runner (local runtime: the mapped host port)."""
+    urls: dict[str, str | None] = {}
+    for d in device_ids:
+        m = hub.device_status(d).modules.get(module)
+        urls[d] = f"http://{host}:{m.host_port}/" if m and m.host_port else None
+    return urls
+
+
+def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET a JSON document (the runner's API)."""
+    import requests
+
+    r = requests.get(url, timeout=timeout)
+    r.raise_for_status()
+    return r.json()

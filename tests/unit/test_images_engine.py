@@ -1,0 +1,52 @@
+"""helpers.images with the real docker SDK: no engine runs here, so the process stand-in."""
+from __future__ import annotations
+
+import pytest
+
+from helpers.config import Secret, load_settings
+from helpers.errors import ConfigError
+from helpers.images import (
+    DockerImageBuilder,
+    ImageBuilder,
+    LocalProcessImage,
+    engine_available,
+    get_image_builder,
+    image_reference,
+)
+
+ENGINE, REASON = engine_available()
+
+
+def test_image_reference():
+    assert image_reference("edgeloop-device:1.0", "docker.io/me") == "docker.io/me/edgeloop-device:1.0"
+    assert image_reference("myacr.azurecr.io/x:2", "docker.io/me") == "myacr.azurecr.io/x:2"
+    assert image_reference("x:1") == "x:1"
+    with pytest.raises(ValueError):
+        image_reference("")
+
+
+@pytest.mark.skipif(ENGINE, reason="a Docker engine answers here; the engine-absent path is not reachable")
+def test_no_engine_gives_a_reason_and_the_process_stand_in(tmp_path):
+    assert ENGINE is False and "Docker" in REASON and "process runtime" in REASON
+    builder = get_image_builder(load_settings(tmp_path))
+    assert isinstance(builder, LocalProcessImage) and isinstance(builder, ImageBuilder)
+    assert builder.runtime == "process" and builder.engine_available() == (False, REASON)
+    lines = list(builder.build("me/edgeloop-device:1"))
+    assert any("no image built" in l for l in lines) and any("start.sh" in l for l in lines)
+    assert "nothing pushed" in " ".join(builder.push("me/edgeloop-device:1"))
+    with pytest.raises(ConfigError, match="Docker engine is needed"):
+        get_image_builder(load_settings(tmp_path), prefer="docker")
+
+
+def test_push_needs_login_and_masks_it():
+    b = DockerImageBuilder("docker.io/me", "me", Secret("", "REGISTRY_PASSWORD"))
+    with pytest.raises(ConfigError, match="REGISTRY_USERNAME and REGISTRY_PASSWORD"):
+        next(b.push("x:1"))
+    b2 = DockerImageBuilder("docker.io/me", "me", "hunter2-token")
+    assert "hunter2" not in repr(b2.password) and isinstance(b2.password, Secret)
+
+
+@pytest.mark.skipif(not ENGINE, reason=f"no Docker engine: {REASON}")
+def test_build_with_engine():  # runs only where an engine answers
+    lines = list(DockerImageBuilder().build("edgeloop-device:test"))
+    assert lines[-1].startswith("built ")

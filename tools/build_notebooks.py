@@ -1,0 +1,565 @@
+"""Write notebooks/0X_*.ipynb from the cell sources below (without outputs).
+
+The notebooks are the product; this file is where their cells are edited so diffs stay
+readable. After editing: `python tools/build_notebooks.py && make notebooks` (the second
+command re-runs the smoke profile and stores the reference outputs nbval compares).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+IGNORE = {"tags": ["nbval-ignore-output"]}
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str, *tags: str):
+    cell = new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def params(text: str):
+    return code(text, "parameters")
+
+
+NB: dict[str, list] = {}
+
+NB["01_setup_hub"] = [
+    md("""
+# 1. Set up the hub and register the edge devices
+
+In the tutorial you create an **Azure IoT Hub** in the portal, add two **IoT Edge devices**
+(Raspberry Pis), copy their connection strings and install the IoT Edge runtime on each Pi.
+Here the same steps run from code. With the embedded defaults the hub is a local service in
+your workspace and the two Pis are simulated devices: processes running the same edge agent
+loop as `edgeAgent` does, with a synthetic camera in front of them.
+
+Switching to your real Azure IoT Hub is configuration only: set `EDGELOOP_HUB=azure` and
+`IOTHUB_CONNECTION_STRING` in `.env` (see `.env.example`). Secrets never go in this notebook.
+"""),
+    params("""
+# Parameters (papermill overrides these in headless runs)
+backend = None            # None: from EDGELOOP_HUB (default "local"); or "local" / "azure"
+device_ids = ["pi-1", "pi-2"]
+lab_tag = "fruit-lab"      # the tag later deployments target: tags.lab='fruit-lab'
+simulate_devices = True    # start simulated devices for the registered identities
+seed = 0
+"""),
+    md("""
+## Connect
+`session.connect()` reads the settings, starts the embedded local cloud if it is the chosen
+backend (idempotent: a second run finds it running), and returns the hub and studio clients.
+"""),
+    code("""
+from helpers import session, ui, results
+from helpers.device import fleet
+
+s = session.connect(backend=backend)
+print(s.describe())
+"""),
+    md("""
+## Register the edge devices
+An *IoT Edge device* identity has the edge capability and a symmetric key. Tags describe the
+device; at-scale deployments pick their devices with a **target condition** over tags.
+"""),
+    code("""
+tags = {"lab": lab_tag, "hardware": "raspberry-pi-4", "camera": "usb"}
+for d in device_ids:
+    s.hub.create_edge_device(d, tags=tags, exist_ok=True)
+print(ui.text_table([{"device": d.device_id, "edge": d.edge, "tags": ", ".join(f"{k}={v}" for k, v in sorted(d.tags.items()))}
+                     for d in s.hub.list_devices() if d.device_id in device_ids]))
+"""),
+    md("""
+Each device authenticates with its **connection string**. It is a secret: it is shown masked
+here and in every output. On a real Raspberry Pi (Raspberry Pi OS / Debian 11 or 12) these are
+the commands the tutorial runs:
+"""),
+    code("""
+print(ui.install_commands(s.hub, device_ids[0]))
+"""),
+    md("""
+## Start the simulated devices
+Each simulated device is one edge-agent process with its own working folder: it authenticates
+with its connection string (SAS tokens signed by its key, as Azure does), polls its deployment,
+and reports its modules and a heartbeat in the device twin.
+"""),
+    code("""
+if simulate_devices and s.local:
+    fleet.start_devices(s.hub, device_ids, s.workspace)
+online = fleet.wait_online(s.hub, device_ids, timeout=60)
+"""),
+    code("""
+ui.device_table(s.hub, device_ids)
+""", "nbval-ignore-output"),
+    code("""
+for d in device_ids:
+    results.check(f"{d} registered as IoT Edge device", s.hub.get_device(d).edge)
+    results.check(f"{d} online", s.hub.device_status(d).connected)
+results.record("01_setup_hub", devices=device_ids, lab_tag=lab_tag)
+""")]
+
+NB["02_build_collector"] = [
+    md("""
+# 2. Build the collector and deploy it to the devices
+
+The tutorial builds a Docker image that captures camera frames and uploads them to Edge
+Impulse, pushes it to Docker Hub, and deploys it to the Pis as an IoT Edge **module**. The same
+image runs the inference runner later: `start.sh` picks the mode from the `MODE` variable.
+"""),
+    params("""
+apple_images = 120      # images to collect in all, shared between the devices
+capture_rate_hz = 10.0  # frames per second per device
+lab_tag = "fruit-lab"
+seed = 0
+"""),
+    code("""
+from helpers import session, ui, results, images
+from helpers.hub import manifest as mf
+from helpers.device import fleet
+from helpers import deploy
+
+s = session.connect()
+devices = s.lab_devices(lab_tag)
+print("lab devices:", devices)
+"""),
+    md("""
+## The device image
+One image for both modules, on `python:3.11-slim` (arm64 and amd64), with only the device's
+dependencies (onnxruntime, OpenCV headless, numpy, requests; no torch), a non-root user, a
+health check and port 4912. No key is baked in: the studio API key arrives at deploy time as
+the `EI_API_KEY` environment variable of the module.
+"""),
+    code("""
+ui.show_file("Dockerfile.device")
+ui.show_file("start.sh")
+"""),
+    md("""
+## Build and push
+With a Docker engine and a registry configured (`EDGELOOP_REGISTRY`, `REGISTRY_USERNAME`,
+`REGISTRY_PASSWORD`), this builds `Dockerfile.device` and pushes it. Without an engine, the
+simulated devices run the same `start.sh` as a process: nothing else changes.
+"""),
+    code("""
+image = images.prepare_device_image(s.settings)
+print(image.describe())
+"""),
+    md("""
+## The collector deployment
+An IoT Edge deployment manifest: `$edgeAgent` (runtime, system modules, our modules),
+`$edgeHub` (routes). The collector maps the camera device instead of running `Privileged`,
+binds port 4912, and gets its settings as environment variables. The API key is masked in
+every display of the manifest.
+"""),
+    code("""
+per_device = max(1, apple_images // len(devices))
+collector = mf.collector_module(image.ref, s.studio.url, label="apple", count=per_device, rate_hz=capture_rate_hz,
+                                camera_source="synthetic")
+manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key})
+warnings = mf.validate_manifest(manifest)
+print("validation warnings:", warnings or "none")
+ui.show_json(mf.redact_manifest(manifest))
+""", "nbval-ignore-output"),
+    md("""
+Put apples in front of the cameras (for the simulated devices: their synthetic scene), then
+deploy to `pi-1` first, check it, and then to the whole fleet.
+"""),
+    code("""
+for d in devices:
+    fleet.set_scene(s.workspace, d, ["apple"])
+first = deploy.rollout(s.hub, devices[:1], manifest, workspace=s.workspace, timeout=120, health=False)
+print(first.summary())
+rest = deploy.rollout(s.hub, devices, manifest, workspace=s.workspace, timeout=120, health=False)
+print(rest.summary())
+"""),
+    md("""
+## Watch the samples arrive
+The collector writes each frame to an on-disk spool first and deletes it only when the studio
+acknowledged it, so a network outage or a restart loses nothing; the content hash makes a
+resend harmless.
+"""),
+    code("""
+panel = ui.CollectionPanel(s.hub, s.studio, devices, label="apple")
+display(panel.widget)
+counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="apple", timeout=600,
+                             on_poll=panel.refresh)
+panel.refresh();
+""", "nbval-ignore-output"),
+    code("""
+for d in devices:
+    results.check(f"{d} uploaded {per_device} apple images", counts[d] >= per_device)
+results.record("02_build_collector", samples=counts, image=image.ref)
+"""),
+]
+
+NB["03_label_review"] = [
+    md("""
+# 3. Label the images
+
+In Edge Impulse's labeling queue you draw a box around the apple in the first image; in the
+next ones the box follows the object, so most images need only a check. Here the queue offers a
+**proposal** for every image: the previous frame's boxes **tracked** to where the object moved
+(OpenCV template matching), or, once a model exists, the model's own detections. Save accepts
+the boxes as they are on screen; Skip leaves the image in the queue; Delete removes a bad frame.
+
+Headless runs (papermill, CI) use an **oracle labeler**: it plays the human with the synthetic
+camera's ground truth (never shown in the panel) and measures how good the proposals were.
+"""),
+    params("""
+labeler = "human"   # "human": the panel below; "oracle": label from synthetic ground truth (headless)
+seed = 0
+"""),
+    code("""
+from helpers import session, ui, results
+from helpers.labeling import plots
+from helpers.labeling.queue import LabelQueue
+
+s = session.connect()
+overview = plots.dataset_overview(s.studio.samples())
+print(ui.text_table(overview))
+"""),
+    code("""
+queue = LabelQueue(s.studio)
+print(f"{queue.remaining} images to label; labels: {queue.labels}")
+"""),
+    md("""
+## The labeling panel
+Draw or adjust boxes, pick the class, then **Save** (or press the widget's submit key). Switch
+between the tracking and the model proposal with the toggle. A new class can be added in the
+panel's text box.
+"""),
+    code("""
+if labeler == "human":
+    from helpers.labeling.panel import LabelPanel
+    panel = LabelPanel(queue)
+    display(panel.widget)
+    report = None
+else:
+    from helpers.labeling.oracle import OracleLabeler
+    report = OracleLabeler(queue).run(progress=False)
+""", "nbval-ignore-output"),
+    md("## The dataset"),
+    code("""
+labeled = s.studio.samples(labeled=True)
+display(plots.class_counts(labeled))
+display(plots.box_distributions(labeled))
+display(plots.sample_grid(labeled, s.studio.get_image, n=8))
+""", "nbval-ignore-output"),
+    md("""
+## Assist quality
+How often was the proposal right as it stood (every box within IoU 0.9 of what was saved)?
+That is the share of images a human only had to confirm.
+"""),
+    code("""
+if report is not None:
+    print(report.summary())
+    display(plots.assist_quality(report))
+""", "nbval-ignore-output"),
+    code("""
+remaining = s.studio.samples(labeled=False)
+results.check("every collected image labeled", len(remaining) == 0)
+results.check("at least one apple box per labeled image", all(any(b.label == "apple" for b in x.boxes) for x in labeled))
+if report is not None:
+    results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").accepted_share >= 0.5)
+    results.record("03_label_review", labeled=len(labeled), assist=report.to_dict())
+"""),
+]
+
+NB["04_train"] = [
+    md("""
+# 4. Train the object detector
+
+The tutorial's impulse: 320x320 images, an object-detection learning block (MobileNetV2 SSD
+FPN-Lite), F1 87.2% on apples. Here training runs on this machine's CPU in minutes: a compact
+MobileNetV2-style detector cut at stride 8 (as Edge Impulse's FOMO) with a box-size head, so it
+returns real boxes. Training notes measured on this kind of machine are in the project's
+`docs/`. Evaluation always runs on the exported ONNX file, exactly as the device will.
+"""),
+    params("""
+input_size = 160         # 96, 160 or 320
+arch = "fomo-box"        # or "ssdlite320" (pip install .[ssd])
+epochs = 40
+learning_rate = 4e-3
+validation_split = 0.2   # of the training split, for early stopping
+time_budget_s = None     # stop training after this many seconds (keeps the best epoch)
+min_f1 = 0.85            # the check below
+model_name = "apple"
+seed = 0
+"""),
+    code("""
+from helpers import session, ui, results
+from helpers.train import data, trainer, export, evaluate
+from helpers.detector import OnnxDetector
+
+s = session.connect()
+snap = s.studio.snapshot()
+train_items, test_items, labels = data.snapshot_items(s.studio, snap)
+print(f"snapshot {snap.id[:12]}: {len(train_items)} training / {len(test_items)} test images, labels {labels}")
+print("boxes per class:", data.label_counts(train_items + test_items))
+"""),
+    md("""
+## Feature explorer
+Each image's features (a small colour thumbnail and a hue histogram) projected to 2-D. Clusters
+by class mean the classes are easy to tell apart; lone points are worth a second look.
+"""),
+    code("""
+display(ui.feature_explorer(train_items + test_items, seed=seed))
+""", "nbval-ignore-output"),
+    md("## Train"),
+    code("""
+params = trainer.TrainParams(arch=arch, input_size=input_size, epochs=epochs, lr=learning_rate, seed=seed,
+                             val_fraction=validation_split, time_budget_s=time_budget_s)
+plot = ui.LivePlot(f"{model_name}: {arch} @ {input_size}px")
+result = trainer.train_detector(train_items, None, labels, params, callback=plot)
+print(f"best epoch {result.best_epoch}, validation F1 {result.val_f1:.3f}, {result.train_time_s:.0f} s")
+""", "nbval-ignore-output"),
+    md("## Export to ONNX and evaluate on the test split"),
+    code("""
+out_dir = s.workspace / "models" / f"{model_name}-{snap.id[:8]}"
+onnx_path = export.export_result(result, out_dir, dataset={"hash": snap.id, "snapshot": snap.id})
+report = evaluate.evaluate_model(str(out_dir), test_items)
+print(ui.text_table(ui.metrics_rows(report)))
+print(f"mAP@0.5 {report.map50:.3f}   mAP@[.5:.95] {report.map:.3f}   latency p50 {report.latency_ms['p50']:.2f} ms (onnxruntime, 1 thread)")
+""", "nbval-ignore-output"),
+    code("""
+display(ui.plot_confusion(report))
+display(ui.plot_predictions(OnnxDetector(out_dir), test_items, n=8))
+""", "nbval-ignore-output"),
+    md("""
+## Register the model
+The model and its card (labels, input size, preprocessing, threshold, metrics, dataset
+snapshot, training parameters, code version) go to the studio's registry as a **candidate**.
+"""),
+    code("""
+card = export.read_card(out_dir)
+card["metrics"]["test"] = report.to_dict()
+version = s.studio.register_model(onnx_path, card)
+print(f"registered model v{version.version} as {version.stage}")
+"""),
+    code("""
+for label in labels:
+    results.check(f"{label} F1 >= {min_f1}", report.per_class[label].f1 >= min_f1)
+results.check("ONNX output matches torch", card.get("parity_max_abs_diff", 1.0) < 1e-3)
+results.record("04_train", model_version=version.version, labels=labels, f1={k: v.f1 for k, v in report.per_class.items()},
+               map50=report.map50, map=report.map, train_time_s=result.train_time_s, test_images=len(test_items))
+"""),
+]
+
+NB["05_deploy"] = [
+    md("""
+# 5. Deploy the model over the air
+
+The tutorial replaces the collector with Edge Impulse's Linux runner, deployed as a module that
+downloads the model and serves a page on port 4912 showing what the camera sees and what the
+model finds. Here the runner module does the same with onnxruntime. The rollout waits for each
+device to report the new module running and healthy; a device whose new module fails is
+**rolled back** to its last good deployment.
+"""),
+    params("""
+model_version = None      # None: the newest registered model
+rollout_timeout_s = 180
+lab_tag = "fruit-lab"
+seed = 0
+"""),
+    code("""
+import time
+from helpers import session, ui, results, images, deploy
+from helpers.device import fleet
+
+s = session.connect()
+devices = s.lab_devices(lab_tag)
+model = s.studio.get_model(model_version) if model_version else max(s.studio.models(), key=lambda m: m.version)
+print(f"model v{model.version} ({model.stage}): labels {model.card['labels']}, input {model.card['input_size']}px")
+"""),
+    code("""
+ui.show_json({k: model.card.get(k) for k in ("labels", "input_size", "arch", "score_threshold", "dataset", "parent_version", "git_commit")})
+""", "nbval-ignore-output"),
+    md("## Replace the collector with the runner"),
+    code("""
+image = images.prepare_device_image(s.settings)
+manifest = deploy.runner_manifest(model.version, image.ref, s.studio, camera_source="synthetic")
+board = deploy.RolloutBoard(s.hub, devices)
+display(board.widget)
+report = deploy.rollout(s.hub, devices, manifest, absent=["collector"], workspace=s.workspace,
+                        timeout=rollout_timeout_s, on_poll=board.on_poll)
+print(report.summary())
+""", "nbval-ignore-output"),
+    md("""
+## Each device's page
+Open the URL of a device to see its live view; the notebook embeds one. The same server
+answers `/api/results` (latest detections), `/api/health` and `/api/info` (the model card).
+"""),
+    code("""
+urls = ui.runner_urls(s.hub, devices)
+for d, url in urls.items():
+    print(d, url)
+from IPython.display import IFrame
+IFrame(urls[devices[0]], width=700, height=480)
+""", "nbval-ignore-output"),
+    code("""
+time.sleep(2)
+latest = {d: ui.get_json(urls[d] + "api/results") for d in devices}
+for d in devices:
+    found = [b["label"] for b in latest[d]["bounding_boxes"]]
+    print(d, "sees", found)
+"""
+    , "nbval-ignore-output"),
+    code("""
+for d in devices:
+    health = ui.get_json(urls[d] + "api/health")
+    results.check(f"{d} running model v{model.version}", health.get("model_version") == model.version)
+    results.check(f"apples detected on {d}", deploy.detected_in_recent(urls[d], "apple"))
+s.studio.set_model_stage(model.version, "production")
+results.record("05_deploy", model_version=model.version, rollout_s=report.result.duration_s if hasattr(report.result, "duration_s") else None,
+               ok=report.ok)
+"""),
+]
+
+NB["06_retrain_banana"] = [
+    md("""
+# 6. A banana appears: collect, label, retrain, redeploy
+
+The tutorial's twist: someone holds a **banana** in front of the camera and the apple model
+calls it an apple. It has never seen anything else. We measure it from the devices' own
+telemetry and results, switch the fleet back to collecting, label the bananas (the model's
+proposals start the work), train a two-class model, **gate** it against the production model,
+and roll it out at scale to every device tagged for the lab.
+"""),
+    params("""
+banana_images = 120
+capture_rate_hz = 10.0
+epochs = 40
+input_size = 160
+min_f1 = 0.85
+observe_s = 10            # seconds of runner results per measurement
+rollout_timeout_s = 180
+lab_tag = "fruit-lab"
+seed = 0
+"""),
+    code("""
+from helpers import session, ui, results, images, deploy
+from helpers.device import fleet
+from helpers.hub import manifest as mf
+
+s = session.connect()
+devices = s.lab_devices(lab_tag)
+production = s.studio.production_model()
+print(f"production model: v{production.version} labels {production.card['labels']}")
+"""),
+    md("## Put a banana in front of the cameras"),
+    code("""
+for d in devices:
+    fleet.set_scene(s.workspace, d, ["banana"])
+before = deploy.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+print(before.summary())
+"""),
+    code("""
+results.check("the apple model calls bananas apples (rate >= 0.3)", before.rate >= 0.3)
+"""),
+    md("""
+## Back to collecting
+The fleet goes back to the collector, now labelled `banana`, with bananas (and sometimes apples
+beside them) in front of the cameras.
+"""),
+    code("""
+image = images.prepare_device_image(s.settings)
+per_device = max(1, banana_images // len(devices))
+collector = mf.collector_module(image.ref, s.studio.url, label="banana", count=per_device, rate_hz=capture_rate_hz,
+                                camera_source="synthetic", version="2.0")
+manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key})
+for d in devices:
+    fleet.set_scene(s.workspace, d, ["banana", "apple"])
+report = deploy.rollout(s.hub, devices, manifest, absent=["runner"], workspace=s.workspace, timeout=rollout_timeout_s, health=False)
+print(report.summary())
+counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="banana", timeout=600)
+"""),
+    md("""
+## Label the bananas
+Add the class, then label. The proposals now come from the apple model too, and it calls the
+banana an apple: the assist report shows how often the label had to be changed.
+"""),
+    code("""
+from helpers.labeling.queue import LabelQueue
+from helpers.labeling.oracle import OracleLabeler
+from helpers.labeling import plots
+
+s.studio.add_label("banana")
+queue = LabelQueue(s.studio)
+assist = OracleLabeler(queue).run(progress=False)
+print(assist.summary())
+display(plots.class_counts(s.studio.samples(labeled=True)))
+""", "nbval-ignore-output"),
+    md("## Retrain with two classes"),
+    code("""
+from helpers.train import data, trainer, export, evaluate
+snap = s.studio.snapshot()
+train_items, test_items, labels = data.snapshot_items(s.studio, snap)
+params = trainer.TrainParams(input_size=input_size, epochs=epochs, seed=seed)
+result = trainer.train_detector(train_items, None, labels, params, callback=ui.LivePlot("apple + banana"))
+out_dir = s.workspace / "models" / f"apple-banana-{snap.id[:8]}"
+onnx_path = export.export_result(result, out_dir, dataset={"hash": snap.id, "snapshot": snap.id}, parent_version=production.version)
+report = evaluate.evaluate_model(str(out_dir), test_items)
+print(ui.text_table(ui.metrics_rows(report)))
+candidate = s.studio.register_model(onnx_path, export.read_card(out_dir))
+print(f"registered v{candidate.version} as {candidate.stage}")
+""", "nbval-ignore-output"),
+    md("""
+## The evaluation gate
+Both models are evaluated on the same held-out images, old classes included. The candidate
+replaces production only if nothing regressed beyond the tolerance.
+"""),
+    code("""
+gate = deploy.evaluation_gate(s.studio, candidate.version)
+print(gate.summary())
+""", "nbval-ignore-output"),
+    md("## Deploy at scale to every lab device"),
+    code("""
+manifest = deploy.runner_manifest(candidate.version, image.ref, s.studio, camera_source="synthetic", version="2.0")
+rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manifest, f"tags.lab='{lab_tag}'", devices,
+                                    priority=10 + candidate.version, absent=["collector"], workspace=s.workspace,
+                                    timeout=rollout_timeout_s)
+print(rollout.summary())
+for d in devices:
+    fleet.set_scene(s.workspace, d, ["banana"])
+after = deploy.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+print(after.summary())
+""", "nbval-ignore-output"),
+    code("""
+results.check("gate passed", gate.passed)
+results.check(f"banana F1 >= {min_f1}", report.per_class["banana"].f1 >= min_f1)
+results.check(f"apple F1 >= {min_f1}", report.per_class["apple"].f1 >= min_f1)
+results.check("banana-called-apple rate dropped below 0.1", after.rate < 0.1)
+for d in devices:
+    results.check(f"bananas detected on {d}", deploy.detected_in_recent(ui.runner_urls(s.hub, [d])[d], "banana"))
+results.record("06_retrain_banana", banana_called_apple_before=before.rate, banana_called_apple_after=after.rate,
+               model_version=candidate.version, f1={k: v.f1 for k, v in report.per_class.items()},
+               map50=report.map50, map=report.map, gate_passed=gate.passed)
+"""),
+]
+
+
+def build(only: list[str] | None = None) -> list[Path]:
+    written = []
+    for name, cells in NB.items():
+        if only and name not in only:
+            continue
+        nb = new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        nbformat.write(nb, path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in build(sys.argv[1:] or None):
+        print("wrote", p.relative_to(ROOT))
