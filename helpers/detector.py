@@ -4,12 +4,14 @@ This module is what the device image runs, so it must not import torch. Training
 evaluation import `preprocess` and `decode` from here too, so the numbers measured in the
 notebooks come from exactly the code that runs on the devices.
 
-The model is a folder with `model.onnx` and `model.json` (the model card). The head is
-CenterNet-style at a fixed stride (8 for `fomo-box`):
+The model is a folder with `model.onnx` and `model.json` (the model card). The default head
+(`head.type` "centernet" in the card) is CenterNet-style at a fixed stride (8 for `fomo-box`):
   - output `heatmap` (1, C, H/s, W/s): per-class centre probability (sigmoid applied);
   - output `ltrb` (1, 4, H/s, W/s): distances from the cell centre to the box's left, top,
     right and bottom edges, in input pixels.
 A detection is a local maximum of a class heat map above the score threshold.
+The `ssdlite320` comparison model (`head.type` "ssd") gives `boxes` (1, A, 4) in input
+pixels and `scores` (1, A, C); both are thresholded and NMS'd with OpenCV the same way.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ DEFAULT_PREPROCESSING = {
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
 }
-HEAD_OUTPUTS = ("heatmap", "ltrb")
+HEAD_OUTPUTS = {"centernet": ("heatmap", "ltrb"), "ssd": ("boxes", "scores")}
 
 
 def sha256_file(path: str | Path) -> str:
@@ -119,6 +121,38 @@ def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_s
             rects.append([x0, y0, x1 - x0, y1 - y0])
             scores.append(float(h[y, x]))
             classes.append(c)
+    return _nms(rects, scores, classes, labels, score_threshold, nms_iou, cross_class_iou, max_detections)
+
+
+def decode_ssd(boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], image_size: tuple[int, int],
+               input_size: int, score_threshold: float = 0.5, nms_iou: float = 0.45,
+               cross_class_iou: float = 0.7, max_detections: int = 100) -> list[BBox]:
+    """Boxes from an SSD head: `boxes` (A, 4) x0, y0, x1, y1 in input pixels, `scores` (A, C).
+
+    Same thresholding and OpenCV NMS as `decode`, so both architectures are compared fairly.
+    """
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    sc = np.asarray(scores, np.float32)
+    sc = sc.reshape(-1, sc.shape[-1])
+    if sc.shape[1] != len(labels):
+        raise ModelError(f"the model gives {sc.shape[1]} class scores but the card lists {len(labels)} labels")
+    sx, sy = image_size[0] / input_size, image_size[1] / input_size
+    rects, confs, classes = [], [], []
+    for c in range(sc.shape[1]):
+        idx = np.nonzero(sc[:, c] >= score_threshold)[0]
+        for i in idx.tolist():
+            x0, y0, x1, y1 = (float(v) for v in b[i])
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                continue
+            rects.append([x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy])
+            confs.append(float(sc[i, c]))
+            classes.append(c)
+    return _nms(rects, confs, classes, labels, score_threshold, nms_iou, cross_class_iou, max_detections)
+
+
+def _nms(rects: list[list[float]], scores: list[float], classes: list[int], labels: Sequence[str],
+         score_threshold: float, nms_iou: float, cross_class_iou: float, max_detections: int) -> list[BBox]:
+    """Per-class NMS, then a looser cross-class NMS (one label per object), with OpenCV."""
     if not rects:
         return []
     cls_arr = np.asarray(classes)
@@ -127,7 +161,7 @@ def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_s
         idx = np.nonzero(cls_arr == c)[0]
         kept = cv2.dnn.NMSBoxes([rects[i] for i in idx], [scores[i] for i in idx], score_threshold, nms_iou)
         keep.extend(int(idx[k]) for k in np.asarray(kept).reshape(-1))
-    if n_cls > 1 and len(keep) > 1:
+    if len(labels) > 1 and len(keep) > 1:
         kept = cv2.dnn.NMSBoxes([rects[i] for i in keep], [scores[i] for i in keep], score_threshold, cross_class_iou)
         keep = [keep[int(k)] for k in np.asarray(kept).reshape(-1)]
     keep.sort(key=lambda i: -scores[i])
@@ -188,6 +222,9 @@ class OnnxDetector:
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(self.card.get("preprocessing") or {})}
         self.score_threshold = float(self.card.get("score_threshold", 0.5))
         self.nms_iou = float(self.card.get("nms_iou", 0.45))
+        self.head_type = str((self.card.get("head") or {}).get("type", "centernet"))
+        if self.head_type not in HEAD_OUTPUTS:
+            raise ModelError(f"model card head.type={self.head_type!r} is unknown; valid: {sorted(HEAD_OUTPUTS)}")
         expected_sha = self.card.get("onnx_sha256")
         if expected_sha and sha256_file(self.onnx_path) != expected_sha:
             raise ModelError(f"{self.onnx_path} does not match the card's onnx_sha256: the file was changed "
@@ -214,12 +251,16 @@ class OnnxDetector:
                 raise ModelError(f"input size mismatch: the network takes {shape[2]}x{shape[3]} but the card "
                                  f"says input_size={self.input_size}; re-export the model or fix the card")
         out_names = [o.name for o in self.session.get_outputs()]
-        missing = [n for n in HEAD_OUTPUTS if n not in out_names]
+        self.outputs = HEAD_OUTPUTS[self.head_type]
+        missing = [n for n in self.outputs if n not in out_names]
         if missing:
-            raise ModelError(f"model outputs {out_names} lack {missing}: not a model exported by helpers.train")
-        heat_shape = next(o.shape for o in self.session.get_outputs() if o.name == "heatmap")
-        if isinstance(heat_shape[1], int) and heat_shape[1] != len(self.labels):
-            raise ModelError(f"the network has {heat_shape[1]} classes but the card lists labels {self.labels}")
+            raise ModelError(f"model outputs {out_names} lack {missing}: not a {self.head_type} model exported "
+                             "by helpers.train (check the card's head.type)")
+        cls_out = self.session.get_outputs()[out_names.index(self.outputs[1 if self.head_type == "ssd" else 0])]
+        n_cls = cls_out.shape[-1] if self.head_type == "ssd" else cls_out.shape[1]
+        if isinstance(n_cls, int) and n_cls != len(self.labels):
+            raise ModelError(f"the network has {n_cls} classes but the card lists labels {self.labels}: "
+                             "the card does not belong to this model")
 
     @property
     def version(self) -> int | None:
@@ -231,16 +272,24 @@ class OnnxDetector:
         return preprocess(rgb, self.input_size, self.preprocessing)
 
     def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The head outputs (heatmap (C, h, w), ltrb (4, h, w)) for one image."""
-        heat, reg = self.session.run(list(HEAD_OUTPUTS), {self.input_name: self.preprocess(rgb)})
-        return heat[0], reg[0]
+        """The head outputs for one image, batch dimension removed.
+
+        centernet: (heatmap (C, h, w), ltrb (4, h, w)); ssd: (boxes (A, 4), scores (A, C)).
+        """
+        a, b = self.session.run(list(self.outputs), {self.input_name: self.preprocess(rgb)})
+        return a[0], b[0]
+
+    def decode_raw(self, outputs: tuple[np.ndarray, np.ndarray], image_size: tuple[int, int],
+                   score_threshold: float | None = None) -> list[BBox]:
+        """Boxes from `raw()` outputs for an image of `image_size` (width, height)."""
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        fn = decode_ssd if self.head_type == "ssd" else decode
+        return fn(outputs[0], outputs[1], self.labels, image_size, self.input_size,
+                  score_threshold=thr, nms_iou=self.nms_iou)
 
     def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
         """Boxes (value = score) in `rgb`'s pixel coordinates, best first."""
-        heat, reg = self.raw(rgb)
-        thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        return decode(heat, reg, self.labels, (rgb.shape[1], rgb.shape[0]), self.input_size,
-                      score_threshold=thr, nms_iou=self.nms_iou)
+        return self.decode_raw(self.raw(rgb), (rgb.shape[1], rgb.shape[0]), score_threshold)
 
     def __repr__(self) -> str:
         return (f"OnnxDetector({str(self.onnx_path)!r}, labels={self.labels}, input_size={self.input_size}, "

@@ -14,8 +14,8 @@ def _path(notebook: str, workspace: str | Path | None) -> Path:
     return ws / "results" / f"{notebook}.json"
 
 
-def record(notebook: str, workspace: str | Path | None = None, **values: Any) -> dict[str, Any]:
-    """Merge `values` into the notebook's result file (atomic replace) and return the whole record."""
+def record(notebook: str, workspace: str | Path | None = None, **values: Any) -> None:
+    """Merge `values` into the notebook's result file (atomic replace)."""
     path = _path(notebook, workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -23,7 +23,6 @@ def record(notebook: str, workspace: str | Path | None = None, **values: Any) ->
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
-    return data
 
 
 def load_all(workspace: str | Path) -> dict[str, dict[str, Any]]:

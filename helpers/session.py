@@ -37,6 +37,14 @@ class Session:
             lines.append("local cloud:    running (url and pid in workspace/localcloud/service.json)")
         return "\n".join(lines)
 
+    @property
+    def device_image(self) -> str:
+        """The device image reference: `EDGELOOP_REGISTRY/EDGELOOP_IMAGE:<package version>`."""
+        from helpers import __version__
+        from helpers.images import image_reference
+
+        return image_reference(f"{self.settings.image_name}:{__version__}", self.settings.registry)
+
     def lab_devices(self, tag: str, key: str = "lab") -> list[str]:
         """Ids of the devices whose tag `key` equals `tag`, sorted."""
         return sorted(d.device_id for d in self.hub.list_devices() if d.tags.get(key) == tag)

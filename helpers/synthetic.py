@@ -218,12 +218,16 @@ def _one_banana(rng: np.random.Generator, length: float, size: int, origin: tupl
     cv2.fillPoly(mask_u8, [np.round(poly * 4).astype(np.int32)], 1, cv2.LINE_AA, shift=2)
     mask = mask_u8.astype(bool)
     # Shading across the width: distance to the centre line gives a cylinder-like falloff,
-    # the sign gives which side faces the light.
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    # the sign gives which side faces the light. Computed only inside the banana's bounding
+    # rectangle: the sprite is mostly empty and this is the slow part of rendering.
+    bx, by, bw, bh = cv2.boundingRect(mask_u8)
+    rgb_full = np.zeros((size, size, 3), np.float32)
+    if bw == 0 or bh == 0:
+        return rgb_full, mask
+    yy, xx = np.mgrid[by:by + bh, bx:bx + bw].astype(np.float32)
     pts = np.stack([xs, ys], 1).astype(np.float32)
-    d = np.full((size, size), np.inf, np.float32)
-    side = np.zeros((size, size), np.float32)
-    idx = np.zeros((size, size), np.int32)
+    d = np.full((bh, bw), np.inf, np.float32)
+    idx = np.zeros((bh, bw), np.int32)
     for i, (px, py) in enumerate(pts[::2]):
         dd = (xx - px) ** 2 + (yy - py) ** 2
         better = dd < d
@@ -237,13 +241,14 @@ def _one_banana(rng: np.random.Generator, length: float, size: int, origin: tupl
     shade += 0.05 * np.cos(u * 5.0)
     rgb = color[None, None, :] * shade[..., None]
     # Brown speckles and darker ends.
-    speck = _smooth_noise(rng, size, size, max(8, int(length / 5)))
+    speck = _smooth_noise(rng, bh, bw, max(8, int(length / 5)))
     rgb *= (1 - 0.25 * (speck > 0.75))[..., None]
     tpos = idx.astype(np.float32) / (n - 1)
     brown = _rgb(rng.uniform(20, 35), 0.6, 0.3)
     end_w = np.clip((tpos - 0.93) / 0.07, 0, 1) + np.clip((0.08 - tpos) / 0.08, 0, 1) * 0.8
     rgb = rgb * (1 - end_w[..., None]) + brown[None, None, :] * end_w[..., None]
-    return rgb, mask
+    rgb_full[by:by + bh, bx:bx + bw] = rgb
+    return rgb_full, mask
 
 
 def _banana(rng: np.random.Generator, length: float) -> _Sprite:
@@ -487,35 +492,50 @@ class SceneStream:
         ix, iy = int(round(ox)), int(round(oy))
         frame = self._bg[iy:iy + self.height, ix:ix + self.width].copy()
         boxes: list[BBox] = []
+        W, H = self.width, self.height
+        shift = max(1.0, self._side * 0.012)
+        pad = int(math.ceil(shift * 4)) + 2  # room for the blurred, offset shadow
         for p in self._placed:
             sh, sw = p.sprite.alpha.shape
             # Sprite centre -> object position in frame coordinates.
             M = cv2.getRotationMatrix2D((sw / 2, sh / 2), p.angle, p.scale)
             M[0, 2] += (p.x - ix) - sw / 2
             M[1, 2] += (p.y - iy) - sh / 2
-            dsize = (self.width, self.height)
-            alpha = cv2.warpAffine(p.sprite.alpha, M, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
+            # Work only in the region the object (and its shadow) covers: rendering the whole
+            # frame per object made rendering several times slower.
+            corners = np.array([[0, 0, 1], [sw, 0, 1], [0, sh, 1], [sw, sh, 1]], np.float64) @ M.T
+            x0 = max(0, int(math.floor(corners[:, 0].min())) - pad)
+            y0 = max(0, int(math.floor(corners[:, 1].min())) - pad)
+            x1 = min(W, int(math.ceil(corners[:, 0].max())) + pad)
+            y1 = min(H, int(math.ceil(corners[:, 1].max())) + pad)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            Mr = M.copy()
+            Mr[0, 2] -= x0
+            Mr[1, 2] -= y0
+            dsize = (x1 - x0, y1 - y0)
+            alpha = cv2.warpAffine(p.sprite.alpha, Mr, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
             if not alpha.any():
                 continue
-            rgb = cv2.warpAffine(p.sprite.rgb, M, dsize, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+            rgb = cv2.warpAffine(p.sprite.rgb, Mr, dsize, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
             # Soft contact shadow, offset down-right, so objects sit on the table.
-            shift = max(1.0, self._side * 0.012)
-            shadow = cv2.GaussianBlur(alpha, (0, 0), max(1.0, self._side * 0.012))
+            shadow = cv2.GaussianBlur(alpha, (0, 0), shift)
             shadow = cv2.warpAffine(shadow, np.float32([[1, 0, shift], [0, 1, shift]]), dsize)
-            frame *= (1 - 0.35 * shadow)[..., None]
+            roi = frame[y0:y1, x0:x1]
+            roi *= (1 - 0.35 * shadow)[..., None]
             a = alpha[..., None]
-            frame = frame * (1 - a) + rgb * a
+            frame[y0:y1, x0:x1] = roi * (1 - a) + rgb * a
             if p.labeled:
                 vis = (alpha > 0.5).astype(np.uint8)
                 count = int(vis.sum())
                 # Objects mostly out of view are not labeled (a labeler would not box them).
                 if count >= 0.3 * p.sprite.area * p.scale**2 and count > 0:
-                    x, y, w, h = cv2.boundingRect(vis)
-                    boxes.append(BBox(p.sprite.kind, float(x), float(y), float(w), float(h)))
+                    bx, by, bw, bh = cv2.boundingRect(vis)
+                    boxes.append(BBox(p.sprite.kind, float(bx + x0), float(by + y0), float(bw), float(bh)))
         frame = frame * (self._illum[..., None] * self._gain * self._tint[None, None, :])
         if self._blur > 0:
             frame = cv2.GaussianBlur(frame, (0, 0), self._blur)
-        frame = frame * 255.0 + self._rng.normal(0, self._noise, frame.shape).astype(np.float32)
+        frame = frame * 255.0 + self._rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(self._noise)
         return np.clip(frame, 0, 255).astype(np.uint8), boxes
 
     def next_frame(self) -> tuple[np.ndarray, list[BBox]]:

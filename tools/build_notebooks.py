@@ -50,7 +50,7 @@ Switching to your real Azure IoT Hub is configuration only: set `EDGELOOP_HUB=az
 # Parameters (papermill overrides these in headless runs)
 backend = None            # None: from EDGELOOP_HUB (default "local"); or "local" / "azure"
 device_ids = ["pi-1", "pi-2"]
-lab_tag = "fruit-lab"      # the tag later deployments target: tags.lab='fruit-lab'
+lab_tag = "fruit-lab"      # later deployments target devices with this tag
 simulate_devices = True    # start simulated devices for the registered identities
 seed = 0
 """),
@@ -149,9 +149,12 @@ With a Docker engine and a registry configured (`EDGELOOP_REGISTRY`, `REGISTRY_U
 simulated devices run the same `start.sh` as a process: nothing else changes.
 """),
     code("""
-image = images.prepare_device_image(s.settings)
-print(image.describe())
-"""),
+builder = images.get_image_builder(s.settings)
+for line in builder.build(s.device_image):
+    print(line)
+for line in builder.push(s.device_image):
+    print(line)
+""", "nbval-ignore-output"),
     md("""
 ## The collector deployment
 An IoT Edge deployment manifest: `$edgeAgent` (runtime, system modules, our modules),
@@ -161,7 +164,7 @@ every display of the manifest.
 """),
     code("""
 per_device = max(1, apple_images // len(devices))
-collector = mf.collector_module(image.ref, s.studio.url, label="apple", count=per_device, rate_hz=capture_rate_hz,
+collector = mf.collector_module(s.device_image, s.studio.url, label="apple", count=per_device, rate_hz=capture_rate_hz,
                                 camera_source="synthetic")
 manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key})
 warnings = mf.validate_manifest(manifest)
@@ -196,7 +199,7 @@ panel.refresh();
     code("""
 for d in devices:
     results.check(f"{d} uploaded {per_device} apple images", counts[d] >= per_device)
-results.record("02_build_collector", samples=counts, image=image.ref)
+results.record("02_build_collector", samples=counts, image=s.device_image)
 """),
 ]
 
@@ -215,6 +218,7 @@ camera's ground truth (never shown in the panel) and measures how good the propo
 """),
     params("""
 labeler = "human"   # "human": the panel below; "oracle": label from synthetic ground truth (headless)
+classes = ["apple"] # the project's label set (more can be added in the panel)
 seed = 0
 """),
     code("""
@@ -228,6 +232,8 @@ print(ui.text_table(overview))
 """),
     code("""
 queue = LabelQueue(s.studio)
+for c in classes:
+    queue.add_label(c)
 print(f"{queue.remaining} images to label; labels: {queue.labels}")
 """),
     md("""
@@ -268,7 +274,7 @@ remaining = s.studio.samples(labeled=False)
 results.check("every collected image labeled", len(remaining) == 0)
 results.check("at least one apple box per labeled image", all(any(b.label == "apple" for b in x.boxes) for x in labeled))
 if report is not None:
-    results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").accepted_share >= 0.5)
+    results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").share_unchanged >= 0.5)
     results.record("03_label_review", labeled=len(labeled), assist=report.to_dict())
 """),
 ]
@@ -297,12 +303,11 @@ seed = 0
     code("""
 from helpers import session, ui, results
 from helpers.train import data, trainer, export, evaluate
-from helpers.detector import OnnxDetector
+from helpers.detector import OnnxDetector, load_card
 
 s = session.connect()
-snap = s.studio.snapshot()
-train_items, test_items, labels = data.snapshot_items(s.studio, snap)
-print(f"snapshot {snap.id[:12]}: {len(train_items)} training / {len(test_items)} test images, labels {labels}")
+train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
+print(f"snapshot {snapshot_id[:12]}: {len(train_items)} training / {len(test_items)} test images, labels {labels}")
 print("boxes per class:", data.label_counts(train_items + test_items))
 """),
     md("""
@@ -323,11 +328,11 @@ print(f"best epoch {result.best_epoch}, validation F1 {result.val_f1:.3f}, {resu
 """, "nbval-ignore-output"),
     md("## Export to ONNX and evaluate on the test split"),
     code("""
-out_dir = s.workspace / "models" / f"{model_name}-{snap.id[:8]}"
-onnx_path = export.export_result(result, out_dir, dataset={"hash": snap.id, "snapshot": snap.id})
+out_dir = s.workspace / "models" / f"{model_name}-{snapshot_id[:8]}"
+onnx_path = export.export_result(result, out_dir, dataset={"hash": snapshot_id})
 report = evaluate.evaluate_model(str(out_dir), test_items)
 print(ui.text_table(ui.metrics_rows(report)))
-print(f"mAP@0.5 {report.map50:.3f}   mAP@[.5:.95] {report.map:.3f}   latency p50 {report.latency_ms['p50']:.2f} ms (onnxruntime, 1 thread)")
+print(f"mAP@0.5 {report.map50:.3f}   mAP@[.5:.95] {report.map:.3f}   latency median {report.latency_ms['median']:.2f} ms (onnxruntime, 1 thread)")
 """, "nbval-ignore-output"),
     code("""
 display(ui.plot_confusion(report))
@@ -339,7 +344,7 @@ The model and its card (labels, input size, preprocessing, threshold, metrics, d
 snapshot, training parameters, code version) go to the studio's registry as a **candidate**.
 """),
     code("""
-card = export.read_card(out_dir)
+card = load_card(out_dir)[1]
 card["metrics"]["test"] = report.to_dict()
 version = s.studio.register_model(onnx_path, card)
 print(f"registered model v{version.version} as {version.stage}")
@@ -347,7 +352,7 @@ print(f"registered model v{version.version} as {version.stage}")
     code("""
 for label in labels:
     results.check(f"{label} F1 >= {min_f1}", report.per_class[label].f1 >= min_f1)
-results.check("ONNX output matches torch", card.get("parity_max_abs_diff", 1.0) < 1e-3)
+results.check("ONNX output matches torch", card["export"]["parity_max_abs_diff"] < 1e-3)
 results.record("04_train", model_version=version.version, labels=labels, f1={k: v.f1 for k, v in report.per_class.items()},
                map50=report.map50, map=report.map, train_time_s=result.train_time_s, test_images=len(test_items))
 """),
@@ -371,7 +376,7 @@ seed = 0
 """),
     code("""
 import time
-from helpers import session, ui, results, images, deploy
+from helpers import session, ui, results, images, deploy, observe
 from helpers.device import fleet
 
 s = session.connect()
@@ -384,8 +389,7 @@ ui.show_json({k: model.card.get(k) for k in ("labels", "input_size", "arch", "sc
 """, "nbval-ignore-output"),
     md("## Replace the collector with the runner"),
     code("""
-image = images.prepare_device_image(s.settings)
-manifest = deploy.runner_manifest(model.version, image.ref, s.studio, camera_source="synthetic")
+manifest = deploy.runner_manifest(model.version, s.device_image, s.studio, camera_source="synthetic")
 board = deploy.RolloutBoard(s.hub, devices)
 display(board.widget)
 report = deploy.rollout(s.hub, devices, manifest, absent=["collector"], workspace=s.workspace,
@@ -416,7 +420,7 @@ for d in devices:
 for d in devices:
     health = ui.get_json(urls[d] + "api/health")
     results.check(f"{d} running model v{model.version}", health.get("model_version") == model.version)
-    results.check(f"apples detected on {d}", deploy.detected_in_recent(urls[d], "apple"))
+    results.check(f"apples detected on {d}", observe.detected_in_recent(s.hub, d, "apple"))
 s.studio.set_model_stage(model.version, "production")
 results.record("05_deploy", model_version=model.version, rollout_s=report.result.duration_s if hasattr(report.result, "duration_s") else None,
                ok=report.ok)
@@ -445,20 +449,20 @@ lab_tag = "fruit-lab"
 seed = 0
 """),
     code("""
-from helpers import session, ui, results, images, deploy
+from helpers import session, ui, results, images, deploy, observe
 from helpers.device import fleet
 from helpers.hub import manifest as mf
 
 s = session.connect()
 devices = s.lab_devices(lab_tag)
-production = s.studio.production_model()
+production = s.production_model()
 print(f"production model: v{production.version} labels {production.card['labels']}")
 """),
     md("## Put a banana in front of the cameras"),
     code("""
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"])
-before = deploy.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(before.summary())
 """),
     code("""
@@ -470,9 +474,8 @@ The fleet goes back to the collector, now labelled `banana`, with bananas (and s
 beside them) in front of the cameras.
 """),
     code("""
-image = images.prepare_device_image(s.settings)
 per_device = max(1, banana_images // len(devices))
-collector = mf.collector_module(image.ref, s.studio.url, label="banana", count=per_device, rate_hz=capture_rate_hz,
+collector = mf.collector_module(s.device_image, s.studio.url, label="banana", count=per_device, rate_hz=capture_rate_hz,
                                 camera_source="synthetic", version="2.0")
 manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key})
 for d in devices:
@@ -500,15 +503,15 @@ display(plots.class_counts(s.studio.samples(labeled=True)))
     md("## Retrain with two classes"),
     code("""
 from helpers.train import data, trainer, export, evaluate
-snap = s.studio.snapshot()
-train_items, test_items, labels = data.snapshot_items(s.studio, snap)
+from helpers.detector import load_card
+train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
 params = trainer.TrainParams(input_size=input_size, epochs=epochs, seed=seed)
 result = trainer.train_detector(train_items, None, labels, params, callback=ui.LivePlot("apple + banana"))
-out_dir = s.workspace / "models" / f"apple-banana-{snap.id[:8]}"
-onnx_path = export.export_result(result, out_dir, dataset={"hash": snap.id, "snapshot": snap.id}, parent_version=production.version)
+out_dir = s.workspace / "models" / f"apple-banana-{snapshot_id[:8]}"
+onnx_path = export.export_result(result, out_dir, dataset={"hash": snapshot_id}, parent_version=production.version)
 report = evaluate.evaluate_model(str(out_dir), test_items)
 print(ui.text_table(ui.metrics_rows(report)))
-candidate = s.studio.register_model(onnx_path, export.read_card(out_dir))
+candidate = s.studio.register_model(onnx_path, load_card(out_dir)[1])
 print(f"registered v{candidate.version} as {candidate.stage}")
 """, "nbval-ignore-output"),
     md("""
@@ -522,14 +525,14 @@ print(gate.summary())
 """, "nbval-ignore-output"),
     md("## Deploy at scale to every lab device"),
     code("""
-manifest = deploy.runner_manifest(candidate.version, image.ref, s.studio, camera_source="synthetic", version="2.0")
+manifest = deploy.runner_manifest(candidate.version, s.device_image, s.studio, camera_source="synthetic", version="2.0")
 rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manifest, f"tags.lab='{lab_tag}'", devices,
                                     priority=10 + candidate.version, absent=["collector"], workspace=s.workspace,
                                     timeout=rollout_timeout_s)
 print(rollout.summary())
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"])
-after = deploy.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+after = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(after.summary())
 """, "nbval-ignore-output"),
     code("""
@@ -538,7 +541,7 @@ results.check(f"banana F1 >= {min_f1}", report.per_class["banana"].f1 >= min_f1)
 results.check(f"apple F1 >= {min_f1}", report.per_class["apple"].f1 >= min_f1)
 results.check("banana-called-apple rate dropped below 0.1", after.rate < 0.1)
 for d in devices:
-    results.check(f"bananas detected on {d}", deploy.detected_in_recent(ui.runner_urls(s.hub, [d])[d], "banana"))
+    results.check(f"bananas detected on {d}", observe.detected_in_recent(s.hub, d, "banana"))
 results.record("06_retrain_banana", banana_called_apple_before=before.rate, banana_called_apple_after=after.rate,
                model_version=candidate.version, f1={k: v.f1 for k, v in report.per_class.items()},
                map50=report.map50, map=report.map, gate_passed=gate.passed)

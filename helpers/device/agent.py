@@ -478,8 +478,7 @@ class EdgeAgent:
             return False
         m.handle = handle
         m.error = None
-        m.runtime_status = "running"
-        m.exit_code = None
+        m.runtime_status = "running"  # exitCode keeps the last exit's code, as edgeAgent reports it
         m.start_time = handle.started_at
         m.started_mono = time.monotonic()
         m.host_port = handle.host_port

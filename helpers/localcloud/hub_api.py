@@ -20,6 +20,8 @@ A device's heartbeat is implicit in its reports: it is `connected` when it repor
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 import time
 from typing import Any
@@ -32,7 +34,6 @@ from helpers.hub.sas import new_key
 from helpers.localcloud.common import (
     DEVICE_ID_RE,
     ApiError,
-    Context,
     ctx_of,
     json_body,
     require_device_or_service,
@@ -303,9 +304,6 @@ async def put_device(device_id: str, request: Request, response: Response) -> di
         raise ApiError(400, "authentication.symmetricKey must be an object", "authentication.symmetricKey")
     for k in ("primaryKey", "secondaryKey"):
         if sym.get(k) is not None:
-            import base64
-            import binascii
-
             try:
                 base64.b64decode(str(sym[k]), validate=True)
             except (binascii.Error, ValueError):

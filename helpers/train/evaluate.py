@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from helpers.detector import OnnxDetector, decode
+from helpers.detector import OnnxDetector
 from helpers.errors import DatasetError, ModelError
 from helpers.geometry import BBox, iou
 
@@ -278,11 +278,10 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
 
         it = tqdm(items, desc="evaluate", unit="img")
     for rgb, boxes in it:
-        heat, reg = detector.raw(rgb)
+        raw = detector.raw(rgb)  # one inference, decoded at two thresholds
         size = (rgb.shape[1], rgb.shape[0])
-        preds.append(decode(heat, reg, detector.labels, size, detector.input_size, thr, detector.nms_iou))
-        preds_low.append(decode(heat, reg, detector.labels, size, detector.input_size, MAP_SCORE_THRESHOLD,
-                                detector.nms_iou))
+        preds.append(detector.decode_raw(raw, size, thr))
+        preds_low.append(detector.decode_raw(raw, size, MAP_SCORE_THRESHOLD))
         gts.append(list(boxes))
         sizes.append(size)
     names = list(dict.fromkeys(list(detector.labels) + ds_labels))

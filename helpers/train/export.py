@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,10 @@ def export_onnx(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any
     onnx_path = out / ONNX_NAME
     tmp = out / (ONNX_NAME + ".tmp")
     dummy = torch.zeros(1, 3, size, size)
-    with torch.no_grad():
-        # dynamo=False: the TorchScript exporter is deterministic and needs no onnxscript.
+    with torch.no_grad(), warnings.catch_warnings():
+        # dynamo=False: the TorchScript exporter is deterministic and needs no onnxscript;
+        # torch 2.9+ warns that it is the legacy path, which is known and chosen.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, (dummy,), str(tmp), input_names=["input"], output_names=names,
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
     diff = parity_check(tmp, module, size)
@@ -110,3 +113,22 @@ def _json_default(o: Any) -> Any:
 def export_result(result: Any, out_dir: str | Path, **card_extra: Any) -> Path:
     """Export a `TrainResult`: its model and its card (plus `card_extra` fields)."""
     return export_onnx(result.model, out_dir, result.card(**card_extra))
+
+
+def update_card(model_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into an exported model's `model.json` (atomic replace); returns the card.
+
+    The ONNX bytes (and so `onnx_sha256`) are unchanged: metrics measured after export, such
+    as the test-split evaluation, can be added without re-exporting.
+    """
+    path = Path(model_dir) / CARD_NAME
+    card = json.loads(path.read_text())
+    for k, v in fields.items():
+        if isinstance(v, dict) and isinstance(card.get(k), dict):
+            card[k] = {**card[k], **v}
+        else:
+            card[k] = v
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=_json_default))
+    tmp.replace(path)
+    return card

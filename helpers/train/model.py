@@ -186,11 +186,13 @@ def build_ssdlite(num_classes: int, input_size: int = 320) -> nn.Module:
         MissingExtra: torchvision is not installed.
     """
     ctor = _torchvision()
-    # No pretrained weights: this machine and the workshop are offline. fixed_size keeps
-    # torchvision's transform from resizing inputs we already resized.
+    if input_size != 320:
+        raise ValueError(f"ssdlite320 takes 320 px inputs (its anchors are fixed), got input_size={input_size}")
+    # No pretrained weights: this machine and the workshop are offline. The builder fixes the
+    # size at 320x320 itself; the mean/std override its [-1, 1] scaling so the exported
+    # wrapper can take the same normalised tensor as every other model here.
     return ctor(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                size=(input_size, input_size), image_mean=[0.485, 0.456, 0.406],
-                image_std=[0.229, 0.224, 0.225], fixed_size=True)
+                image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
 
 class SSDExportWrapper(nn.Module):

@@ -211,3 +211,35 @@ def test_connected_window(cloud, unique_name, monkeypatch):
     # the window is the service's: check the rule on the JSON it computes
     row = {"device_id": dev, "reported": "{}", "last_report_at": time.time() - hub_api.CONNECTED_WINDOW_S - 1}
     assert hub_api.status_json(row, None)["connected"] is False
+
+
+def test_backend_registry_errors(tmp_path, monkeypatch, cloud):
+    from helpers.errors import MissingExtra
+    from helpers.hub import HUB_BACKENDS, register_hub
+
+    monkeypatch.setitem(HUB_BACKENDS, "ghost", "helpers.hub.no_such_backend:GhostHub")
+    with pytest.raises(BackendNotFound, match="no_such_backend"):
+        get_hub("ghost", workspace=cloud.workspace)
+    (tmp_path / "needs_sdk_backend.py").write_text("import azure_sdk_that_is_not_installed\nclass Hub: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_hub("needs-sdk", "needs_sdk_backend:Hub")
+    try:
+        with pytest.raises(MissingExtra, match="azure_sdk_that_is_not_installed"):
+            get_hub("needs-sdk", workspace=cloud.workspace)
+    finally:
+        HUB_BACKENDS.pop("needs-sdk")
+    monkeypatch.setenv("EDGELOOP_HUB", "local")
+    assert isinstance(get_hub(workspace=cloud.workspace), LocalHub)
+
+
+def test_device_url_from_environment(cloud, unique_name, monkeypatch):
+    dev = unique_name("cam")
+    cloud.hub.create_edge_device(dev)
+    cs = cloud.hub.connection_string(dev).get_secret_value().replace(f"127.0.0.1:{cloud.info['port']}", "localhub")
+    monkeypatch.setenv("EDGELOOP_HUB_URL", cloud.url)
+    client = DeviceClient.from_connection_string(cs)
+    assert client.url == cloud.url and client.get_twin()["deviceId"] == dev
+    from helpers.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DeviceId"):
+        DeviceClient.from_connection_string(cloud.hub.connection_string_service)

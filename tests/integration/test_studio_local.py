@@ -229,3 +229,13 @@ def test_model_registry(fresh_cloud, tmp_path):
     assert r.status_code == 400 and r.json()["field"] == "card"
     assert len(studio.models()) == 2  # rejected registrations wrote nothing
     assert sorted(p.name for p in (fresh_cloud.workspace / "localcloud" / "files" / "models").iterdir()) == ["1", "2"]
+
+
+def test_query_validation_is_400_naming_the_field(cloud):
+    h = {"x-api-key": cloud.studio.api_key.get_secret_value()}
+    r = requests.get(f"{cloud.url}/api/samples", params={"labeled": "maybe"}, headers=h, timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "labeled"
+    r = requests.get(f"{cloud.url}/api/samples/abc", headers=h, timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "sample_id"
+    r = requests.put(f"{cloud.url}/api/samples/1/boxes", data=b"{oops", headers=h, timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "body"

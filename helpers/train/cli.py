@@ -1,0 +1,142 @@
+"""Command lines: `python -m helpers.train` and `python -m helpers.evaluate`.
+
+Both print a JSON summary on stdout, progress (tqdm) on stderr, and exit with status 2 and
+a one-line `error: ...` naming the fix on a dataset or model problem.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from helpers.errors import DatasetError, EdgeLoopError, ModelError
+
+FORMAT_CHOICES = ("auto", "ei", "voc", "coco")
+
+
+def train_and_export(out: str | Path, dataset: str | Path | None = None, fmt: str = "auto",
+                     params: Any = None, progress: bool = True, studio: Any = None,
+                     callback: Any = None, **card_extra: Any) -> dict[str, Any]:
+    """Load data, train, export to `out`, evaluate the ONNX; returns a JSON-able summary.
+
+    Without `dataset` the studio's current snapshot is used (its test split is the test set).
+    Validation for early stopping is split off the training images, never the test split.
+    """
+    from helpers.train.data import load_dataset_dir, load_studio_snapshot, split_items, validate_items
+    from helpers.train.evaluate import evaluate_model
+    from helpers.train.export import export_result, update_card
+    from helpers.train.trainer import TrainParams, train_detector
+
+    params = params or TrainParams()
+    if dataset is not None:
+        train, test, labels = load_dataset_dir(dataset, fmt)
+        source = {"path": str(dataset), "format": fmt}
+    else:
+        train, test, labels, snap_id = load_studio_snapshot(studio)
+        source = {"studio_snapshot": snap_id}
+    validate_items(train + test, labels, "dataset")
+    train, val = split_items(train, params.val_fraction, params.seed)
+    result = train_detector(train, val, labels, params, progress=progress, callback=callback)
+    card_extra.setdefault("dataset", {"hash": result.dataset_hash, **source,
+                                      "train_images": len(train), "val_images": len(val), "test_images": len(test)})
+    onnx_path = export_result(result, out, **card_extra)
+    eval_items, eval_on = (test, "test") if test else (val, "validation")
+    report = evaluate_model(str(out), eval_items, progress=progress)
+    metrics = {"eval_split": eval_on, eval_on: _short_metrics(report.to_dict())}
+    update_card(out, metrics=metrics)
+    return {"onnx": str(onnx_path), "card": str(Path(out) / "model.json"), "labels": labels,
+            "val_f1": result.val_f1, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+            "train_time_s": round(result.train_time_s, 1), "score_threshold": result.score_threshold,
+            "evaluation": {"split": eval_on, **_short_metrics(report.to_dict())}}
+
+
+def _short_metrics(d: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of an evaluation report (what the card carries)."""
+    return {"f1": d["overall"]["f1"], "precision": d["overall"]["precision"], "recall": d["overall"]["recall"],
+            "map50": d["map50"], "map": d["map"], "images": d["images"],
+            "per_class": {k: {m: v[m] for m in ("f1", "precision", "recall", "ap50", "ap")}
+                          for k, v in d["per_class"].items()},
+            "confusion": d["confusion"], "latency_ms": d["latency_ms"]}
+
+
+def _fail(e: Exception) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    from helpers.train.model import ARCHS
+
+    ap = argparse.ArgumentParser(prog="python -m helpers.train",
+                                 description="Train a fruit detector and export model.onnx + model.json.")
+    ap.add_argument("--dataset", help="dataset folder; default: the local studio's current snapshot")
+    ap.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: auto)")
+    ap.add_argument("--out", required=True, help="output folder for model.onnx and model.json")
+    ap.add_argument("--arch", default="fomo-box", choices=ARCHS)
+    ap.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner)")
+    ap.add_argument("--input-size", type=int, default=None, help="square input side: 96, 160 or 320")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=float, default=None, help="backbone width multiplier (fomo-box)")
+    ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
+    ap.add_argument("--pretrained", default="none", help="'none', 'synthetic' (cached under the workspace) or a .pt file")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: EDGELOOP_TORCH_THREADS)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    from helpers.train.trainer import TrainParams
+
+    kw: dict[str, Any] = {"arch": args.arch, "seed": args.seed, "threads": args.threads,
+                          "time_budget_s": args.time_budget,
+                          "pretrained": None if args.pretrained in ("", "none") else args.pretrained}
+    if args.arch == "ssdlite320":
+        kw["input_size"] = 320
+    for name, val in (("epochs", args.epochs), ("input_size", args.input_size), ("width", args.width)):
+        if val is not None:
+            kw[name] = val
+    try:
+        params = TrainParams(**kw)
+        params.check()
+        summary = train_and_export(args.out, args.dataset, args.format, params, progress=not args.quiet)
+    except (EdgeLoopError, ValueError) as e:
+        return _fail(e)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.evaluate",
+                                 description="Evaluate an exported model (model.onnx + model.json) on a dataset.")
+    ap.add_argument("--model", required=True, help="model folder (model.onnx + model.json) or the .onnx file")
+    ap.add_argument("--dataset", required=True, help="dataset folder")
+    ap.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
+    ap.add_argument("--split", default="all", choices=("all", "train", "test"),
+                    help="which split of the dataset to evaluate on (default: all images)")
+    ap.add_argument("--json", dest="json_out", help="also write the full report to this file")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads (latency is measured with these)")
+    ap.add_argument("--score-threshold", type=float, default=None, help="default: the card's")
+    ap.add_argument("--allow-unknown-labels", action="store_true",
+                    help="accept dataset classes the model does not know (they show in the confusion matrix)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    from helpers.train.data import load_dataset_dir
+    from helpers.train.evaluate import evaluate_model
+
+    try:
+        train, test, labels = load_dataset_dir(args.dataset, args.format)
+        items = {"all": train + test, "train": train, "test": test}[args.split]
+        if not items:
+            raise DatasetError(f"the dataset's {args.split} split has no images; try --split all")
+        report = evaluate_model(args.model, items, threads=args.threads, score_threshold=args.score_threshold,
+                                progress=not args.quiet, allow_unknown_labels=args.allow_unknown_labels)
+    except (EdgeLoopError, ValueError) as e:
+        return _fail(e)
+    text = json.dumps(report.to_dict(), indent=2)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(text)
+    print(text)
+    return 0
+
+
+__all__ = ["train_and_export", "train_main", "evaluate_main", "ModelError", "DatasetError"]
