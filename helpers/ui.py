@@ -248,7 +248,7 @@ def plot_confusion(report: Any):
 
     d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     conf = d["confusion"]
-    names, matrix = conf["labels"], np.array(conf["matrix"])
+    names, matrix = conf["names"], np.array(conf["matrix"])
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=30)

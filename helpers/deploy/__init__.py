@@ -7,7 +7,13 @@ Typical use (notebook 05/06):
     >>> evaluation_gate(studio, candidate=2)          # raises GateRefused on a regression
 """
 from helpers.deploy.board import RolloutBoard, board_rows
-from helpers.deploy.drift import ConfusionRate, banana_called_apple_rate, confusion_rate
+from helpers.deploy.drift import (
+    ConfusionRate,
+    banana_called_apple_rate,
+    confusion_from_telemetry,
+    confusion_rate,
+    poll_results,
+)
 from helpers.deploy.gate import GateRefused, GateResult, GateRow, compare_reports, evaluation_gate, heldout_items
 from helpers.deploy.rollback import LastKnownGood, RolloutReport, rollback, rollout, rollout_deployment
 from helpers.deploy.rollout import (
@@ -38,11 +44,13 @@ __all__ = [
     "check_device",
     "check_health",
     "compare_reports",
+    "confusion_from_telemetry",
     "confusion_rate",
     "deploy_at_scale",
     "evaluation_gate",
     "expect_from_manifest",
     "heldout_items",
+    "poll_results",
     "rollback",
     "rollout",
     "rollout_deployment",

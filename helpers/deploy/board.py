@@ -119,7 +119,14 @@ class RolloutBoard:
         return self.rows
 
     def on_poll(self, checks: Mapping[str, DeviceCheck]) -> None:
-        """For `wait_for_rollout(on_poll=board.on_poll)`: redraw from the checks just made."""
+        """For `wait_for_rollout(on_poll=board.on_poll)`: redraw from the checks just made.
+
+        `rollout()` applies right before it starts polling, so without `set_applied` the first
+        poll of a device stands for its apply time (within one poll interval).
+        """
+        now = time.time()
+        for d in checks:
+            self.applied_at.setdefault(d, now)
         self.refresh(checks)
 
     def _ipython_display_(self) -> None:

@@ -109,6 +109,56 @@ def confusion_rate(
                          confused / with_true if with_true else 0.0)
 
 
+def confusion_from_telemetry(telemetry: Mapping[str, Any] | Iterable[Mapping[str, Any]], true_label: str,
+                             predicted_label: str) -> ConfusionRate:
+    """The same question from runner telemetry windows (`ModuleStatus.telemetry`).
+
+    The runner compares each synthetic frame's ground truth with its detections and counts, per
+    window, ground-truth objects (`synthetic_check.objects`) and objects reported as another
+    class (`synthetic_check.confusions["banana->apple"]`, IoU >= 0.5). Here the unit is the
+    *object*, not the frame: `frames_with_true` counts `true_label` objects, `confused` those
+    reported as `predicted_label`; `frames` is the number of frames checked.
+
+    Args:
+        telemetry: one telemetry dict or several (e.g. one per device, or successive windows).
+    """
+    windows = [telemetry] if isinstance(telemetry, Mapping) else list(telemetry)
+    frames = objects = confused = 0
+    for t in windows:
+        check = (t or {}).get("synthetic_check") or {}
+        frames += int(check.get("frames") or 0)
+        objects += int((check.get("objects") or {}).get(true_label) or 0)
+        confused += int((check.get("confusions") or {}).get(f"{true_label}->{predicted_label}") or 0)
+    return ConfusionRate(true_label, predicted_label, frames, objects, confused, confused / objects if objects else 0.0)
+
+
+def poll_results(host_port: int, frames: int = 20, timeout: float = 30.0, host: str = "127.0.0.1",
+                 interval: float = 0.2) -> list[dict[str, Any]]:
+    """Collect `frames` distinct results (by `frame_index`) from a runner's `/api/results`.
+
+    Returns what was collected when `timeout` runs out (possibly fewer).
+
+    Raises:
+        requests.RequestException: the runner cannot be reached at all.
+    """
+    import time
+
+    import requests
+
+    url = f"http://{host}:{int(host_port)}/api/results"
+    seen: dict[Any, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < frames and time.monotonic() < deadline:
+        r = requests.get(url, timeout=5)
+        r.raise_for_status()
+        body = r.json()
+        key = body.get("frame_index")
+        if key is not None and key not in seen:
+            seen[key] = body
+        time.sleep(interval)
+    return [seen[k] for k in sorted(seen)]
+
+
 def banana_called_apple_rate(results: Iterable[Mapping[str, Any]], **options: Any) -> ConfusionRate:
     """`confusion_rate(results, "banana", "apple", ...)`: how often a banana is reported as an apple."""
     return confusion_rate(results, "banana", "apple", **options)

@@ -239,7 +239,7 @@ def check_device(status: Any, expect: Mapping[str, dict[str, Any] | None],
         return DeviceCheck("pending", f"last desired status {code}", status)
     health_modules: set[str] | None
     if health is True:
-        health_modules = None  # every expected module with a port
+        health_modules = None  # every expected module that runs a model (the runner serves /api/health)
     elif health is False:
         health_modules = set()
     else:
@@ -266,7 +266,8 @@ def check_device(status: Any, expect: Mapping[str, dict[str, Any] | None],
             got = model_of(ms)
             if got != int(spec["model"]):
                 return DeviceCheck("pending", f"{name} reports model {got}, expected {spec['model']}", status)
-        if ms.host_port and (health_modules is None or name in health_modules):
+        wants_health = ("model" in spec) if health_modules is None else (name in health_modules)
+        if ms.host_port and wants_health:
             ok, why = health_check(int(ms.host_port))
             if not ok:
                 return DeviceCheck("pending", f"{name} unhealthy: {why}", status)
@@ -367,8 +368,9 @@ def wait_for_rollout(
         poll_s: seconds between polls.
         stable_s: a device must look converged this long before it counts (a module that
             crashes right after starting is caught as failed instead).
-        health: check `GET /api/health` on the host port of expected modules (True: every
-            expected module that reports a port; an iterable: only those modules; False: none).
+        health: check `GET /api/health` on the reported host port (True: every expected module
+            with a `model` expectation, i.e. the runner; an iterable: those module names;
+            False: none). Modules without an HTTP server (the collector) must not be named.
         health_check: the check (port -> (ok, reason)); the default is for the local runtime
             (127.0.0.1).
         on_poll: called after each poll with the per-device checks (the board refreshes here).

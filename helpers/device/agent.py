@@ -649,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-workspace", default=None,
                    help="local cloud workspace: re-read its service.json when the hub moved to another port")
     p.add_argument("--hub-timeout", type=float, default=5.0, help="seconds per hub request")
+    p.add_argument("--health-grace", type=float, default=30.0,
+                   help="seconds after a runner starts before its /api/health is probed")
+    p.add_argument("--health-interval", type=float, default=10.0, help="seconds between health probes")
     p.add_argument("--log-level", default=os.environ.get("EDGELOOP_LOG_LEVEL", "INFO"))
     return p
 
@@ -676,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir=Path(args.workdir), runtime=args.runtime, poll_interval_s=args.poll_interval,
             heartbeat_s=args.heartbeat, backoff_max_s=args.backoff_max, stable_after_s=args.stable_after,
             hub_backoff_max_s=args.hub_backoff_max, stop_timeout_s=args.stop_timeout,
+            health_grace_s=args.health_grace, health_interval_s=args.health_interval,
         )
         agent = EdgeAgent(client, device_id, config)
     except RuntimeUnavailable as exc:

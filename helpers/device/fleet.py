@@ -151,14 +151,17 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         log.info("device %s: agent started (pid %d)", device_id, proc.pid)
         out.append(device)
         started.append((device, proc))
-    # an agent that dies at once (bad connection string, no start.sh) says why in its log
-    deadline = time.monotonic() + 1.0
+    # Wait until each new agent is up (it writes agent.json with its pid) or has died: one that
+    # dies at once (bad connection string, no engine for --runtime docker) says why in its log.
+    deadline = time.monotonic() + 15.0
     while started and time.monotonic() < deadline:
-        for device, proc in started:
+        for device, proc in list(started):
             if proc.poll() is not None:
                 raise FleetError(f"the agent of {device.device_id} exited with code {proc.returncode} right after "
                                  f"starting; {device.log_path}:\n{device.log_tail(15)}")
-        time.sleep(0.1)
+            if (read_json(device.workdir / AGENT_STATE) or {}).get("pid") == proc.pid:
+                started.remove((device, proc))
+        time.sleep(0.05)
     return out
 
 

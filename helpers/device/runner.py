@@ -9,7 +9,8 @@ loads it with `helpers.detector.OnnxDetector`, and loops camera -> detect, servi
                    model version, fps and latency, refreshed automatically;
 - `/api/frame.jpg` the latest frame with the detections drawn;
 - `/api/results`   `{"bounding_boxes": [{label, value, x, y, width, height}], "timing": {...},
-                   "frame_index", "model_version", "captured_at"}`;
+                   "frame_index", "model_version", "captured_at"}`, plus `ground_truth` (box
+                   dicts) when the camera is synthetic, for drift checks;
 - `/api/health`    model version, frames processed, fps, p50/p95 latency, last error; 503 with
                    the reason while unhealthy (model loading or broken, camera failing);
 - `/api/info`      the model card, labels, input size, device.
@@ -279,6 +280,7 @@ class RunnerState:
         self.frame_index: int | None = None
         self.captured_at: str | None = None
         self.boxes: list[BBox] = []
+        self.ground_truth: list[BBox] | None = None
         self.timing: dict[str, float] = {}
         self.jpeg: bytes | None = None
         self.latencies: deque[float] = deque(maxlen=300)
@@ -302,6 +304,7 @@ class RunnerState:
             self.frame_index = frame.index
             self.captured_at = frame.captured_at
             self.boxes = boxes
+            self.ground_truth = frame.ground_truth
             self.timing = timing
             self.jpeg = jpeg
             self.latencies.append(timing["inference_ms"])
@@ -341,9 +344,12 @@ class RunnerState:
         with self.lock:
             boxes = [{"label": b.label, "value": round(float(b.value or 0.0), 4), "x": round(b.x, 1),
                       "y": round(b.y, 1), "width": round(b.width, 1), "height": round(b.height, 1)} for b in self.boxes]
-            return {"bounding_boxes": boxes, "result": {"bounding_boxes": boxes}, "timing": dict(self.timing),
-                    "frame_index": self.frame_index, "captured_at": self.captured_at,
-                    "model_version": self.model_version}
+            out = {"bounding_boxes": boxes, "result": {"bounding_boxes": boxes}, "timing": dict(self.timing),
+                   "frame_index": self.frame_index, "captured_at": self.captured_at,
+                   "model_version": self.model_version}
+            if self.ground_truth is not None:  # synthetic camera only: what was really in view
+                out["ground_truth"] = [b.to_dict() for b in self.ground_truth]
+            return out
 
     def info(self) -> dict[str, Any]:
         with self.lock:

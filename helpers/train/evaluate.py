@@ -234,23 +234,25 @@ def measure_latency(detector: OnnxDetector, images: Sequence[np.ndarray], runs: 
             "threads": int(detector.session.get_session_options().intra_op_num_threads)}
 
 
-def check_labels(model_labels: Sequence[str], dataset_labels: Sequence[str], allow_subset: bool = False) -> None:
-    """Refuse to evaluate a model on a dataset with other classes.
+def check_labels(model_labels: Sequence[str], dataset_labels: Sequence[str], allow_unknown: bool = False) -> None:
+    """Refuse to evaluate a model on a dataset of other classes.
 
-    Args:
-        allow_subset: accept dataset classes the model does not know (the story's "what does
-            the apple model say about bananas" evaluation).
+    A dataset with a subset of the model's classes is fine (a test set without bananas still
+    tests the model). Dataset classes the model does not know are refused unless
+    `allow_unknown` (the story's "what does the apple model say about bananas" evaluation).
 
     Raises:
-        ModelError: the label sets differ.
+        ModelError: no class in common, or unknown dataset classes without `allow_unknown`.
     """
     ml, dl = set(model_labels), set(dataset_labels)
-    if ml == dl or (allow_subset and ml & dl):
+    unknown = dl - ml
+    if ml & dl and (not unknown or allow_unknown):
         return
     raise ModelError(
-        f"model labels {sorted(ml)} do not match the dataset's {sorted(dl)}: evaluate on a dataset with "
-        "the same classes, or pass allow_unknown_labels=True (CLI: --allow-unknown-labels) to count "
-        "the extra classes in the confusion matrix"
+        f"model labels {sorted(ml)} do not match the dataset's {sorted(dl)}"
+        + (f" (the model does not know {sorted(unknown)})" if unknown else "")
+        + ": evaluate on a dataset with the model's classes, or pass allow_unknown_labels=True "
+        "(CLI: --allow-unknown-labels) to count the extra classes in the confusion matrix"
     )
 
 
@@ -269,7 +271,7 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
         raise DatasetError("nothing to evaluate: the dataset has no images (check the path and --format)")
     ds_labels = sorted({b.label for _, boxes in items for b in boxes})
     if ds_labels:
-        check_labels(detector.labels, ds_labels, allow_subset=allow_unknown_labels)
+        check_labels(detector.labels, ds_labels, allow_unknown=allow_unknown_labels)
     thr = detector.score_threshold if score_threshold is None else float(score_threshold)
     gts, preds, preds_low, sizes = [], [], [], []
     it = items

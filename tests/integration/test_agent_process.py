@@ -204,3 +204,51 @@ def test_survives_a_hub_restart(fresh_cloud, unique_name):
     finally:
         fleet.stop_devices(cloud.workspace, [dev])
     assert not pid_alive(pid)
+
+
+def test_sigterm_stops_modules_and_exits_0(cloud, unique_name, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    dev = unique_name("agent")
+    cloud.hub.create_edge_device(dev)
+    workdir = tmp_path / dev
+    env = {**os.environ, "IOTEDGE_CONNECTION_STRING": cloud.hub.connection_string(dev).get_secret_value()}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), *FAST],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deploy(cloud, dev, [collector(cloud, label="apple")])
+        wait_for(lambda: (modules_of(cloud, dev).get("collector") or None) and
+                 modules_of(cloud, dev)["collector"].runtime_status == "running", what="collector running")
+        pid = json.loads((workdir / "agent.json").read_text())["modules"]["collector"]["pid"]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    assert proc.returncode == 0
+    assert not pid_alive(pid)
+    m = modules_of(cloud, dev)["collector"]
+    assert m.runtime_status == "stopped" and m.exit_code == 0  # the collector's clean SIGTERM exit
+    text = out.decode()
+    assert "stopped" in text and "SharedAccessKey=" not in text.replace("SharedAccessKey=********", "")
+
+
+def test_on_unhealthy_restarts_a_runner_stuck_unhealthy(cloud, unique_name):
+    """A runner that cannot get its model stays alive but answers 503: on-unhealthy restarts it."""
+    dev = unique_name("agent")
+    fleet.start_devices(cloud.hub, [dev], cloud.workspace,
+                        agent_args=[*FAST, "--health-grace", "1", "--health-interval", "0.4"])
+    try:
+        env = {"MODE": "infer", "STUDIO_URL": "http://127.0.0.1:9", "MODEL_VERSION": "1"}  # no studio there
+        deploy(cloud, dev, [module_spec("runner", IMAGE, env=env, restart_policy="on-unhealthy",
+                                        secret_env=["EI_API_KEY"])])
+        m = wait_for(lambda: (lambda m: m if m and m.restart_count >= 1 else None)(modules_of(cloud, dev).get("runner")),
+                     timeout=30, what="unhealthy runner restarted")
+        assert m.runtime_status in ("backoff", "running")
+        log = (cloud.workspace / "devices" / dev / "agent.log").read_text()
+        assert "is unhealthy" in log
+    finally:
+        fleet.stop_devices(cloud.workspace, [dev])

@@ -87,3 +87,17 @@ def test_wait_online_names_the_missing(cloud, unique_name):
         fleet.wait_online(cloud.hub, [dev], timeout=1)
     with pytest.raises(ValueError, match="folder name"):
         fleet.set_scene(cloud.workspace, "../x", ["apple"])
+
+
+def test_docker_runtime_without_engine_fails_fast_with_the_reason(cloud, unique_name):
+    from helpers.device.runtime import docker_engine_available
+
+    ok, reason = docker_engine_available()
+    if ok:
+        pytest.skip(f"a Docker engine answers here ({reason}); the engine-absent path is not reachable")
+    dev = unique_name("dock")
+    try:
+        with pytest.raises(fleet.FleetError, match="no Docker engine answers"):
+            fleet.start_devices(cloud.hub, [dev], cloud.workspace, runtime="docker")
+    finally:
+        fleet.stop_devices(cloud.workspace, [dev])

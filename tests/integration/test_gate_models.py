@@ -35,14 +35,16 @@ def _code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def tiny_models(cache_root: Path) -> dict[str, Path]:
-    """`{"good": dir, "bad": dir}` of exported models (model.onnx + model.json), trained when not cached."""
+def tiny_models(cache_root: Path, names=tuple(RECIPES)) -> dict[str, Path]:
+    """`{"good": dir, "bad": dir}` (or just `names`) of exported models (model.onnx + model.json),
+    trained when not cached."""
     from helpers.train.export import export_result
     from helpers.train.trainer import TrainParams, train_detector
 
     out: dict[str, Path] = {}
     items = None
-    for name, recipe in RECIPES.items():
+    for name in names:
+        recipe = RECIPES[name]
         key = hashlib.sha256(json.dumps([recipe, SCENES, IMAGE_SIZE, _code_hash()], sort_keys=True).encode()).hexdigest()[:16]
         dest = cache_root / f"{name}-{key}"
         if not (dest / "model.onnx").is_file() or not (dest / "model.json").is_file():

@@ -12,9 +12,10 @@ from helpers.synthetic import SceneStream
 from helpers.widgets import encode_jpeg
 
 
-def upload_stream(studio, device, n, objects=("apple", "apple"), seed=0, ground_truth=True, order=None, size=(160, 160)):
+def upload_stream(studio, device, n, objects=("apple", "apple"), seed=0, ground_truth=True, order=None, size=(160, 160),
+                  distractors=("orange",)):
     """Upload `n` consecutive frames of one synthetic camera, as the collector would; returns the truth."""
-    stream = SceneStream(list(objects), ["orange"], size=size, seed=seed)
+    stream = SceneStream(list(objects), list(distractors), size=size, seed=seed)
     frames = [stream.next_frame() for _ in range(n)]
     truth = {}
     for i in order or range(n):

@@ -117,6 +117,7 @@ def test_serves_page_and_api_with_a_studio_model(cloud, model_version, tmp_path,
         box = res["bounding_boxes"][0]
         assert set(box) == {"label", "value", "x", "y", "width", "height"} and box["label"] == "apple"
         assert {"capture_ms", "inference_ms", "total_ms"} <= set(res["timing"])
+        assert res["ground_truth"] and res["ground_truth"][0]["label"] == "apple"  # synthetic camera
         info = get(f"{base}/api/info").json()
         assert info["labels"] == ["apple"] and info["input_size"] == 64 and info["card"]["name"] == "tiny-test"
         assert info["device"] == dev

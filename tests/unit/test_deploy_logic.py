@@ -91,6 +91,12 @@ def test_check_device_health_gate():
     assert c.state == "pending" and "unhealthy" in c.reason and seen == [4913]
     assert check_device(st, expect, health=False, health_check=unhealthy).state == "converged"
     assert check_device(st, expect, health=["other"], health_check=unhealthy).state == "converged"
+    # health=True checks modules expected to run a model (the runner), not e.g. a collector
+    collector = ModuleStatus("collector", "running", version="1.0", host_port=4914)
+    st2 = _status({"collector": collector})
+    assert check_device(st2, _normalise_expect({"collector": "1.0"}), health=True, health_check=unhealthy).state == "converged"
+    assert check_device(st2, _normalise_expect({"collector": "1.0"}), health=["collector"],
+                        health_check=unhealthy).state == "pending"
 
 
 class _Hub:
@@ -149,3 +155,16 @@ def test_confusion_rate_with_ground_truth_and_scene():
     assert (s.frames_with_true, s.confused, s.rate) == (2, 1, 0.5)
     assert confusion_rate(no_gt, "banana", "apple", scene=["apple"]).frames_with_true == 0
     assert "banana called apple" in r.summary()
+
+
+def test_confusion_from_runner_telemetry():
+    from helpers.deploy.drift import confusion_from_telemetry
+
+    windows = [
+        {"synthetic_check": {"frames": 10, "objects": {"banana": 10}, "confusions": {"banana->apple": 6}}},
+        {"synthetic_check": {"frames": 5, "objects": {"banana": 5, "apple": 5}, "confusions": {"apple->banana": 1}}},
+        {"mode": "infer"},  # a window without synthetic check
+    ]
+    r = confusion_from_telemetry(windows, "banana", "apple")
+    assert (r.frames, r.frames_with_true, r.confused) == (15, 15, 6) and r.rate == pytest.approx(0.4)
+    assert confusion_from_telemetry(windows[0], "apple", "banana").rate == 0.0

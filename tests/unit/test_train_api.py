@@ -1,0 +1,72 @@
+"""train_detector's argument checks, callback, and the model card it produces."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers.errors import DatasetError  # noqa: E402
+from helpers.geometry import BBox  # noqa: E402
+from helpers.synthetic import render_dataset  # noqa: E402
+from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
+from helpers.train.model import FomoBox  # noqa: E402
+
+TINY = dict(input_size=96, width=0.35, epochs=2, batch_size=4, threads=1, min_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def items():
+    return render_dataset(8, [{"objects": ["apple", "banana"]}], size=(96, 96), seed=3)
+
+
+def test_refuses_bad_data(items):
+    labels = ["apple", "banana"]
+    with pytest.raises(DatasetError, match="empty"):
+        train_detector([], None, labels, TrainParams(**TINY), progress=False)
+    with pytest.raises(DatasetError, match="only 1 image"):
+        train_detector(items[:1], None, labels, TrainParams(**TINY), progress=False)
+    with pytest.raises(DatasetError, match="no boxes for class"):
+        train_detector(items, None, labels + ["orange"], TrainParams(**TINY), progress=False)
+    with pytest.raises(DatasetError, match="not one of"):
+        train_detector(items, None, ["apple"], TrainParams(**TINY), progress=False)
+    with pytest.raises(ValueError, match="input_size"):
+        train_detector(items, None, labels, TrainParams(**{**TINY, "input_size": 100}), progress=False)
+
+
+def test_trains_calls_back_and_fills_the_card(items):
+    seen = []
+    res = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY), progress=False,
+                         callback=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert {"loss", "val_f1", "epoch", "score_threshold"} <= set(seen[0])
+    assert np.isfinite(seen[-1]["loss"])
+    card = res.card()
+    assert card["labels"] == ["apple", "banana"] and card["input_size"] == 96 and card["arch"] == "fomo-box"
+    assert card["version"] is None and card["parent_version"] is None
+    assert len(card["dataset"]["hash"]) == 64 and card["training"]["epochs"] == 2
+    assert not res.model.training
+
+
+def test_callback_can_stop(items):
+    res = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**{**TINY, "epochs": 5}),
+                         progress=False, callback=lambda r: False)
+    assert len(res.history) == 1
+
+
+def test_focal_loss_prefers_the_right_answer():
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 1, 2] = 1.0
+    good = torch.full((1, 1, 4, 4), -6.0)
+    good[0, 0, 1, 2] = 6.0
+    bad = -good
+    assert focal_heat_loss(good, target) < 0.01 < focal_heat_loss(bad, target)
+
+
+def test_pretrained_weights_map_heat_rows_by_label():
+    src = FomoBox(2, 0.35)
+    with torch.no_grad():
+        src.heat[1].weight[0].fill_(1.0)  # apple row
+        src.heat[1].weight[1].fill_(2.0)  # banana row
+    dst = FomoBox(1, 0.35)
+    load_matching_weights(dst, src.state_dict(), ["banana"], ["apple", "banana"])
+    assert float(dst.heat[1].weight[0].detach().mean()) == 2.0
+    assert torch.equal(dst.stem[0].weight, src.stem[0].weight)
