@@ -273,8 +273,10 @@ class EdgeAgent:
             codes = stop_handles([m.handle for m in running], self.config.stop_timeout_s)
             for m in running:
                 self._mark_exited(m, codes.get(m.name))
-                m.runtime_status = "stopped"
-                m.next_start = None
+        for m in self.modules.values():
+            if m.runtime_status in ("running", "backoff"):
+                m.runtime_status = "stopped"  # the device is going down: nothing runs or restarts
+            m.next_start = None
         self._write_state()
         try:
             self._report(force=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,17 @@ def sample_frame_index(sample: Any) -> int | None:
     try:
         return None if value is None else int(value)
     except (TypeError, ValueError):
+        return None
+
+
+def captured_epoch(sample: Any) -> float | None:
+    """The capture time as epoch seconds, or None when absent or not ISO 8601."""
+    raw = sample.captured_at or sample.metadata.get("captured_at")
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
         return None
 
 
@@ -182,6 +194,7 @@ class _Labeled:
     key: tuple[str, str, int, int]
     sample_id: int
     frame_index: int | None
+    captured: float | None
     boxes: list[BBox]
 
 
@@ -198,6 +211,7 @@ class LabelQueue:
         score_threshold: detector score threshold (None: the model card's default).
         tracking: offer tracking proposals.
         max_track_gap: no tracking from a labeled frame more than this many frames back.
+        max_track_seconds: nor from one captured more than this many seconds earlier (None: no limit).
         min_track_score: tracked boxes below this correlation are dropped.
         iou_threshold: IoU for "accepted unchanged".
         recent_size: how many just-labeled samples `recent()` keeps.
@@ -219,6 +233,7 @@ class LabelQueue:
         score_threshold: float | None = None,
         tracking: bool = True,
         max_track_gap: int = 30,
+        max_track_seconds: float | None = 120.0,
         min_track_score: float = 0.3,
         iou_threshold: float = 0.9,
         recent_size: int = 8,
@@ -231,6 +246,7 @@ class LabelQueue:
         self.score_threshold = score_threshold
         self.tracking = tracking
         self.max_track_gap = int(max_track_gap)
+        self.max_track_seconds = max_track_seconds
         self.min_track_score = float(min_track_score)
         self.iou_threshold = float(iou_threshold)
         self.recent_size = int(recent_size)
@@ -266,7 +282,8 @@ class LabelQueue:
     def _remember(self, sample: Any, boxes: list[BBox]) -> None:
         entries = self._labeled.setdefault(sample_device(sample), [])
         entries[:] = [e for e in entries if e.sample_id != int(sample.id)]
-        entries.append(_Labeled(capture_key(sample), int(sample.id), sample_frame_index(sample), list(boxes)))
+        entries.append(_Labeled(capture_key(sample), int(sample.id), sample_frame_index(sample), captured_epoch(sample),
+                                list(boxes)))
         entries.sort(key=lambda e: e.key)
 
     def __len__(self) -> int:
@@ -367,7 +384,12 @@ class LabelQueue:
             if prev is not None:
                 fi = sample_frame_index(sample)
                 gap = (fi - prev.frame_index) if (fi is not None and prev.frame_index is not None) else 1
-                if 0 < gap <= self.max_track_gap:
+                now, then = captured_epoch(sample), prev.captured
+                seconds = (now - then) if (now is not None and then is not None) else 0.0
+                # a restarted collector counts frames from 1 again, and a frame from long ago
+                # shows another scene: track only from a recent, earlier frame
+                recent = self.max_track_seconds is None or seconds <= self.max_track_seconds
+                if 0 < gap <= self.max_track_gap and recent:
                     out["tracking"] = tracking_proposal(
                         self.image(prev.sample_id), prev.boxes, rgb,
                         frame_gap=gap, min_score=self.min_track_score, from_sample=prev.sample_id,

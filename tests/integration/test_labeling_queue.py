@@ -129,3 +129,21 @@ def test_oracle_leaves_out_classes_not_in_label_set(cloud, labels, unique_name):
     OracleLabeler(q, labels=["apple"]).run(progress=False)
     for s in studio.samples(device=dev):
         assert s.labeled and {b.label for b in s.boxes} == {"apple"}
+
+
+def test_no_tracking_across_collector_restart_or_long_gap(cloud, labels, unique_name):
+    studio = cloud.studio
+    dev = unique_name("cam")
+    stream = SceneStream(["apple"], size=(96, 96), seed=8)
+    frames = [stream.next_frame() for _ in range(3)]
+    # (frame_index, captured_at): a restarted collector counts from 1 again; then a frame 10 min later
+    stamps = [(40, "2025-01-01T00:00:00Z"), (1, "2025-01-01T00:00:05Z"), (2, "2025-01-01T00:10:05Z")]
+    for (rgb, boxes), (fi, at) in zip(frames, stamps):
+        meta = {"device": dev, "captured_at": at, "frame_index": fi, "ground_truth": boxes_to_dicts(boxes)}
+        studio.upload([(f"{dev}-{fi}.jpg", encode_jpeg(rgb))], metadata=meta, device=dev)
+    q = LabelQueue(studio, device=dev, model=None)
+    q.save(frames[0][1])
+    assert q.current().proposals == {}  # frame index went backwards: a restart
+    q.save(frames[1][1])
+    assert q.current().proposals == {}  # ten minutes later: another scene, most likely
+    assert LabelQueue(studio, device=dev, model=None, max_track_seconds=None).current().proposals.keys() == {"tracking"}
