@@ -293,9 +293,9 @@ def _orange(rng: np.random.Generator, diameter: float) -> _Sprite:
     c = size / 2
     light = _light_dir(rng)
     diffuse, spec, inside, nx, ny = _sphere_shading(size, size, c, c, r, r * rng.uniform(0.95, 1.0), light)
-    color = _rgb(rng.uniform(22, 34), rng.uniform(0.8, 1.0), rng.uniform(0.8, 0.97))
+    color = _rgb(rng.uniform(24, 34), rng.uniform(0.85, 1.0), rng.uniform(0.85, 0.98))
     # Dimpled peel: fine noise on the shading instead of apple streaks.
-    dimples = _smooth_noise(rng, size, size, max(6, int(r / 1.5))) * 0.07
+    dimples = _smooth_noise(rng, size, size, max(6, int(r / 1.2))) * 0.12
     rgb = color * (0.35 + 0.7 * diffuse + dimples)[..., None] + (spec**15)[..., None] * 0.25
     navel = ((nx - 0.1) ** 2 + (ny + 0.1) ** 2) < 0.006
     rgb[navel & inside] = _rgb(rng.uniform(40, 90), 0.5, 0.35)
@@ -574,24 +574,30 @@ def story_scenes(phase: str) -> list[dict]:
     `apples_bananas`: phase 2, apples and bananas together and apart, plus distractors.
     `bananas`: bananas only (the banana that surprises the apple model).
     """
+    # Distractors appear in about half the scenes: the model must learn that round and
+    # orange (or blue, ...) is not an apple. Phase 1 has no yellow distractor, so nothing
+    # teaches the apple model that yellow things are not apples: the banana surprise.
     if phase == "apples":
         return [
             {"objects": ["apple"], "distractors": []},
             {"objects": ["apple", "apple"], "distractors": ["orange"]},
             {"objects": ["apple", "apple", "apple"], "distractors": []},
-            {"objects": ["apple"], "distractors": ["ball"]},
+            {"objects": ["apple"], "distractors": ["ball", "orange"]},
             {"objects": ["apple", "apple"], "distractors": []},
-            {"objects": [], "distractors": ["orange"]},
+            {"objects": ["apple"], "distractors": ["orange"]},
+            {"objects": [], "distractors": ["orange", "ball"]},
+            {"objects": ["apple", "apple"], "distractors": ["ball"]},
         ]
     if phase == "apples_bananas":
         return [
-            {"objects": ["apple"], "distractors": []},
+            {"objects": ["apple"], "distractors": ["orange"]},
             {"objects": ["banana"], "distractors": []},
             {"objects": ["apple", "banana"], "distractors": ["orange"]},
             {"objects": ["apple", "apple", "banana"], "distractors": []},
             {"objects": ["banana", "banana"], "distractors": ["ball"]},
             {"objects": ["apple", "banana"], "distractors": ["lemon"]},
-            {"objects": ["apple", "apple"], "distractors": ["orange"]},
+            {"objects": ["apple", "apple"], "distractors": ["orange", "ball"]},
+            {"objects": ["banana"], "distractors": ["lemon", "orange"]},
         ]
     if phase == "bananas":
         return [

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from helpers.config import MASK, Secret
+from helpers.config import Secret
 from helpers.deploy.rollout import (
     RolloutResult,
     apply,

@@ -279,7 +279,7 @@ class EdgeAgent:
             m.next_start = None
         self._write_state()
         try:
-            self._report(force=True)
+            self._report()
         except (ServiceError, OSError) as exc:
             log.info("final report not delivered (%s); the hub will see the heartbeat age", mask(str(exc)))
         log.info("edge agent for %s stopped", self.device_id)
@@ -616,7 +616,7 @@ class EdgeAgent:
         except OSError as exc:
             self._hub_failed("reporting", exc)
 
-    def _report(self, force: bool = False) -> None:
+    def _report(self) -> None:
         state = self.reported()
         body = json.dumps(state, sort_keys=True, default=str)
         state["heartbeat"] = utc_now()

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from tests.notebooks.conftest import NOTEBOOKS, ROOT, leftovers, scan_for_secrets
+from nbtools import NOTEBOOKS, ROOT, leftovers, scan_for_secrets
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 SANITIZE = NOTEBOOKS / "sanitize.cfg"

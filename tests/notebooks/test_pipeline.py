@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.notebooks.conftest import ROOT, leftovers, scan_for_secrets, workspace_secrets
+from nbtools import ROOT, leftovers, scan_for_secrets, workspace_secrets
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
