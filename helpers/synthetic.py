@@ -153,7 +153,7 @@ def _apple(rng: np.random.Generator, diameter: float) -> _Sprite:
     inside &= ~notch
     # Varieties: red (most), red-yellow blush, green, golden. Golden/green apples are why an
     # apple-only model is tempted by yellow fruit later in the story.
-    variety = rng.choice(["red", "blush", "green", "golden"], p=[0.45, 0.2, 0.2, 0.15])
+    variety = rng.choice(["red", "blush", "green", "golden"], p=[0.35, 0.15, 0.2, 0.3])
     if variety == "red":
         base = _rgb(rng.uniform(-8, 8), rng.uniform(0.7, 0.95), rng.uniform(0.55, 0.85))
         second = _rgb(rng.uniform(-5, 15), rng.uniform(0.6, 0.9), rng.uniform(0.35, 0.6))
@@ -164,8 +164,9 @@ def _apple(rng: np.random.Generator, diameter: float) -> _Sprite:
         base = _rgb(rng.uniform(75, 100), rng.uniform(0.55, 0.8), rng.uniform(0.55, 0.85))
         second = _rgb(rng.uniform(60, 80), rng.uniform(0.5, 0.75), rng.uniform(0.6, 0.85))
     else:
-        base = _rgb(rng.uniform(48, 60), rng.uniform(0.55, 0.8), rng.uniform(0.7, 0.92))
-        second = _rgb(rng.uniform(10, 30), rng.uniform(0.5, 0.8), rng.uniform(0.6, 0.85))
+        # Golden Delicious: banana-yellow skin, a faint warm blush.
+        base = _rgb(rng.uniform(46, 58), rng.uniform(0.65, 0.88), rng.uniform(0.78, 0.95))
+        second = _rgb(rng.uniform(35, 50), rng.uniform(0.6, 0.85), rng.uniform(0.7, 0.9))
     # Vertical streaks (apple skin) mixing the two colours.
     angle = np.arctan2(nx, -ny)
     streak = (np.sin(angle * rng.integers(5, 11) + rng.uniform(0, 6)) + 1) / 2
@@ -574,19 +575,19 @@ def story_scenes(phase: str) -> list[dict]:
     `apples_bananas`: phase 2, apples and bananas together and apart, plus distractors.
     `bananas`: bananas only (the banana that surprises the apple model).
     """
-    # Distractors appear in about half the scenes: the model must learn that round and
-    # orange (or blue, ...) is not an apple. Phase 1 has no yellow distractor, so nothing
-    # teaches the apple model that yellow things are not apples: the banana surprise.
+    # Phase 1 keeps distractors mild (an orange or a ball in 3 of 8 scenes, nothing yellow):
+    # nothing teaches the apple model that a yellow thing is not an apple, which is what
+    # the banana later exposes. Phase 2 shows more distractors, lemons included.
     if phase == "apples":
         return [
             {"objects": ["apple"], "distractors": []},
             {"objects": ["apple", "apple"], "distractors": ["orange"]},
             {"objects": ["apple", "apple", "apple"], "distractors": []},
-            {"objects": ["apple"], "distractors": ["ball", "orange"]},
+            {"objects": ["apple"], "distractors": ["ball"]},
             {"objects": ["apple", "apple"], "distractors": []},
-            {"objects": ["apple"], "distractors": ["orange"]},
-            {"objects": [], "distractors": ["orange", "ball"]},
-            {"objects": ["apple", "apple"], "distractors": ["ball"]},
+            {"objects": ["apple"], "distractors": []},
+            {"objects": [], "distractors": ["orange"]},
+            {"objects": ["apple", "apple"], "distractors": []},
         ]
     if phase == "apples_bananas":
         return [

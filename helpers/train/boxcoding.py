@@ -81,18 +81,6 @@ def decode_outputs(heatmap: np.ndarray, ltrb_pixels: np.ndarray, labels: Sequenc
     return _decode(heatmap, ltrb_pixels, labels, image_size, input_size, score_threshold, nms_iou)
 
 
-def encode_boxes(boxes: Sequence[BBox], labels: Sequence[str], image_size: tuple[int, int],
-                 input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) xyxy in input pixels and (N,) class indices for `BBox`es in image pixels."""
-    w, h = image_size
-    sx, sy = input_size / w, input_size / h
-    index = {name: i for i, name in enumerate(labels)}
-    xyxy = np.array([[b.x * sx, b.y * sy, (b.x + b.width) * sx, (b.y + b.height) * sy] for b in boxes],
-                    np.float32).reshape(-1, 4)
-    cls = np.array([index[b.label] for b in boxes], np.int64)
-    return xyxy, cls
-
-
 def boxes_to_arrays(boxes: Sequence[BBox], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) xyxy in image pixels and (N,) class indices."""
     index = {name: i for i, name in enumerate(labels)}

@@ -242,11 +242,12 @@ def check_labels(model_labels: Sequence[str], dataset_labels: Sequence[str], all
     `allow_unknown` (the story's "what does the apple model say about bananas" evaluation).
 
     Raises:
-        ModelError: no class in common, or unknown dataset classes without `allow_unknown`.
+        ModelError: (without `allow_unknown`) dataset classes the model does not know, or no
+            class in common.
     """
     ml, dl = set(model_labels), set(dataset_labels)
     unknown = dl - ml
-    if ml & dl and (not unknown or allow_unknown):
+    if allow_unknown or (ml & dl and not unknown):
         return
     raise ModelError(
         f"model labels {sorted(ml)} do not match the dataset's {sorted(dl)}"

@@ -7,7 +7,7 @@ import pytest
 
 from helpers.detector import OnnxDetector, decode, preprocess
 from helpers.errors import ModelError
-from helpers.geometry import BBox, iou
+
 
 torch = pytest.importorskip("torch")
 

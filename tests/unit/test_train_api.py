@@ -5,7 +5,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from helpers.errors import DatasetError  # noqa: E402
-from helpers.geometry import BBox  # noqa: E402
 from helpers.synthetic import render_dataset  # noqa: E402
 from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
 from helpers.train.model import FomoBox  # noqa: E402
@@ -70,3 +69,21 @@ def test_pretrained_weights_map_heat_rows_by_label():
     load_matching_weights(dst, src.state_dict(), ["banana"], ["apple", "banana"])
     assert float(dst.heat[1].weight[0].detach().mean()) == 2.0
     assert torch.equal(dst.stem[0].weight, src.stem[0].weight)
+
+
+def test_synthetic_pretraining_is_cached_under_the_workspace(tmp_path):
+    from helpers.train.trainer import synthetic_pretrained
+
+    params = TrainParams(**{**TINY, "pretrain_images": 6, "pretrain_epochs": 1})
+    state, labels, path = synthetic_pretrained(params, workspace=tmp_path, progress=False)
+    assert labels == ["apple", "banana"]
+    assert path.is_file() and path.parent == tmp_path / "models" / "pretrained"
+    mtime = path.stat().st_mtime_ns
+    state2, _, path2 = synthetic_pretrained(params, workspace=tmp_path, progress=False)
+    assert path2 == path and path.stat().st_mtime_ns == mtime  # reused, not retrained
+    assert all(torch.equal(state[k], state2[k]) for k in state)
+    # and fine-tuning starts from it
+    res = train_detector(render_dataset(4, [{"objects": ["banana"]}], size=(96, 96), seed=1), None, ["banana"],
+                         TrainParams(**{**TINY, "epochs": 1, "pretrain_images": 6, "pretrain_epochs": 1,
+                                        "pretrained": "synthetic"}), progress=False, workspace=tmp_path)
+    assert res.model.num_classes == 1
