@@ -67,13 +67,19 @@ class Session:
         return settings_table(self.settings)
 
 
-def connect(backend: str | None = None, studio_backend: str | None = None, workspace: str | Path | None = None) -> Session:
+def connect(backend: str | None = None, studio_backend: str | None = None, workspace: str | Path | None = None,
+            resume_devices: bool = True) -> Session:
     """Resolve settings, start the embedded local cloud when it is used, and return the backends.
+
+    With the local hub, simulated devices created in this workspace by an earlier notebook are
+    started again when they are not running (idempotent), so a notebook can run alone after its
+    predecessors even when a pipeline stopped everything in between.
 
     Args:
         backend: hub backend name (`local`, `azure`); default from EDGELOOP_HUB.
         studio_backend: studio backend name (`local`, `edgeimpulse`); default from EDGELOOP_STUDIO.
         workspace: state folder; default from EDGELOOP_WORKSPACE.
+        resume_devices: restart this workspace's stopped simulated devices (local hub only).
     """
     from helpers.hub import get_hub
     from helpers.studio import get_studio
@@ -86,4 +92,10 @@ def connect(backend: str | None = None, studio_backend: str | None = None, works
         service = localcloud.ensure_running(settings.workspace)
     hub = get_hub(settings.hub_backend, workspace=settings.workspace)
     studio = get_studio(settings.studio_backend, workspace=settings.workspace)
+    if resume_devices and settings.hub_backend == "local":
+        from helpers.device import fleet
+
+        stopped = [d.device_id for d in fleet.list_devices(settings.workspace) if not d.alive]
+        if stopped:
+            fleet.start_devices(hub, stopped, settings.workspace)
     return Session(settings=settings, hub=hub, studio=studio, service=service)

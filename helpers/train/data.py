@@ -27,7 +27,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     Raises:
         DatasetError: the bytes are not an image OpenCV can read.
     """
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # Boxes are in stored-pixel coordinates (the importer bakes EXIF rotations out), so an
+    # EXIF orientation tag must not rotate the pixels under them.
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:
         raise DatasetError(f"{name}: not a readable image (JPEG/PNG expected)")
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
