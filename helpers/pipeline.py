@@ -31,19 +31,21 @@ NOTEBOOKS = ["01_setup_hub", "02_build_collector", "03_label_review", "04_train"
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01_setup_hub": {"device_ids": ["pi-1", "pi-2"]},
-        "02_build_collector": {"apple_images": 40, "capture_rate_hz": 10.0},
+        "02_build_collector": {"apple_images": 60, "capture_rate_hz": 10.0},
         "03_label_review": {"labeler": "oracle"},
-        "04_train": {"epochs": 25, "input_size": 160, "min_f1": 0.6},
+        "04_train": {"epochs": 30, "batch_size": 8, "input_size": 160, "min_f1": 0.7},
         "05_deploy": {"rollout_timeout_s": 120},
-        "06_retrain_banana": {"banana_images": 40, "capture_rate_hz": 10.0, "epochs": 25, "min_f1": 0.6},
+        "06_retrain_banana": {"banana_images": 60, "capture_rate_hz": 10.0, "epochs": 30, "batch_size": 8,
+                              "min_f1": 0.7},
     },
     "workshop": {
         "01_setup_hub": {"device_ids": ["pi-1", "pi-2"]},
         "02_build_collector": {"apple_images": 120, "capture_rate_hz": 10.0},
         "03_label_review": {"labeler": "oracle"},
-        "04_train": {"epochs": 40, "input_size": 160, "min_f1": 0.85},
+        "04_train": {"epochs": 30, "batch_size": 16, "input_size": 160, "min_f1": 0.85},
         "05_deploy": {"rollout_timeout_s": 180},
-        "06_retrain_banana": {"banana_images": 120, "capture_rate_hz": 10.0, "epochs": 40, "min_f1": 0.85},
+        "06_retrain_banana": {"banana_images": 120, "capture_rate_hz": 10.0, "epochs": 30, "batch_size": 16,
+                              "min_f1": 0.85},
     },
 }
 

@@ -292,7 +292,8 @@ returns real boxes. Training notes measured on this kind of machine are in the p
     params("""
 input_size = 160         # 96, 160 or 320
 arch = "fomo-box"        # or "ssdlite320" (pip install .[ssd])
-epochs = 40
+epochs = 30
+batch_size = 16
 learning_rate = 4e-3
 validation_split = 0.2   # of the training split, for early stopping
 time_budget_s = None     # stop training after this many seconds (keeps the best epoch)
@@ -320,7 +321,7 @@ display(ui.feature_explorer(train_items + test_items, seed=seed))
 """, "nbval-ignore-output"),
     md("## Train"),
     code("""
-params = trainer.TrainParams(arch=arch, input_size=input_size, epochs=epochs, lr=learning_rate, seed=seed,
+params = trainer.TrainParams(arch=arch, input_size=input_size, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
                              val_fraction=validation_split, time_budget_s=time_budget_s)
 plot = ui.LivePlot(f"{model_name}: {arch} @ {input_size}px")
 result = trainer.train_detector(train_items, None, labels, params, callback=plot)
@@ -440,7 +441,8 @@ and roll it out at scale to every device tagged for the lab.
     params("""
 banana_images = 120
 capture_rate_hz = 10.0
-epochs = 40
+epochs = 30
+batch_size = 16
 input_size = 160
 min_f1 = 0.85
 observe_s = 10            # seconds of runner results per measurement
@@ -505,7 +507,7 @@ display(plots.class_counts(s.studio.samples(labeled=True)))
 from helpers.train import data, trainer, export, evaluate
 from helpers.detector import load_card
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
-params = trainer.TrainParams(input_size=input_size, epochs=epochs, seed=seed)
+params = trainer.TrainParams(input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed)
 result = trainer.train_detector(train_items, None, labels, params, callback=ui.LivePlot("apple + banana"))
 out_dir = s.workspace / "models" / f"apple-banana-{snapshot_id[:8]}"
 onnx_path = export.export_result(result, out_dir, dataset={"hash": snapshot_id}, parent_version=production.version)

@@ -260,13 +260,18 @@ class SyntheticCamera(Camera):
         scene_file: the scene file to follow (default: `$EDGELOOP_SCENE_FILE`, if set).
         seed: the synthetic world's seed.
         size, jpeg_quality: see `Camera`.
+        shuffle_every: every this many frames the person in front of the camera puts new
+            fruit of the same kinds down somewhere else (0: never). Between shuffles the
+            objects drift a little from frame to frame, as a hand-held object does, so box
+            tracking has something to follow and a dataset still sees many objects.
     """
 
     source = "synthetic"
 
     def __init__(self, objects: Sequence[str] = ("apple",), distractors: Sequence[str] = (),
                  scene_file: str | os.PathLike | None = None, seed: int = 0,
-                 size: tuple[int, int] | int | None = DEFAULT_SIZE, jpeg_quality: int = DEFAULT_JPEG_QUALITY):
+                 size: tuple[int, int] | int | None = DEFAULT_SIZE, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                 shuffle_every: int = 0):
         from helpers.synthetic import SceneStream
 
         super().__init__(size if size is not None else DEFAULT_SIZE, jpeg_quality)
@@ -281,6 +286,10 @@ class SyntheticCamera(Camera):
             objects, distractors = scene["objects"], scene["distractors"]
             self._stamp = self._file_stamp()
         self.objects, self.distractors = list(objects), list(distractors)
+        if shuffle_every < 0:
+            raise ConfigError(f"shuffle_every must be >= 0 (0: never), got {shuffle_every}")
+        self.shuffle_every = int(shuffle_every)
+        self._since_shuffle = 0
         self._stream = SceneStream(self.objects, self.distractors, size=self.size, seed=seed)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -317,6 +326,10 @@ class SyntheticCamera(Camera):
 
     def _grab(self):
         self._follow_scene_file()
+        if self.shuffle_every and self._since_shuffle >= self.shuffle_every:
+            self._stream.set_scene(self.objects, self.distractors)
+            self._since_shuffle = 0
+        self._since_shuffle += 1
         rgb, boxes = self._stream.next_frame()
         return rgb, list(boxes), None
 

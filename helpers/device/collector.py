@@ -124,7 +124,11 @@ def camera_options(env: Mapping[str, str]) -> dict[str, Any]:
     if source == "synthetic":
         if env.get("EDGELOOP_SCENE_FILE"):
             opts["scene_file"] = env["EDGELOOP_SCENE_FILE"]
-        opts["seed"] = env_int(env, "CAMERA_SEED", 0)
+        # Each device looks at its own table unless a seed is given: derive it from the device id.
+        device = env.get("IOTEDGE_DEVICEID", "")
+        default_seed = int(hashlib.sha256(device.encode()).hexdigest()[:8], 16) if device else 0
+        opts["seed"] = env_int(env, "CAMERA_SEED", default_seed)
+        opts["shuffle_every"] = env_int(env, "CAMERA_SHUFFLE_EVERY", 10, minimum=0)
     elif source == "webcam":
         opts["device"] = env.get("CAMERA_DEVICE", "/dev/video0")
     elif source == "folder":

@@ -166,11 +166,16 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
 
 
 def list_devices(workspace: str | Path) -> list[SimDevice]:
-    """Every simulated device folder of the workspace with its agent pid and whether it runs."""
+    """Every simulated device of the workspace, running or stopped, with its agent pid and whether it runs.
+
+    A device is a folder an agent has run in (it has `agent.pid` while started, `agent.json`
+    once its agent came up); a stopped device has no pid and `alive` False.
+    """
     root = devices_dir(workspace)
     if not root.is_dir():
         return []
-    return [_read_device(d) for d in sorted(root.iterdir()) if d.is_dir() and (d / PID_FILE).exists()]
+    return [_read_device(d) for d in sorted(root.iterdir())
+            if d.is_dir() and ((d / PID_FILE).exists() or (d / AGENT_STATE).exists())]
 
 
 def _kill_modules(workdir: Path) -> int:
