@@ -460,7 +460,10 @@ class EdgeAgent:
             device_id=self.device_id,
             scene_file=self.workdir / SCENE_FILE,
             create_options=parse_create_options(m.spec.get("settings") or {}),
-            host_port=m.host_port or module_host_port(m.spec),
+            # A container gets the port its manifest binds. Simulated devices share one host, so
+            # the process runtime keeps a module's own port across restarts but never asks for
+            # the manifest's (two devices would race for 4912); it reports the port it got.
+            host_port=m.host_port or (module_host_port(m.spec) if self.runtime.name == "docker" else None),
             generation=m.fingerprint,
         )
 
