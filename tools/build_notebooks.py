@@ -125,6 +125,7 @@ seed = 0
 from helpers import session, ui, results, images
 from helpers.hub import manifest as mf
 from helpers.device import fleet
+from helpers.synthetic import story_scenes
 from helpers import deploy
 
 s = session.connect()
@@ -172,12 +173,13 @@ print("validation warnings:", warnings or "none")
 ui.show_json(mf.redact_manifest(manifest))
 """, "nbval-ignore-output"),
     md("""
-Put apples in front of the cameras (for the simulated devices: their synthetic scene), then
-deploy to `pi-1` first, check it, and then to the whole fleet.
+Put apples in front of the cameras (for the simulated devices: their synthetic scene; every few
+frames the person in front of the camera rearranges the fruit, as you would while collecting),
+then deploy to `pi-1` first, check it, and then to the whole fleet.
 """),
     code("""
 for d in devices:
-    fleet.set_scene(s.workspace, d, ["apple"])
+    fleet.set_scene(s.workspace, d, ["apple"], mix=story_scenes("apples"))
 first = deploy.rollout(s.hub, devices[:1], manifest, workspace=s.workspace, timeout=120, health=False)
 print(first.summary())
 rest = deploy.rollout(s.hub, devices, manifest, workspace=s.workspace, timeout=120, health=False)
@@ -272,7 +274,8 @@ if report is not None:
     code("""
 remaining = s.studio.samples(labeled=False)
 results.check("every collected image labeled", len(remaining) == 0)
-results.check("at least one apple box per labeled image", all(any(b.label == "apple" for b in x.boxes) for x in labeled))
+results.check("every box is an apple", all(b.label == "apple" for x in labeled for b in x.boxes))
+results.check("most images hold an apple", sum(any(b.label == "apple" for b in x.boxes) for x in labeled) > len(labeled) / 2)
 if report is not None:
     results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").share_unchanged >= 0.5)
     results.record("03_label_review", labeled=len(labeled), assist=report.to_dict())
@@ -454,6 +457,7 @@ seed = 0
 from helpers import session, ui, results, images, deploy, observe
 from helpers.device import fleet
 from helpers.hub import manifest as mf
+from helpers.synthetic import story_scenes
 
 s = session.connect()
 devices = s.lab_devices(lab_tag)
@@ -463,12 +467,12 @@ print(f"production model: v{production.version} labels {production.card['labels'
     md("## Put a banana in front of the cameras"),
     code("""
 for d in devices:
-    fleet.set_scene(s.workspace, d, ["banana"])
+    fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))
 before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(before.summary())
 """),
     code("""
-results.check("the apple model calls bananas apples (rate >= 0.3)", before.rate >= 0.3)
+results.check("the apple model calls bananas apples (rate >= 0.2)", before.rate >= 0.2)
 """),
     md("""
 ## Back to collecting
@@ -481,7 +485,7 @@ collector = mf.collector_module(s.device_image, s.studio.url, label="banana", co
                                 camera_source="synthetic", version="2.0")
 manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key})
 for d in devices:
-    fleet.set_scene(s.workspace, d, ["banana", "apple"])
+    fleet.set_scene(s.workspace, d, ["banana", "apple"], mix=story_scenes("apples_bananas"))
 report = deploy.rollout(s.hub, devices, manifest, absent=["runner"], workspace=s.workspace, timeout=rollout_timeout_s, health=False)
 print(report.summary())
 counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="banana", timeout=600)
@@ -533,7 +537,7 @@ rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manife
                                     timeout=rollout_timeout_s)
 print(rollout.summary())
 for d in devices:
-    fleet.set_scene(s.workspace, d, ["banana"])
+    fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))
 after = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(after.summary())
 """, "nbval-ignore-output"),

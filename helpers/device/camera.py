@@ -110,13 +110,29 @@ def _check_scene(objects: Sequence[str], distractors: Sequence[str], where: str)
     return objects, distractors
 
 
-def write_scene(path: str | os.PathLike, objects: Sequence[str], distractors: Sequence[str] = ()) -> Path:
+def _check_mix(mix: Any, where: str) -> list[dict[str, list[str]]]:
+    if mix is None:
+        return []
+    if not isinstance(mix, (list, tuple)) or not all(isinstance(m, dict) for m in mix):
+        raise CameraError(f"{where}: mix is a list of {{\"objects\": [...], \"distractors\": [...]}} scenes")
+    out = []
+    for m in mix:
+        objects, distractors = _check_scene(m.get("objects", []), m.get("distractors", []), where)
+        out.append({"objects": objects, "distractors": distractors})
+    return out
+
+
+def write_scene(path: str | os.PathLike, objects: Sequence[str], distractors: Sequence[str] = (),
+                mix: Sequence[dict] | None = None) -> Path:
     """Atomically write a scene file a synthetic camera follows.
 
     Args:
         path: the scene file (e.g. `WORKSPACE/devices/<id>/scene.json`).
         objects: labelled things in view (`apple`, `banana`), repeats allowed.
         distractors: unlabelled things in view (`orange`, `lemon`, `ball`).
+        mix: optional arrangements the person in front of the camera goes through, one per
+            reshuffle (`[{"objects": [...], "distractors": [...]}, ...]`); `objects` and
+            `distractors` are shown first.
 
     Returns:
         The path written.
@@ -126,11 +142,15 @@ def write_scene(path: str | os.PathLike, objects: Sequence[str], distractors: Se
     """
     p = Path(path)
     objects, distractors = _check_scene(objects, distractors, str(p))
+    doc: dict[str, Any] = {"objects": objects, "distractors": distractors}
+    checked_mix = _check_mix(mix, str(p))
+    if checked_mix:
+        doc["mix"] = checked_mix
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"objects": objects, "distractors": distractors}, f)
+            json.dump(doc, f)
             f.write("\n")
         os.replace(tmp, p)
     except BaseException:
@@ -139,8 +159,8 @@ def write_scene(path: str | os.PathLike, objects: Sequence[str], distractors: Se
     return p
 
 
-def read_scene(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a scene file: `{"objects": [...], "distractors": [...]}`.
+def read_scene(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a scene file: `{"objects": [...], "distractors": [...], "mix": [...]}` (mix optional).
 
     Raises:
         CameraError: the file is missing, not JSON, or names unknown things.
@@ -155,7 +175,7 @@ def read_scene(path: str | os.PathLike) -> dict[str, list[str]]:
     if not isinstance(doc, dict):
         raise CameraError(f"scene file {p}: expected {{\"objects\": [...], \"distractors\": [...]}}")
     objects, distractors = _check_scene(doc.get("objects", []), doc.get("distractors", []), str(p))
-    return {"objects": objects, "distractors": distractors}
+    return {"objects": objects, "distractors": distractors, "mix": _check_mix(doc.get("mix"), str(p))}
 
 
 # ----------------------------------------------------------------------------- cameras
@@ -281,9 +301,11 @@ class SyntheticCamera(Camera):
         self.scene_error: str | None = None
         self._stamp: tuple[int, int, int] | None = None
         objects, distractors = _check_scene(objects, distractors, "open_camera('synthetic')")
+        self.mix: list[dict[str, list[str]]] = []
+        self._mix_pos = 0
         if self.scene_file is not None and self.scene_file.exists():
             scene = read_scene(self.scene_file)  # a broken file at start is an error: say so now
-            objects, distractors = scene["objects"], scene["distractors"]
+            objects, distractors, self.mix = scene["objects"], scene["distractors"], scene["mix"]
             self._stamp = self._file_stamp()
         self.objects, self.distractors = list(objects), list(distractors)
         if shuffle_every < 0:
@@ -314,7 +336,8 @@ class SyntheticCamera(Camera):
             log.warning("%s (keeping the current scene)", e)
             return
         self.scene_error = None
-        if (scene["objects"], scene["distractors"]) != (self.objects, self.distractors):
+        if (scene["objects"], scene["distractors"], scene["mix"]) != (self.objects, self.distractors, self.mix):
+            self.mix, self._mix_pos = scene["mix"], 0
             self.set_scene(scene["objects"], scene["distractors"])
 
     def set_scene(self, objects: Sequence[str], distractors: Sequence[str] = ()) -> None:
@@ -322,12 +345,18 @@ class SyntheticCamera(Camera):
         objects, distractors = _check_scene(objects, distractors, "set_scene")
         self._stream.set_scene(objects, distractors)
         self.objects, self.distractors = objects, distractors
+        self._since_shuffle = 0
         log.info("scene now objects=%s distractors=%s", objects, distractors)
 
     def _grab(self):
         self._follow_scene_file()
         if self.shuffle_every and self._since_shuffle >= self.shuffle_every:
-            self._stream.set_scene(self.objects, self.distractors)
+            if self.mix:  # the next arrangement of the scene's mix
+                self._mix_pos += 1
+                scene = self.mix[(self._mix_pos - 1) % len(self.mix)]
+                self._stream.set_scene(scene["objects"], scene["distractors"])
+            else:
+                self._stream.set_scene(self.objects, self.distractors)
             self._since_shuffle = 0
         self._since_shuffle += 1
         rgb, boxes = self._stream.next_frame()

@@ -227,15 +227,19 @@ def stop_devices(workspace: str | Path, device_ids: Iterable[str] | None = None,
     return [d.device_id for d in running]
 
 
-def set_scene(workspace: str | Path, device_id: str, objects: Sequence[str], distractors: Sequence[str] = ()) -> Path:
+def set_scene(workspace: str | Path, device_id: str, objects: Sequence[str], distractors: Sequence[str] = (),
+              mix: Sequence[dict] | None = None) -> Path:
     """Put things in front of a device's synthetic camera (its running modules follow at once).
+
+    `mix` lists further arrangements the camera goes through, one each time the fruit is
+    reshuffled (see `helpers.synthetic.story_scenes` for the story's mixes).
 
     Returns:
         The scene file written.
     """
     from helpers.device.camera import write_scene
 
-    return write_scene(devices_dir(workspace) / _check_id(device_id) / "scene.json", objects, distractors)
+    return write_scene(devices_dir(workspace) / _check_id(device_id) / "scene.json", objects, distractors, mix=mix)
 
 
 def wait_online(hub: Any, device_ids: Sequence[str], timeout: float = 60.0, interval: float = 0.5) -> dict[str, Any]:

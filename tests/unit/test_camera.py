@@ -79,7 +79,7 @@ def test_synthetic_follows_scene_file(tmp_path: Path, monkeypatch):
 
 def test_scene_files(tmp_path: Path):
     p = write_scene(tmp_path / "s.json", ["Apple", "banana"], ["orange"])
-    assert read_scene(p) == {"objects": ["apple", "banana"], "distractors": ["orange"]}
+    assert read_scene(p) == {"objects": ["apple", "banana"], "distractors": ["orange"], "mix": []}
     assert json.loads(p.read_text()) == {"objects": ["apple", "banana"], "distractors": ["orange"]}
     assert [x.name for x in tmp_path.iterdir()] == ["s.json"]  # no temp file left behind
     with pytest.raises(CameraError, match="unknown object"):
@@ -155,3 +155,17 @@ def test_unknown_source_and_options(monkeypatch):
     monkeypatch.setenv("EDGELOOP_CAMERA", "kinect")
     with pytest.raises(ConfigError, match="EDGELOOP_CAMERA"):
         open_camera(None)
+
+
+def test_scene_mix_cycles_at_each_reshuffle(tmp_path: Path):
+    """With a mix, each reshuffle shows the next arrangement; the frames' boxes follow it."""
+    mix = [{"objects": ["banana"]}, {"objects": ["apple", "apple"], "distractors": ["orange"]}]
+    scene = write_scene(tmp_path / "scene.json", ["apple"], mix=mix)
+    assert read_scene(scene)["mix"][1] == {"objects": ["apple", "apple"], "distractors": ["orange"]}
+    with pytest.raises(CameraError, match="mix"):
+        write_scene(tmp_path / "bad.json", ["apple"], mix=["banana"])
+    with open_camera("synthetic", scene_file=scene, seed=3, size=(96, 96), shuffle_every=2) as cam:
+        labels = [sorted(b.label for b in cam.read().ground_truth) for _ in range(6)]
+    assert labels[:2] == [["apple"], ["apple"]]
+    assert labels[2:4] == [["banana"], ["banana"]]
+    assert all(lab == ["apple", "apple"] for lab in labels[4:6])
