@@ -50,6 +50,16 @@ def _boxes(items: Any) -> list[BBox]:
     return out
 
 
+def _called(truth: BBox, detections: Sequence[BBox], iou_threshold: float) -> str | None:
+    """What the detector called the object `truth`: the label of its most confident detection
+    overlapping it by at least `iou_threshold` (None: missed). A weak apple box beside a strong
+    banana box on the same banana is the model hedging, not calling the banana an apple."""
+    over = [d for d in detections if iou(d, truth) >= iou_threshold]
+    if not over:
+        return None
+    return max(over, key=lambda d: (d.value if d.value is not None else 1.0)).label
+
+
 def detections_of(result: Mapping[str, Any]) -> list[BBox]:
     """The detections of one runner result (first of `boxes`, `detections`, `bounding_boxes`, `results`)."""
     for key in DETECTION_KEYS:
@@ -75,9 +85,10 @@ def confusion_rate(
         predicted_label: e.g. `apple`.
         scene: the objects in front of the camera (`{"objects": [...]}` or a list), used for
             results without `ground_truth`.
-        iou_threshold: with ground-truth boxes, a detection counts only if it overlaps a
-            `true_label` box at least this much (so a real apple beside the banana does not
-            count); None counts any `predicted_label` detection in the frame.
+        iou_threshold: with ground-truth boxes, a `true_label` object counts as called
+            `predicted_label` when its most confident detection overlapping it by at least this
+            much has that label (so a real apple beside the banana, or a weaker apple box under a
+            banana box, does not count); None counts any `predicted_label` detection in the frame.
         min_score: ignore detections scoring below this.
     """
     scene_objects: list[str] = []
@@ -88,8 +99,8 @@ def confusion_rate(
     frames = with_true = confused = 0
     for result in results:
         frames += 1
-        dets = [b for b in detections_of(result)
-                if b.label == predicted_label and (min_score is None or b.value is None or b.value >= min_score)]
+        every = [b for b in detections_of(result) if min_score is None or b.value is None or b.value >= min_score]
+        dets = [b for b in every if b.label == predicted_label]
         if result.get("ground_truth") is not None:
             truth = [b for b in _boxes(result["ground_truth"]) if b.label == true_label]
             if not truth:
@@ -98,7 +109,7 @@ def confusion_rate(
             if iou_threshold is None:
                 hit = bool(dets)
             else:
-                hit = any(iou(d, t) >= iou_threshold for d in dets for t in truth)
+                hit = any(_called(t, every, iou_threshold) == predicted_label for t in truth)
         else:
             if true_label not in scene_objects:
                 continue

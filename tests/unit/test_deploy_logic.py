@@ -155,6 +155,12 @@ def test_confusion_rate_with_ground_truth_and_scene():
     assert (s.frames_with_true, s.confused, s.rate) == (2, 1, 0.5)
     assert confusion_rate(no_gt, "banana", "apple", scene=["apple"]).frames_with_true == 0
     assert "banana called apple" in r.summary()
+    # a banana boxed as banana (0.8) with a weaker apple box on it is called a banana
+    banana_box = {"label": "banana", "x": 10, "y": 10, "width": 50, "height": 20, "value": 0.8}
+    hedged = [{"boxes": [banana_box, apple_on_banana], "ground_truth": [banana]}]
+    assert banana_called_apple_rate(hedged).confused == 0
+    stronger_apple = dict(apple_on_banana, value=0.9)
+    assert banana_called_apple_rate([{"boxes": [banana_box, stronger_apple], "ground_truth": [banana]}]).confused == 1
 
 
 def test_confusion_from_runner_telemetry():
