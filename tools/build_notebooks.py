@@ -424,7 +424,7 @@ for d in devices:
 for d in devices:
     health = ui.get_json(urls[d] + "api/health")
     results.check(f"{d} running model v{model.version}", health.get("model_version") == model.version)
-    results.check(f"apples detected on {d}", observe.detected_in_recent(s.hub, d, "apple"))
+    results.check(f"apples detected on {d}", observe.detected_in_recent(s.hub, d, "apple", min_share=0.2))
 s.studio.set_model_stage(model.version, "production")
 results.record("05_deploy", model_version=model.version, rollout_s=report.result.duration_s if hasattr(report.result, "duration_s") else None,
                ok=report.ok)
@@ -470,7 +470,7 @@ for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))
 before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(before.summary())
-"""),
+""", "nbval-ignore-output"),
     code("""
 results.check("the apple model calls bananas apples (rate >= 0.2)", before.rate >= 0.2)
 """),
@@ -545,9 +545,9 @@ print(after.summary())
 results.check("gate passed", gate.passed)
 results.check(f"banana F1 >= {min_f1}", report.per_class["banana"].f1 >= min_f1)
 results.check(f"apple F1 >= {min_f1}", report.per_class["apple"].f1 >= min_f1)
-results.check("banana-called-apple rate dropped below 0.1", after.rate < 0.1)
+results.check("banana-called-apple rate at least halved", after.rate <= before.rate / 2)
 for d in devices:
-    results.check(f"bananas detected on {d}", observe.detected_in_recent(s.hub, d, "banana"))
+    results.check(f"bananas detected on {d}", observe.detected_in_recent(s.hub, d, "banana", min_share=0.2))
 results.record("06_retrain_banana", banana_called_apple_before=before.rate, banana_called_apple_after=after.rate,
                model_version=candidate.version, f1={k: v.f1 for k, v in report.per_class.items()},
                map50=report.map50, map=report.map, gate_passed=gate.passed)
