@@ -231,7 +231,7 @@ from helpers.labeling.queue import LabelQueue
 s = session.connect()
 overview = plots.dataset_overview(s.studio.samples())
 print(ui.text_table(overview))
-"""),
+""", "nbval-ignore-output"),
     code("""
 queue = LabelQueue(s.studio)
 for c in classes:
@@ -313,6 +313,10 @@ s = session.connect()
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
 print(f"snapshot {snapshot_id[:12]}: {len(train_items)} training / {len(test_items)} test images, labels {labels}")
 print("boxes per class:", data.label_counts(train_items + test_items))
+""", "nbval-ignore-output"),
+    code("""
+results.check("every labeled image is in the snapshot", len(train_items) + len(test_items) == len(s.studio.samples(labeled=True)))
+results.check("the snapshot has a test split", len(test_items) > 0)
 """),
     md("""
 ## Feature explorer
