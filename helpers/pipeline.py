@@ -35,7 +35,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03_label_review": {"labeler": "oracle"},
         "04_train": {"epochs": 30, "batch_size": 8, "input_size": 160, "min_f1": 0.5},
         "05_deploy": {"rollout_timeout_s": 120},
-        "06_retrain_banana": {"banana_images": 60, "capture_rate_hz": 10.0, "epochs": 30, "batch_size": 8,
+        "06_retrain_banana": {"banana_images": 80, "capture_rate_hz": 10.0, "epochs": 35, "batch_size": 8,
                               "min_f1": 0.5},
     },
     "workshop": {

@@ -402,8 +402,12 @@ class Collector:
 
         opts = dict(self.cfg.camera_opts)
         if self.cfg.camera_source == "synthetic":
-            # a continued collection must not replay the frames it already sent
-            opts["seed"] = int(hashlib.sha256(f"{opts.get('seed', 0)}:{self.run_id}:{self.captured}".encode())
+            # A continued collection must not replay the frames it already sent (hence `captured`),
+            # and the same collection on the same device must see the same world in every run, so
+            # headless runs are reproducible: the seed leaves out the module generation, which
+            # changes with the studio URL and key of each workspace.
+            job = [self.cfg.label, self.cfg.count, self.cfg.category, self.cfg.device]
+            opts["seed"] = int(hashlib.sha256(f"{opts.get('seed', 0)}:{job}:{self.captured}".encode())
                                .hexdigest()[:8], 16)
         camera = open_camera(self.cfg.camera_source, **opts) if self.capturing else None
         self.uploader.start()
