@@ -18,7 +18,7 @@ def test_needs_a_connection_string(tmp_path):
 
 
 def test_refuses_a_service_connection_string_and_masks_it(tmp_path):
-    cs = "HostName=127.0.0.1:9;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"
+    cs = "HostName=127.0.0.1:9;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"  # fake test key
     r = run(["--workdir", str(tmp_path)], env={"IOTEDGE_CONNECTION_STRING": cs})
     assert r.returncode == 2 and "DeviceId" in r.stderr
     assert "c2VjcmV0" not in r.stderr
@@ -31,6 +31,6 @@ def test_docker_runtime_without_engine_says_so(tmp_path):
         import pytest
 
         pytest.skip("a Docker engine answers here")
-    cs = "HostName=127.0.0.1:9;DeviceId=d1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"
+    cs = "HostName=127.0.0.1:9;DeviceId=d1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"  # fake test key
     r = run(["--workdir", str(tmp_path), "--runtime", "docker"], env={"IOTEDGE_CONNECTION_STRING": cs})
     assert r.returncode == 3 and "no Docker engine answers" in r.stderr and "process runtime" in r.stderr

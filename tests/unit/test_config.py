@@ -9,8 +9,8 @@ import pytest
 from helpers.config import MASK, Secret, load_settings, mask, mask_connection_string, parse_connection_string, settings_table
 from helpers.errors import ConfigError
 
-CS = "HostName=127.0.0.1:5000;DeviceId=cam-1;SharedAccessKey=c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5MTIzNA=="
-SERVICE_CS = "HostName=127.0.0.1:5000;SharedAccessKeyName=iothubowner;SharedAccessKey=QUJDREVGR0hJSktMTU5PUA=="
+CS = "HostName=127.0.0.1:5000;DeviceId=cam-1;SharedAccessKey=c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5MTIzNA=="  # fake test key
+SERVICE_CS = "HostName=127.0.0.1:5000;SharedAccessKeyName=iothubowner;SharedAccessKey=QUJDREVGR0hJSktMTU5PUA=="  # fake test key
 API_KEY = "ei_0123456789abcdef0123456789abcdef"
 
 
