@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from typing import Any, Mapping
 import requests
 
 from helpers.config import Secret, mask
+from helpers.device.module import run_until_stopped
 from helpers.device.spool import Spool, SpoolItem
 from helpers.errors import ConfigError, ServiceError, ServiceUnavailable
 
@@ -453,17 +453,7 @@ class Collector:
 
 def main() -> int:
     """Run the collector until SIGTERM; returns the exit code."""
-    cfg = CollectorConfig.from_env()
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    collector = Collector(cfg)
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("%s received: stopping (the spool stays for the next start)", signal.Signals(signum).name)
-        collector.stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return collector.run()
+    return run_until_stopped(CollectorConfig.from_env(), Collector, log, "stopping (the spool stays for the next start)")
 
 
 __all__ = ["Collector", "CollectorConfig", "Uploader", "camera_options", "main", "open_spool", "split_for"]

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 from helpers.config import mask
 from helpers.errors import ConfigError, EdgeLoopError, ModelError
@@ -44,6 +46,32 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+
+
+def run_until_stopped(config: Any, worker_type: Callable[[Any], Any], logger: logging.Logger, stopping: str = "stopping") -> int:
+    """Run a module's worker (collector, runner) until SIGTERM or SIGINT; returns its exit code.
+
+    Creates `config.workdir`, builds the worker from the config and sets its `stop` event on
+    either signal. Configuration errors are raised before this, by the config's `from_env()`,
+    and `main` turns them into exit code 2.
+
+    Args:
+        config: the module's configuration (read with `from_env()`), with a `workdir` path.
+        worker_type: builds the worker from `config`; the worker has a `stop` event
+            (`threading.Event`) and `run() -> int`.
+        logger: the module's logger; it logs the signal received.
+        stopping: what the log line says after "<SIGNAL> received: ".
+    """
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    worker = worker_type(config)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        logger.info("%s received: %s", signal.Signals(signum).name, stopping)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return worker.run()
 
 
 def healthcheck(env: dict[str, str] | None = None) -> int:
@@ -114,4 +142,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["healthcheck", "main"]
+__all__ = ["healthcheck", "main", "run_until_stopped"]

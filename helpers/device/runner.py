@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections import Counter, deque
@@ -64,6 +63,7 @@ from helpers.device.collector import (
     utc_now,
     write_json_atomic,
 )
+from helpers.device.module import run_until_stopped
 from helpers.errors import ConfigError, ModelError
 from helpers.geometry import BBox, iou
 
@@ -639,17 +639,7 @@ class Runner:
 
 def main() -> int:
     """Run the runner until SIGTERM; returns the exit code (raises ModelError on a broken model)."""
-    cfg = RunnerConfig.from_env()
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    runner = Runner(cfg)
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("%s received: stopping", signal.Signals(signum).name)
-        runner.stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return runner.run()
+    return run_until_stopped(RunnerConfig.from_env(), Runner, log)
 
 
 __all__ = ["Runner", "RunnerConfig", "RunnerState", "Telemetry", "draw_boxes", "fetch_model", "main"]

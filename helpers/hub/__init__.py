@@ -13,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from helpers.hub.base import Deployment, Device, DeviceStatus, Hub, ModuleStatus, Twin
-from helpers.localcloud.registry import load_backend
+from helpers.localcloud.registry import BackendRegistry
 
 HUB_BACKENDS: dict[str, str] = {
     "local": "helpers.hub.local:LocalHub",
     "azure": "helpers.hub.azure:AzureHub",
 }
+_REGISTRY = BackendRegistry("hub", HUB_BACKENDS, setting="hub_backend")
 
 
 def register_hub(name: str, target: str) -> None:
     """Register a backend: `target` is "package.module:ClassName"."""
-    if ":" not in target:
-        raise ValueError(f"target must be 'module:Class', got {target!r}")
-    HUB_BACKENDS[name] = target
+    _REGISTRY.register(name, target)
 
 
 def get_hub(name: str | None = None, workspace: str | Path | None = None, **kw: Any) -> Hub:
@@ -40,12 +39,7 @@ def get_hub(name: str | None = None, workspace: str | Path | None = None, **kw: 
         BackendNotFound: unknown name (the message lists the valid ones).
         MissingExtra: the backend's SDK is not installed.
     """
-    if name is None:
-        from helpers.config import load_settings
-
-        name = load_settings(workspace).hub_backend
-    cls = load_backend("hub", HUB_BACKENDS, name)
-    return cls(workspace=workspace, **kw)
+    return _REGISTRY.create(name, workspace, **kw)
 
 
 __all__ = ["get_hub", "register_hub", "HUB_BACKENDS", "Hub", "Device", "Twin", "DeviceStatus", "ModuleStatus", "Deployment"]

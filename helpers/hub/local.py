@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from helpers.config import Secret, parse_connection_string
-from helpers.errors import Conflict, ServiceUnavailable
+from helpers.errors import Conflict
 from helpers.hub.base import Deployment, Device, DeviceStatus, ModuleStatus, Twin
 from helpers.hub.sas import generate_sas_token
 from helpers.localcloud import service
-from helpers.localcloud.http import call
+from helpers.localcloud.client import LocalCloudClient
 
 
 def twin_from_json(d: dict[str, Any]) -> Twin:
@@ -66,7 +64,7 @@ def modules_content_of(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-class LocalHub:
+class LocalHub(LocalCloudClient):
     """The local cloud's hub, Azure IoT Hub-shaped.
 
     Args:
@@ -80,13 +78,7 @@ class LocalHub:
     name = "local"
 
     def __init__(self, workspace: str | Path | None = None, url: str | None = None, timeout: float = 10.0, autostart: bool = False):
-        self.workspace = service.resolve_workspace(workspace)
-        if autostart:
-            service.ensure_running(self.workspace)
-        self._fixed_url = url.rstrip("/") if url else None
-        self.timeout = timeout
-        self._session = requests.Session()
-        self._load()
+        super().__init__(workspace, url, timeout, autostart)
 
     def _load(self) -> None:
         creds = service.read_credentials(self.workspace)
@@ -95,11 +87,7 @@ class LocalHub:
         self._host = parts["HostName"]
         self._policy = parts.get("SharedAccessKeyName", "iothubowner")
         self._key = Secret(parts["SharedAccessKey"], "service_key")
-        info = service.read_service(self.workspace) or {}
-        url = self._fixed_url or info.get("url")
-        if not url:
-            raise ServiceUnavailable(f"the local cloud never started in {self.workspace}: run `python -m helpers.localcloud start --workspace {self.workspace}`", 0)
-        self.url: str = url.rstrip("/")
+        super()._load()
 
     def __repr__(self) -> str:
         return f"LocalHub(url={self.url!r}, workspace={str(self.workspace)!r})"
@@ -111,15 +99,6 @@ class LocalHub:
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": generate_sas_token(self._host, self._key, self._policy).get_secret_value()}
-
-    def _reload_url(self) -> str | None:
-        old = self.url
-        self._load()
-        return self.url if self.url != old else None
-
-    def _req(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return call(self._session, method, self.url + path, headers=self._headers, timeout=self.timeout,
-                    on_unreachable=None if self._fixed_url else self._reload_url, **kw)
 
     @staticmethod
     def _id(device_id: str) -> str:

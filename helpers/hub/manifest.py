@@ -348,15 +348,8 @@ def collector_module(
         ENV_COUNT: int(count),
         ENV_RATE_HZ: _number(rate_hz),
     }
-    if camera:
-        env[ENV_CAMERA_DEVICE] = camera
-    if camera_source:
-        env[ENV_CAMERA_SOURCE] = camera_source
-    env.update(extra_env or {})
-    return module_spec(
-        name, image, env=env, host_port=host_port, devices=[camera] if camera else None,
-        restart_policy=restart_policy, version=version, secret_env=[api_key_env],
-    )
+    return _camera_module(name, image, env, camera=camera, camera_source=camera_source, extra_env=extra_env,
+                          host_port=host_port, restart_policy=restart_policy, version=version, api_key_env=api_key_env)
 
 
 def runner_module(
@@ -409,6 +402,18 @@ def runner_module(
         if not 0.0 <= low < high <= 1.0:
             raise ValueError(f"sampling_band must be (low, high) with 0 <= low < high <= 1, got {sampling_band}")
         env[ENV_SAMPLING_BAND] = f"{_number(low)},{_number(high)}"
+    return _camera_module(name, image, env, camera=camera, camera_source=camera_source, extra_env=extra_env,
+                          host_port=host_port, restart_policy=restart_policy, version=version, api_key_env=api_key_env)
+
+
+def _camera_module(name: str, image: str, env: dict[str, Any], *, camera: str | None, camera_source: str | None,
+                   extra_env: Mapping[str, Any] | None, host_port: int | None, restart_policy: str, version: str,
+                   api_key_env: str) -> dict[str, Any]:
+    """The module spec of a camera module (collector, runner) from its mode-specific `env`.
+
+    Adds the camera device and source to `env` (the device is also mapped into the container),
+    then `extra_env` over it; the studio API key arrives in `api_key_env` at deploy time.
+    """
     if camera:
         env[ENV_CAMERA_DEVICE] = camera
     if camera_source:

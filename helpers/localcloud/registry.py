@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping, MutableMapping
 
 from helpers.errors import BackendNotFound, MissingExtra
 
@@ -14,7 +15,7 @@ EXTRAS = {
 }
 
 
-def load_backend(kind: str, registry: dict[str, str], name: str) -> Any:
+def load_backend(kind: str, registry: Mapping[str, str], name: str) -> Any:
     """Import and return the backend class registered as `name`.
 
     Raises:
@@ -38,3 +39,44 @@ def load_backend(kind: str, registry: dict[str, str], name: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise BackendNotFound(f"{kind} backend {name!r}: {module_name} has no {attr}; register the right class with register_{kind}()") from None
+
+
+class BackendRegistry:
+    """The backends of one kind (`hub`, `studio`), registered by name and imported when asked for.
+
+    Args:
+        kind: what the backends are: names `register_<kind>()` and `EDGELOOP_<KIND>` in messages.
+        backends: name -> "package.module:ClassName"; used as is (not copied), so a package's
+            public dict (`HUB_BACKENDS`) and its registry stay the same mapping.
+        setting: the `Settings` attribute naming the default backend (`hub_backend`).
+    """
+
+    def __init__(self, kind: str, backends: MutableMapping[str, str], setting: str):
+        self.kind = kind
+        self.backends = backends
+        self.setting = setting
+
+    def register(self, name: str, target: str) -> None:
+        """Register a backend: `target` is "package.module:ClassName"."""
+        if ":" not in target:
+            raise ValueError(f"target must be 'module:Class', got {target!r}")
+        self.backends[name] = target
+
+    def create(self, name: str | None = None, workspace: str | Path | None = None, **kw: Any) -> Any:
+        """An instance of the backend registered as `name`.
+
+        Args:
+            name: registered backend name; default the `setting` (from the environment).
+            workspace: the workspace folder (local backend); default from settings.
+            **kw: passed to the backend class.
+
+        Raises:
+            BackendNotFound: unknown name (the message lists the valid ones).
+            MissingExtra: the backend's SDK is not installed.
+        """
+        if name is None:
+            from helpers.config import load_settings
+
+            name = getattr(load_settings(workspace), self.setting)
+        cls = load_backend(self.kind, self.backends, name)
+        return cls(workspace=workspace, **kw)

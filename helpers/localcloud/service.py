@@ -74,6 +74,19 @@ def read_service(workspace: str | Path | None) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
+def service_url(workspace: str | Path | None, url: str | None = None) -> str:
+    """The local cloud's base URL without a trailing slash: `url` when given, else service.json's.
+
+    Raises:
+        ServiceUnavailable: the service never started in `workspace` (the message says how to start it).
+    """
+    info = read_service(workspace) or {}
+    url = url or info.get("url")
+    if not url:
+        raise ServiceUnavailable(f"the local cloud never started in {workspace}: run `python -m helpers.localcloud start --workspace {workspace}`", 0)
+    return url.rstrip("/")
+
+
 def write_service(workspace: Path, data: dict[str, Any]) -> None:
     _write_json_atomic(service_file(workspace), data)
 

@@ -9,20 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers.localcloud.registry import load_backend
+from helpers.localcloud.registry import BackendRegistry
 from helpers.studio.base import ModelVersion, Sample, Snapshot, SnapshotItem, Studio, UploadResult
 
 STUDIO_BACKENDS: dict[str, str] = {
     "local": "helpers.studio.local:LocalStudio",
     "edgeimpulse": "helpers.studio.edgeimpulse:EdgeImpulseStudio",
 }
+_REGISTRY = BackendRegistry("studio", STUDIO_BACKENDS, setting="studio_backend")
 
 
 def register_studio(name: str, target: str) -> None:
     """Register a backend: `target` is "package.module:ClassName"."""
-    if ":" not in target:
-        raise ValueError(f"target must be 'module:Class', got {target!r}")
-    STUDIO_BACKENDS[name] = target
+    _REGISTRY.register(name, target)
 
 
 def get_studio(name: str | None = None, workspace: str | Path | None = None, **kw: Any) -> Studio:
@@ -37,12 +36,7 @@ def get_studio(name: str | None = None, workspace: str | Path | None = None, **k
         BackendNotFound: unknown name (the message lists the valid ones).
         MissingExtra: the backend's SDK is not installed.
     """
-    if name is None:
-        from helpers.config import load_settings
-
-        name = load_settings(workspace).studio_backend
-    cls = load_backend("studio", STUDIO_BACKENDS, name)
-    return cls(workspace=workspace, **kw)
+    return _REGISTRY.create(name, workspace, **kw)
 
 
 __all__ = ["get_studio", "register_studio", "STUDIO_BACKENDS", "Studio", "Sample", "Snapshot", "SnapshotItem", "ModelVersion", "UploadResult"]

@@ -10,13 +10,11 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import requests
-
 from helpers.config import Secret
-from helpers.errors import ModelError, ServiceUnavailable
+from helpers.errors import ModelError
 from helpers.geometry import BBox, boxes_from_dicts
 from helpers.localcloud import service
-from helpers.localcloud.http import call
+from helpers.localcloud.client import LocalCloudClient
 from helpers.studio.base import STAGES, ModelVersion, Sample, Snapshot, SnapshotItem, UploadResult
 from helpers.studio.ingestion import IngestionClient
 
@@ -40,7 +38,7 @@ def model_from_json(d: dict[str, Any]) -> ModelVersion:
                         created_at=d.get("created_at"))
 
 
-class LocalStudio:
+class LocalStudio(LocalCloudClient):
     """The local cloud's studio.
 
     Args:
@@ -58,21 +56,11 @@ class LocalStudio:
     name = "local"
 
     def __init__(self, workspace: str | Path | None = None, url: str | None = None, timeout: float = 30.0, autostart: bool = False):
-        self.workspace = service.resolve_workspace(workspace)
-        if autostart:
-            service.ensure_running(self.workspace)
-        self._fixed_url = url.rstrip("/") if url else None
-        self.timeout = timeout
-        self._session = requests.Session()
-        self._load()
+        super().__init__(workspace, url, timeout, autostart)
 
     def _load(self) -> None:
         self.api_key: Secret = service.read_credentials(self.workspace)["studio_api_key"]
-        info = service.read_service(self.workspace) or {}
-        url = self._fixed_url or info.get("url")
-        if not url:
-            raise ServiceUnavailable(f"the local cloud never started in {self.workspace}: run `python -m helpers.localcloud start --workspace {self.workspace}`", 0)
-        self.url: str = url.rstrip("/")
+        super()._load()
         self.ingestion = IngestionClient(self.url, self.api_key, timeout=self.timeout)
 
     def __repr__(self) -> str:
@@ -80,15 +68,6 @@ class LocalStudio:
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self.api_key.get_secret_value()}
-
-    def _reload_url(self) -> str | None:
-        old = self.url
-        self._load()
-        return self.url if self.url != old else None
-
-    def _req(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return call(self._session, method, self.url + path, headers=self._headers, timeout=self.timeout,
-                    on_unreachable=None if self._fixed_url else self._reload_url, **kw)
 
     # -- samples
     def upload(self, files: Sequence[str | Path | tuple[str, bytes]], *, category: str = "training", label: str | None = None,
