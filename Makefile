@@ -9,12 +9,12 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lab notebooks bench clean stop
+.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==26.3
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edgeloop)" >/dev/null
 	@touch $(STAMP)
 
@@ -35,8 +35,23 @@ lab: $(STAMP) ## JupyterLab on notebooks/
 notebooks: $(STAMP) ## refresh the committed notebooks' outputs from a reference smoke run
 	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --refresh-committed
 
-bench: $(STAMP) ## benchmarks (JSON results in bench/results/)
-	$(PY) bench/run_all.py
+bench: $(STAMP) ## benchmarks (JSON results in bench/results/; about 15 min on 2 cores)
+	$(PY) bench/bench_synthetic.py
+	$(PY) bench/bench_latency.py
+	$(PY) bench/bench_fruit_voc.py
+
+SSD_VENV := .venv-ssd
+$(SSD_VENV)/.installed: pyproject.toml
+	@test -x $(SSD_VENV)/bin/python || $(PYTHON) -m venv $(SSD_VENV)
+	$(SSD_VENV)/bin/python -m pip install -q --upgrade pip==26.3
+	$(SSD_VENV)/bin/python -m pip install -q -e '.[ssd,test]'
+	@touch $@
+
+ssd-venv: $(SSD_VENV)/.installed ## a second venv with torch 2.14.1 + torchvision for ssdlite320 (~5.5 GB)
+
+bench-ssd: $(SSD_VENV)/.installed ## fomo-box vs ssdlite320: latency (same run) and accuracy on synthetic scenes
+	$(SSD_VENV)/bin/python bench/bench_latency.py
+	$(SSD_VENV)/bin/python bench/bench_synthetic.py --arch ssdlite320 --input-size 320 --phases apples_bananas --epochs 30 --time-budget 900
 
 stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
 	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)

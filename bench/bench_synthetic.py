@@ -4,7 +4,8 @@ Measures F1@0.5 per class, training time (wall and CPU) at the workshop setting,
 story's discovery: how often the apple-only model calls a banana "apple".
 
     .venv/bin/python bench/bench_synthetic.py [--input-size 160] [--train-images 300] [--epochs 40]
-Writes bench/results/synthetic_<input-size>.json.
+    .venv-ssd/bin/python bench/bench_synthetic.py --arch ssdlite320 --input-size 320 --phases apples_bananas
+Writes bench/results/synthetic_<input-size>.json (synthetic_<arch>_<input-size>.json for other archs).
 """
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ def run_phase(phase: str, labels: list[str], args, out_root) -> dict:
     train = render_dataset(args.train_images, story_scenes(phase), SIZE, seed=args.seed)
     val = render_dataset(args.val_images, story_scenes(phase), SIZE, seed=args.seed + 1000)
     test = render_dataset(args.test_images, story_scenes(phase), SIZE, seed=args.seed + 2000)
-    params = TrainParams(input_size=args.input_size, epochs=args.epochs, width=args.width, seed=args.seed,
+    params = TrainParams(arch=args.arch, input_size=args.input_size, epochs=args.epochs, width=args.width, seed=args.seed,
                          time_budget_s=args.time_budget, threads=args.threads)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = train_detector(train, val, labels, params, progress=False,
                             callback=lambda r: print(phase, r, flush=True))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    out = out_root / f"{phase}_{args.input_size}"
+    out = out_root / f"{phase}_{args.arch}_{args.input_size}"
     export_result(result, out)
     rep = evaluate_model(str(out), test).to_dict()
     res = {"labels": labels, "train_images": len(train), "val_images": len(val), "test_images": len(test),
@@ -68,6 +69,7 @@ def rep_rate(rep: dict, truth: str, pred: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="fomo-box", help="fomo-box (default) or ssdlite320 (needs the [ssd] extra)")
     ap.add_argument("--input-size", type=int, default=160)
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--train-images", type=int, default=300)
@@ -87,7 +89,8 @@ def main() -> None:
     for phase in args.phases.split(","):
         labels = ["apple"] if phase == "apples" else ["apple", "banana"]
         results[phase] = run_phase(phase, labels, args, Path(args.models))
-    path = write_result(args.name or f"synthetic_{args.input_size}", {"params": vars(args), "results": results})
+    default_name = f"synthetic_{args.input_size}" if args.arch == "fomo-box" else f"synthetic_{args.arch}_{args.input_size}"
+    path = write_result(args.name or default_name, {"params": vars(args), "results": results})
     print(path)
 
 

@@ -175,7 +175,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     p = DEFAULT_PREPROCESSING
     x = torch.from_numpy(images).float().mul_(p["scale"])
     x = (x - torch.tensor(p["mean"])) / torch.tensor(p["std"])
-    return x.permute(0, 3, 1, 2).contiguous()
+    # NHWC memory under an NCHW view: channels-last convolutions (depthwise ones above all)
+    # run about 1.5x faster on CPU, and the numpy layout is already this one.
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def _shrink(items: Sequence[Item], max_side: int) -> list[Item]:
@@ -385,7 +387,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
     rng = np.random.default_rng(params.seed)
     ds_hash = dataset_hash(train_items + val_items)
     train_items = _shrink(train_items, params.input_size * 2)
-    model = FomoBox(len(labels), params.width)
+    model = FomoBox(len(labels), params.width).to(memory_format=torch.channels_last)
     if params.pretrained:
         if params.pretrained == "synthetic":
             state, src_labels, _ = synthetic_pretrained(params, workspace, progress)
