@@ -402,6 +402,17 @@ class SceneStream:
         self.set_scene(objects, distractors)
 
     # -- scene control
+    def move_camera(self) -> None:
+        """Carry the camera to another table: new background, lighting and framing.
+
+        The objects in view stay (call `set_scene` or `rearrange` for new ones).
+        """
+        m = self._margin
+        self._bg = _background(self._rng, self.height + 2 * m, self.width + 2 * m)
+        self._new_lighting()
+        self._cam = np.zeros(2, np.float32)
+        self._cam_v = np.zeros(2, np.float32)
+
     def set_scene(self, objects: Sequence[str], distractors: Sequence[str] = ()) -> None:
         """Put a new set of things on the same table (the background and camera stay)."""
         for name in list(objects):

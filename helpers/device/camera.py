@@ -284,6 +284,9 @@ class SyntheticCamera(Camera):
             fruit of the same kinds down somewhere else (0: never). Between shuffles the
             objects drift a little from frame to frame, as a hand-held object does, so box
             tracking has something to follow and a dataset still sees many objects.
+        move_every: every this many shuffles the camera is carried to another table (new
+            background and light), as workshop participants move their devices around the
+            room (0: one table for good). One table makes a model that knows that table only.
     """
 
     source = "synthetic"
@@ -291,7 +294,7 @@ class SyntheticCamera(Camera):
     def __init__(self, objects: Sequence[str] = ("apple",), distractors: Sequence[str] = (),
                  scene_file: str | os.PathLike | None = None, seed: int = 0,
                  size: tuple[int, int] | int | None = DEFAULT_SIZE, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-                 shuffle_every: int = 0):
+                 shuffle_every: int = 0, move_every: int = 0):
         from helpers.synthetic import SceneStream
 
         super().__init__(size if size is not None else DEFAULT_SIZE, jpeg_quality)
@@ -312,6 +315,10 @@ class SyntheticCamera(Camera):
             raise ConfigError(f"shuffle_every must be >= 0 (0: never), got {shuffle_every}")
         self.shuffle_every = int(shuffle_every)
         self._since_shuffle = 0
+        if move_every < 0:
+            raise ConfigError(f"move_every must be >= 0 (0: never), got {move_every}")
+        self.move_every = int(move_every)
+        self._shuffles = 0
         self._stream = SceneStream(self.objects, self.distractors, size=self.size, seed=seed)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -351,6 +358,9 @@ class SyntheticCamera(Camera):
     def _grab(self):
         self._follow_scene_file()
         if self.shuffle_every and self._since_shuffle >= self.shuffle_every:
+            self._shuffles += 1
+            if self.move_every and self._shuffles % self.move_every == 0:
+                self._stream.move_camera()
             if self.mix:  # the next arrangement of the scene's mix
                 self._mix_pos += 1
                 scene = self.mix[(self._mix_pos - 1) % len(self.mix)]

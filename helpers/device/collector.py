@@ -129,6 +129,7 @@ def camera_options(env: Mapping[str, str]) -> dict[str, Any]:
         default_seed = int(hashlib.sha256(device.encode()).hexdigest()[:8], 16) if device else 0
         opts["seed"] = env_int(env, "CAMERA_SEED", default_seed)
         opts["shuffle_every"] = env_int(env, "CAMERA_SHUFFLE_EVERY", 5, minimum=0)
+        opts["move_every"] = env_int(env, "CAMERA_MOVE_EVERY", 3, minimum=0)
     elif source == "webcam":
         opts["device"] = env.get("CAMERA_DEVICE", "/dev/video0")
     elif source == "folder":

@@ -169,3 +169,19 @@ def test_scene_mix_cycles_at_each_reshuffle(tmp_path: Path):
     assert labels[:2] == [["apple"], ["apple"]]
     assert labels[2:4] == [["banana"], ["banana"]]
     assert all(lab == ["apple", "apple"] for lab in labels[4:6])
+
+
+def _corner(frame) -> np.ndarray:
+    return frame.image[:12, :12].astype(np.float32)
+
+
+def test_the_camera_moves_to_another_table_every_few_shuffles():
+    """move_every=2 with shuffle_every=2: the table (background) changes every 4 frames."""
+    with open_camera("synthetic", objects=[], seed=5, size=(64, 64), shuffle_every=2, move_every=2) as cam:
+        frames = [cam.read() for _ in range(9)]
+    same = lambda a, b: float(np.abs(_corner(a) - _corner(b)).mean()) < 12  # noqa: E731  (jitter, noise)
+    assert same(frames[0], frames[3])  # one table for the first 4 frames
+    assert not same(frames[3], frames[4])  # then another
+    assert same(frames[4], frames[7]) and not same(frames[7], frames[8])
+    with pytest.raises(ConfigError, match="move_every"):
+        open_camera("synthetic", move_every=-1)
