@@ -36,7 +36,32 @@ DEFAULT_PREPROCESSING = {
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
 }
+# Edge Impulse's image block offers colour depth RGB or Grayscale; a greyscale model takes one
+# channel (ITU-R BT.601 luma), normalised with the mean/std of ImageNet's grey.
+GRAYSCALE_PREPROCESSING = {**DEFAULT_PREPROCESSING, "channel_order": "grayscale", "mean": [0.449], "std": [0.226]}
+COLORS = {"RGB": DEFAULT_PREPROCESSING, "grayscale": GRAYSCALE_PREPROCESSING}
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 HEAD_OUTPUTS = {"centernet": ("heatmap", "ltrb"), "ssd": ("boxes", "scores")}
+
+
+def preprocessing_for(color: str) -> dict[str, Any]:
+    """The card's `preprocessing` for colour depth `color` ("RGB" or "grayscale")."""
+    if color not in COLORS:
+        raise ValueError(f"unknown colour depth {color!r}; valid: {', '.join(COLORS)}")
+    return dict(COLORS[color])
+
+
+def input_channels(preprocessing: dict[str, Any] | None) -> int:
+    """1 for a greyscale model, 3 for RGB."""
+    return 1 if (preprocessing or {}).get("channel_order") == "grayscale" else 3
+
+
+def to_channels(images: np.ndarray, preprocessing: dict[str, Any] | None) -> np.ndarray:
+    """RGB (..., H, W, 3) -> float32 (..., H, W, C) in the model's channels, not yet normalised."""
+    x = np.asarray(images, np.float32)
+    if input_channels(preprocessing) == 1:
+        return (x @ _LUMA)[..., None]
+    return x
 
 
 def sha256_file(path: str | Path) -> str:
@@ -49,7 +74,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def preprocess(rgb: np.ndarray, input_size: int, preprocessing: dict[str, Any] | None = None) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (1, 3, S, S) tensor as the model was trained on.
+    """RGB uint8 (H, W, 3) -> float32 (1, C, S, S) tensor as the model was trained on (C: 3, or 1
+    for a greyscale model).
 
     Raises:
         ValueError: when the image is not an (H, W, 3) array.
@@ -61,7 +87,7 @@ def preprocess(rgb: np.ndarray, input_size: int, preprocessing: dict[str, Any] |
         raise ModelError(f"preprocessing.resize={p['resize']!r} is not supported; only 'squash'")
     # INTER_AREA when shrinking avoids aliasing that the training resize did not have.
     interp = cv2.INTER_AREA if rgb.shape[0] > input_size or rgb.shape[1] > input_size else cv2.INTER_LINEAR
-    img = cv2.resize(rgb, (input_size, input_size), interpolation=interp).astype(np.float32)
+    img = to_channels(cv2.resize(rgb, (input_size, input_size), interpolation=interp), p)
     img *= float(p["scale"])
     img -= np.asarray(p["mean"], np.float32)
     img /= np.asarray(p["std"], np.float32)

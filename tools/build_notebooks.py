@@ -294,6 +294,7 @@ returns real boxes. Training notes measured on this kind of machine are in the p
 """),
     params("""
 input_size = 160         # 96, 160 or 320
+color = "RGB"            # colour depth: "RGB" or "grayscale"
 arch = "fomo-box"        # or "ssdlite320" (pip install .[ssd])
 epochs = 30
 batch_size = 16
@@ -328,7 +329,7 @@ display(ui.feature_explorer(train_items + test_items, seed=seed))
 """, "nbval-ignore-output"),
     md("## Train"),
     code("""
-params = trainer.TrainParams(arch=arch, input_size=input_size, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
+params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
                              val_fraction=validation_split, time_budget_s=time_budget_s)
 plot = ui.LivePlot(f"{model_name}: {arch} @ {input_size}px")
 result = trainer.train_detector(train_items, None, labels, params, callback=plot)

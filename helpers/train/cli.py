@@ -77,6 +77,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--arch", default="fomo-box", choices=ARCHS)
     ap.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner)")
     ap.add_argument("--input-size", type=int, default=None, help="square input side: 96, 160 or 320")
+    ap.add_argument("--color", default="RGB", choices=["RGB", "grayscale"],
+                    help="colour depth of the input, as Edge Impulse's image block (default: RGB)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=None, help="backbone width multiplier (fomo-box)")
     ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
@@ -86,7 +88,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from helpers.train.trainer import TrainParams
 
-    kw: dict[str, Any] = {"arch": args.arch, "seed": args.seed, "threads": args.threads,
+    kw: dict[str, Any] = {"arch": args.arch, "seed": args.seed, "threads": args.threads, "color": args.color,
                           "time_budget_s": args.time_budget,
                           "pretrained": None if args.pretrained in ("", "none") else args.pretrained}
     if args.arch == "ssdlite320":

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.detector import CARD_NAME, ONNX_NAME, sha256_file
+from helpers.detector import CARD_NAME, ONNX_NAME, input_channels, sha256_file
 from helpers.errors import ModelError
 from helpers.train.model import ExportWrapper
 
@@ -40,11 +40,13 @@ def _wrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
     raise ModelError(f"cannot export {type(model).__name__}: not a helpers.train model")
 
 
-def parity_check(onnx_path: str | Path, module: torch.nn.Module, input_size: int, seed: int = 0) -> float:
+def parity_check(onnx_path: str | Path, module: torch.nn.Module, input_size: int, seed: int = 0,
+                 channels: int = 3) -> float:
     """Max abs difference between onnxruntime and torch outputs on a random input."""
     import onnxruntime as ort
 
-    x = torch.from_numpy(np.random.default_rng(seed).normal(0, 1, (1, 3, input_size, input_size)).astype(np.float32))
+    shape = (1, channels, input_size, input_size)
+    x = torch.from_numpy(np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32))
     with torch.no_grad():
         ref = [t.numpy() for t in module(x)]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -72,14 +74,15 @@ def export_onnx(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any
     module = module.cpu().eval()
     onnx_path = out / ONNX_NAME
     tmp = out / (ONNX_NAME + ".tmp")
-    dummy = torch.zeros(1, 3, size, size)
+    channels = input_channels(card.get("preprocessing"))
+    dummy = torch.zeros(1, channels, size, size)
     with torch.no_grad(), warnings.catch_warnings():
         # dynamo=False: the TorchScript exporter is deterministic and needs no onnxscript;
         # torch 2.9+ warns that it is the legacy path, which is known and chosen.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, (dummy,), str(tmp), input_names=["input"], output_names=names,
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    diff = parity_check(tmp, module, size)
+    diff = parity_check(tmp, module, size, channels=channels)
     if not diff <= PARITY_TOLERANCE:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export differs from torch by {diff:.2e} (> {PARITY_TOLERANCE}); not written")

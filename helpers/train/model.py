@@ -65,16 +65,20 @@ class FomoBox(nn.Module):
     Args:
         num_classes: heat-map channels (one per label).
         width: MobileNetV2 width multiplier (FOMO uses 0.35; 0.5 is the default here).
+        in_channels: 3 for RGB input, 1 for greyscale.
 
     `forward` returns raw `(heat_logits, log_ltrb)`; `export_forward` (used for ONNX) returns
     `(heatmap probabilities, ltrb distances in input pixels)`, the contract `helpers.detector`
     decodes.
     """
 
-    def __init__(self, num_classes: int, width: float = 0.5):
+    def __init__(self, num_classes: int, width: float = 0.5, in_channels: int = 3):
         super().__init__()
         if num_classes < 1:
             raise ValueError("num_classes must be >= 1")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (greyscale) or 3 (RGB), got {in_channels}")
+        self.in_channels = in_channels
         self.num_classes = num_classes
         self.width = width
         c = lambda n: _make_divisible(n * width)  # noqa: E731
@@ -82,7 +86,7 @@ class FomoBox(nn.Module):
         cfg8 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2)]
         cfg16 = [(6, 64, 3, 2), (6, 96, 2, 1)]
         cfg32 = [(6, 160, 2, 2)]
-        self.stem = ConvBNReLU(3, c(32), 3, 2)
+        self.stem = ConvBNReLU(in_channels, c(32), 3, 2)
         cin = c(32)
 
         def stage(cfg):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from helpers.detector import DEFAULT_PREPROCESSING, decode
+from helpers.detector import COLORS, decode, input_channels, preprocessing_for, to_channels
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
 from helpers.train.augment import AugmentParams, augment
@@ -45,6 +45,7 @@ class TrainParams:
 
     arch: str = "fomo-box"
     input_size: int = 160
+    color: str = "RGB"  # colour depth, as Edge Impulse's image block: "RGB" or "grayscale"
     width: float = 0.5
     epochs: int = 30
     batch_size: int = 16
@@ -70,6 +71,10 @@ class TrainParams:
             raise ValueError(f"unknown arch {self.arch!r}; valid: {', '.join(ARCHS)}")
         if self.arch == "fomo-box" and (self.input_size % 32 or self.input_size < 64):
             raise ValueError(f"input_size must be a multiple of 32 and >= 64 (e.g. {INPUT_SIZES}), got {self.input_size}")
+        if self.color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
+        if self.arch == "ssdlite320" and self.color != "RGB":
+            raise ValueError("ssdlite320 takes RGB input; use color='RGB' or arch='fomo-box'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0 <= self.ema_decay < 1:
@@ -102,8 +107,8 @@ class TrainResult:
         card = {
             "labels": list(self.labels),
             "input_size": self.params.input_size,
-            "color": "RGB",
-            "preprocessing": dict(DEFAULT_PREPROCESSING),
+            "color": self.params.color,
+            "preprocessing": preprocessing_for(self.params.color),
             "score_threshold": self.score_threshold,
             "nms_iou": 0.45,
             "arch": self.params.arch,
@@ -171,10 +176,10 @@ class ModelEMA:
                 v.copy_(msd[k])
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> normalised (N, 3, S, S) float, as `helpers.detector.preprocess`."""
-    p = DEFAULT_PREPROCESSING
-    x = torch.from_numpy(images).float().mul_(p["scale"])
+def to_tensor(images: np.ndarray, color: str = "RGB") -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> normalised (N, C, S, S) float, as `helpers.detector.preprocess`."""
+    p = preprocessing_for(color)
+    x = torch.from_numpy(to_channels(images, p)).mul_(p["scale"])
     x = (x - torch.tensor(p["mean"])) / torch.tensor(p["std"])
     # NHWC memory under an NCHW view: channels-last convolutions (depthwise ones above all)
     # run about 1.5x faster on CPU, and the numpy layout is already this one.
@@ -198,7 +203,7 @@ def _shrink(items: Sequence[Item], max_side: int) -> list[Item]:
 
 
 def _batch_targets(items: Sequence[Item], idx: Sequence[int], labels: Sequence[str], size: int,
-                   rng: np.random.Generator | None, aug: AugmentParams):
+                   rng: np.random.Generator | None, aug: AugmentParams, color: str = "RGB"):
     imgs, heats, regs, weights = [], [], [], []
     for i in idx:
         rgb, boxes = items[i]
@@ -209,7 +214,7 @@ def _batch_targets(items: Sequence[Item], idx: Sequence[int], labels: Sequence[s
         heats.append(h)
         regs.append(r)
         weights.append(w)
-    return (to_tensor(np.stack(imgs)), torch.from_numpy(np.stack(heats)), torch.from_numpy(np.stack(regs)),
+    return (to_tensor(np.stack(imgs), color), torch.from_numpy(np.stack(heats)), torch.from_numpy(np.stack(regs)),
             torch.from_numpy(np.stack(weights)))
 
 
@@ -258,7 +263,8 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         batches = batches[:-1]
     total, n = 0.0, 0
     for idx in batches:
-        x, heat_t, reg_t, w_t = _batch_targets(items, idx, labels, params.input_size, rng, params.augment)
+        x, heat_t, reg_t, w_t = _batch_targets(items, idx, labels, params.input_size, rng, params.augment,
+                                             params.color)
         heat_p, reg_p = model(x)
         loss = focal_heat_loss(heat_p, heat_t) + box_loss(reg_p, reg_t, w_t)
         optimizer.zero_grad(set_to_none=True)
@@ -277,7 +283,8 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
 
 @torch.no_grad()
 def predict_items(model: torch.nn.Module, items: Sequence[Item], labels: Sequence[str], input_size: int,
-                  score_threshold: float = VAL_DECODE_THRESHOLD, batch_size: int = 32) -> list[list[BBox]]:
+                  score_threshold: float = VAL_DECODE_THRESHOLD, batch_size: int = 32,
+                  color: str = "RGB") -> list[list[BBox]]:
     """Boxes for each item with the torch model, decoded exactly as on the device."""
     import cv2
 
@@ -288,7 +295,7 @@ def predict_items(model: torch.nn.Module, items: Sequence[Item], labels: Sequenc
         imgs = np.stack([cv2.resize(rgb, (input_size, input_size),
                                     interpolation=cv2.INTER_AREA if max(rgb.shape[:2]) > input_size else cv2.INTER_LINEAR)
                          for rgb, _ in chunk])
-        heat, reg = model.export_forward(to_tensor(imgs))
+        heat, reg = model.export_forward(to_tensor(imgs, color))
         for j, (rgb, _) in enumerate(chunk):
             out.append(decode(heat[j].numpy(), reg[j].numpy(), labels, (rgb.shape[1], rgb.shape[0]), input_size,
                               score_threshold))
@@ -349,7 +356,7 @@ def synthetic_pretrained(params: TrainParams, workspace: str | Path | None = Non
 
     ws = Path(workspace) if workspace else load_settings().workspace
     labels = ["apple", "banana"]
-    key = (f"{params.arch}_s{params.input_size}_w{params.width}_n{params.pretrain_images}"
+    key = (f"{params.arch}_{params.color}_s{params.input_size}_w{params.width}_n{params.pretrain_images}"
            f"_e{params.pretrain_epochs}_seed{params.seed}_v1")
     path = ws / "models" / "pretrained" / f"{key}.pt"
     if path.is_file():
@@ -422,7 +429,8 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
     rng = np.random.default_rng(params.seed)
     ds_hash = dataset_hash(train_items + val_items)
     train_items = _shrink(train_items, params.input_size * 2)
-    model = FomoBox(len(labels), params.width).to(memory_format=torch.channels_last)
+    channels = input_channels(preprocessing_for(params.color))
+    model = FomoBox(len(labels), params.width, in_channels=channels).to(memory_format=torch.channels_last)
     if params.pretrained:
         if params.pretrained == "synthetic":
             state, src_labels, _ = synthetic_pretrained(params, workspace, progress)
@@ -456,7 +464,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
         for epoch in range(1, params.epochs + 1):
             loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema, image_loss)
             eval_model = ema.module if ema is not None else model
-            preds = predict_items(eval_model, val_items, labels, params.input_size)
+            preds = predict_items(eval_model, val_items, labels, params.input_size, color=params.color)
             f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds)
             elapsed = time.perf_counter() - t0
             rec = {"epoch": epoch, "loss": round(loss, 5), "val_f1": round(f1, 4), "score_threshold": thr,
@@ -478,7 +486,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
     finally:
         if bar is not None:
             bar.close()
-    final = FomoBox(len(labels), params.width)
+    final = FomoBox(len(labels), params.width, in_channels=channels)
     final.load_state_dict(best_state)
     final.eval()
     return TrainResult(model=final, labels=labels, params=params, history=history, best_epoch=best_epoch,

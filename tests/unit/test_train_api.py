@@ -104,3 +104,34 @@ def test_hard_mining_draws_the_hard_images_more_often():
     counts = np.bincount(np.concatenate([epoch_order(100, rng, loss, 0.5) for _ in range(50)]), minlength=100)
     assert counts[:5].mean() > 5 * counts[5:].mean()
     assert (counts > 0).all()  # the uniform share keeps every image in play
+
+
+def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
+    """Colour depth "grayscale" (Edge Impulse's option): one input channel, in training, in the
+    ONNX file and in the device's preprocessing; the card says so."""
+    from helpers.detector import OnnxDetector
+    from helpers.train.export import export_result
+
+    r = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY, color="grayscale"), progress=False)
+    export_result(r, tmp_path)
+    det = OnnxDetector(tmp_path)
+    assert det.card["color"] == "grayscale" and det.card["preprocessing"]["channel_order"] == "grayscale"
+    assert det.preprocess(items[0][0]).shape == (1, 1, 96, 96)
+    assert det.session.get_inputs()[0].shape[1] == 1
+    assert isinstance(det.detect(items[0][0], score_threshold=0.0), list)
+    with pytest.raises(ValueError, match="color"):
+        TrainParams(color="sepia").check()
+    with pytest.raises(ValueError, match="RGB"):
+        TrainParams(arch="ssdlite320", input_size=320, color="grayscale").check()
+
+
+def test_greyscale_preprocessing_is_luma():
+    from helpers.detector import preprocess, preprocessing_for
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 1] = 255  # pure green: luma 0.587
+    x = preprocess(rgb, 8, preprocessing_for("grayscale"))
+    assert x.shape == (1, 1, 8, 8)
+    assert np.allclose(x, (0.587 - 0.449) / 0.226, atol=1e-3)
+    with pytest.raises(ValueError, match="colour depth"):
+        preprocessing_for("sepia")
