@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=300)
     ap.add_argument("--val-images", type=int, default=60)
     ap.add_argument("--test-images", type=int, default=150)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=TrainParams.epochs)
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hard-mining", type=float, default=TrainParams.hard_mining)

@@ -289,8 +289,8 @@ NB["04_train"] = [
 The tutorial's impulse: 320x320 images, an object-detection learning block (MobileNetV2 SSD
 FPN-Lite), F1 87.2% on apples. Here training runs on this machine's CPU in minutes: a compact
 MobileNetV2-style detector cut at stride 8 (as Edge Impulse's FOMO) with a box-size head, so it
-returns real boxes. Training notes measured on this kind of machine are in the project's
-`docs/`. Evaluation always runs on the exported ONNX file, exactly as the device will.
+returns real boxes. How the recipe was chosen, with the measurements, is in
+`docs/training.md`. Evaluation always runs on the exported ONNX file, exactly as the device will.
 """),
     params("""
 input_size = 160         # 96, 160 or 320

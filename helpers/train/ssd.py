@@ -6,7 +6,6 @@ the device decodes it with the same OpenCV NMS as `fomo-box` and the metrics are
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -58,7 +57,7 @@ def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Se
     Raises:
         MissingExtra: torchvision is not installed (`pip install .[ssd]`).
     """
-    from helpers.train.trainer import TrainResult, _set_threads, _shrink, best_threshold
+    from helpers.train.trainer import BestEpoch, TrainResult, _set_threads, _shrink, best_threshold
 
     size = params.input_size
     model = build_ssdlite(len(labels), size)  # raises MissingExtra first, before any work
@@ -72,7 +71,7 @@ def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Se
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=steps, pct_start=0.1)
     gts = [list(b) for _, b in val_items]
     history: list[dict[str, Any]] = []
-    best = (-1.0, 0, 0.5, None, {})
+    best = BestEpoch(params)
     t0 = time.perf_counter()
     bar = None
     if progress:
@@ -104,23 +103,22 @@ def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Se
             rec = {"epoch": epoch, "loss": round(total / max(n, 1), 5), "val_f1": round(f1, 4),
                    "score_threshold": thr, "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}
             history.append(rec)
-            if f1 >= best[0]:
-                best = (f1, epoch, thr, copy.deepcopy(model.state_dict()), metrics)
+            best.update(epoch, f1, thr, metrics, model)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", val_f1=f"{f1:.3f}")
             if callback is not None and callback(rec) is False:
                 break
-            if epoch >= params.min_epochs and epoch - best[1] >= params.patience:
+            if best.should_stop(epoch):
                 break
             if params.time_budget_s is not None and elapsed >= params.time_budget_s:
                 break
     finally:
         if bar is not None:
             bar.close()
-    model.load_state_dict(best[3])
+    model.load_state_dict(best.state)
     model.eval()
     wrapper = SSDExportWrapper(model, size).eval()
-    return TrainResult(model=wrapper, labels=list(labels), params=params, history=history, best_epoch=best[1],
-                       val_f1=best[0], score_threshold=best[2], train_time_s=time.perf_counter() - t0,
-                       dataset_hash=ds_hash, val_metrics=best[4], num_parameters=count_parameters(model))
+    return TrainResult(model=wrapper, labels=list(labels), params=params, history=history, best_epoch=best.epoch,
+                       val_f1=best.f1, score_threshold=best.threshold, train_time_s=time.perf_counter() - t0,
+                       dataset_hash=ds_hash, val_metrics=best.metrics, num_parameters=count_parameters(model))

@@ -135,3 +135,22 @@ def test_greyscale_preprocessing_is_luma():
     assert np.allclose(x, (0.587 - 0.449) / 0.226, atol=1e-3)
     with pytest.raises(ValueError, match="colour depth"):
         preprocessing_for("sepia")
+
+
+def test_best_epoch_prefers_the_low_learning_rate_tail():
+    """A lucky early epoch does not beat the decayed weights; before the tail the best so far is kept."""
+    from helpers.train.trainer import BestEpoch
+
+    model = FomoBox(1, 0.35)
+    best = BestEpoch(TrainParams(epochs=8, patience=2))  # the tail starts at epoch 6
+    assert best.first_stop == 6
+    for epoch, f1 in [(1, 0.5), (2, 0.99), (3, 0.7), (4, 0.8), (5, 0.8)]:
+        best.update(epoch, f1, 0.4, {}, model)
+        assert not best.should_stop(epoch)
+    assert best.epoch == 2  # what a time budget ending here would keep
+    best.update(6, 0.9, 0.45, {}, model)
+    assert (best.epoch, best.f1) == (6, 0.9)
+    assert best.update(7, 0.9, 0.5, {}, model) and best.epoch == 7  # ties go to the later epoch
+    assert not best.update(8, 0.85, 0.5, {}, model)
+    assert not best.should_stop(8)
+    assert best.should_stop(9)
