@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install pinned dependencies
 
-demo: $(STAMP) ## run the whole loop headless on the embedded defaults (PROFILE=smoke for the short one)
-	$(PY) -m helpers.pipeline --profile $(PROFILE) --workspace $(WORKSPACE) --out $(OUT)
+demo: $(STAMP) ## run the whole loop headless on the embedded defaults, in a fresh WORKSPACE (PROFILE=smoke for the short one)
+	$(PY) -m helpers.pipeline --profile $(PROFILE) --workspace $(WORKSPACE) --out $(OUT) --fresh
 
 test: $(STAMP) ## the whole test suite: unit, integration, notebooks (papermill + nbval)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

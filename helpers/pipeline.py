@@ -42,9 +42,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "01_setup_hub": {"device_ids": ["pi-1", "pi-2"]},
         "02_build_collector": {"apple_images": 120, "capture_rate_hz": 10.0},
         "03_label_review": {"labeler": "oracle"},
-        "04_train": {"epochs": 30, "batch_size": 16, "input_size": 160, "min_f1": 0.85},
+        "04_train": {"epochs": 40, "batch_size": 16, "input_size": 160, "min_f1": 0.85},
         "05_deploy": {"rollout_timeout_s": 180},
-        "06_retrain_banana": {"banana_images": 120, "capture_rate_hz": 10.0, "epochs": 30, "batch_size": 16,
+        "06_retrain_banana": {"banana_images": 120, "capture_rate_hz": 10.0, "epochs": 40, "batch_size": 16,
                               "min_f1": 0.85},
     },
 }

@@ -52,6 +52,7 @@ backend = None            # None: from EDGELOOP_HUB (default "local"); or "local
 device_ids = ["pi-1", "pi-2"]
 lab_tag = "fruit-lab"      # later deployments target devices with this tag
 simulate_devices = True    # start simulated devices for the registered identities
+reset_lab_deployments = True  # remove at-scale deployments an earlier run made for the lab
 seed = 0
 """),
     md("""
@@ -85,6 +86,20 @@ the commands the tutorial runs:
 """),
     code("""
 print(ui.install_commands(s.hub, device_ids[0]))
+"""),
+    md("""
+## Start from a clean slate
+An **at-scale deployment** wins over modules set on one device: Azure IoT Edge overwrites a
+targeted device's modules, and so does the local hub. Notebook 06 ends with one for the lab
+(`fruit-v2`), so running the workshop again first removes the deployments that target the lab's
+devices; nothing else on the hub is touched.
+"""),
+    code("""
+from helpers import deploy
+
+if reset_lab_deployments:
+    removed = deploy.remove_deployments(s.hub, f"tags.lab='{lab_tag}'")
+    print(f"removed earlier lab deployments: {', '.join(removed) or 'none'}")
 """),
     md("""
 ## Start the simulated devices
@@ -296,7 +311,7 @@ returns real boxes. How the recipe was chosen, with the measurements, is in
 input_size = 160         # 96, 160 or 320
 color = "RGB"            # colour depth: "RGB" or "grayscale"
 arch = "fomo-box"        # or "ssdlite320" (pip install .[ssd])
-epochs = 30
+epochs = 40
 batch_size = 16
 learning_rate = 4e-3
 validation_split = 0.2   # of the training split, for early stopping
@@ -450,7 +465,7 @@ and roll it out at scale to every device tagged for the lab.
     params("""
 banana_images = 120
 capture_rate_hz = 10.0
-epochs = 30
+epochs = 40
 batch_size = 16
 input_size = 160
 min_f1 = 0.85

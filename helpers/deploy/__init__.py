@@ -24,6 +24,7 @@ from helpers.deploy.rollout import (
     check_health,
     deploy_at_scale,
     expect_from_manifest,
+    remove_deployments,
     runner_manifest,
     wait_for_rollout,
 )

@@ -182,6 +182,23 @@ def deploy_at_scale(hub: Any, name: str, manifest: Mapping[str, Any], target_con
     return hub.create_deployment(name, mf.reveal_secrets(manifest), target_condition, priority=priority, labels=dict(labels or {}))
 
 
+def remove_deployments(hub: Any, target_condition: str) -> list[str]:
+    """Delete the at-scale deployments that target `target_condition` exactly; returns their names.
+
+    An at-scale deployment wins over content set on one device (Azure IoT Edge overwrites a
+    targeted device's set-modules too), so a workshop run again on the same hub starts by
+    removing the deployments its earlier run made for the lab. Deployments with any other
+    target condition are left alone.
+    """
+    wanted = " ".join(target_condition.split())
+    removed = []
+    for d in hub.list_deployments():
+        if " ".join(d.target_condition.split()) == wanted:
+            hub.delete_deployment(d.name)
+            removed.append(d.name)
+    return sorted(removed)
+
+
 # --------------------------------------------------------------------------- health
 def check_health(host_port: int, host: str = "127.0.0.1", timeout: float = 2.0, path: str = HEALTH_PATH) -> tuple[bool, str]:
     """GET `http://host:port/api/health`; (ok, reason)."""

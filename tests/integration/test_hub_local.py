@@ -243,3 +243,24 @@ def test_device_url_from_environment(cloud, unique_name, monkeypatch):
 
     with pytest.raises(ConfigError, match="DeviceId"):
         DeviceClient.from_connection_string(cloud.hub.connection_string_service)
+
+
+def test_remove_deployments_clears_an_earlier_runs_lab_deployments(cloud, unique_name):
+    """A rerun of the workshop: the old at-scale deployment for the lab hides the device's own
+    content until `remove_deployments` removes it; deployments for other targets stay."""
+    from helpers.deploy import remove_deployments
+
+    hub = cloud.hub
+    lab = unique_name("lab")
+    dev = unique_name("cam")
+    hub.create_edge_device(dev, tags={"lab": lab})
+    hub.create_deployment(unique_name("fruit-v2"), manifest("runner:2", "runner"), f"tags.lab='{lab}'", priority=12)
+    other = unique_name("other")
+    hub.create_deployment(other, manifest("other:1"), f"tags.lab='{lab}-b'", priority=1)
+    hub.set_modules(dev, manifest("collector:1"))
+    assert hub.effective_deployment(dev)["source"] != "device"
+    removed = remove_deployments(hub, f"tags.lab='{lab}'")
+    assert len(removed) == 1 and removed[0].startswith("fruit-v2")
+    assert hub.effective_deployment(dev)["source"] == "device"
+    assert other in [d.name for d in hub.list_deployments()]
+    assert remove_deployments(hub, f"tags.lab='{lab}'") == []
