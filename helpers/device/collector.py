@@ -353,6 +353,14 @@ class Collector:
             return
         if state.get("run") == self.run_id:
             self.captured = int(state.get("captured", 0))
+            # A kill between spooling a frame and saving the count leaves the frame in the spool
+            # with an index the state has not counted yet: count it, so it is not captured twice.
+            spooled = [int(i.meta.get("metadata", {}).get("frame_index", -1)) for i in self.spool.pending()
+                       if i.meta.get("run") == self.run_id]
+            if spooled and max(spooled) >= self.captured:
+                log.info("frame %d was spooled after the last saved count: counting it", max(spooled))
+                self.captured = max(spooled) + 1
+                self._save_state()
             log.info("continuing collection %s at %d/%s frames", self.run_id, self.captured, self.cfg.count or "inf")
 
     def _save_state(self) -> None:
@@ -392,7 +400,7 @@ class Collector:
         category = split_for(sha) if self.cfg.category == "split" else self.cfg.category
         name = f"{self.cfg.label or 'unlabeled'}.{self.cfg.device}.{index:06d}.{sha[:8]}.jpg"
         self.spool.put(data, {"filename": name, "category": category, "label": self.cfg.label,
-                              "metadata": metadata})
+                              "metadata": metadata, "run": self.run_id})
         self.captured += 1
         self._save_state()
         self.uploader.wake()
