@@ -217,7 +217,13 @@ class SSDExportWrapper(nn.Module):
         from torchvision.models.detection.image_list import ImageList
 
         dummy = torch.zeros(1, 3, input_size, input_size)
-        feats = list(self.ssd.backbone(dummy).values())
+        # Only the feature-map sizes matter for the anchors; eval mode, because batch norm
+        # cannot run on one image of 1x1 features in training mode (the last SSD levels).
+        was_training = self.ssd.training
+        self.ssd.eval()
+        with torch.no_grad():
+            feats = list(self.ssd.backbone(dummy).values())
+        self.ssd.train(was_training)
         anchors = self.ssd.anchor_generator(ImageList(dummy, [(input_size, input_size)]), feats)[0]
         self.register_buffer("anchors", anchors, persistent=False)
 
