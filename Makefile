@@ -51,7 +51,7 @@ ssd-venv: $(SSD_VENV)/.installed ## a second venv with torch 2.14.1 + torchvisio
 
 bench-ssd: $(SSD_VENV)/.installed ## fomo-box vs ssdlite320: latency (same run) and accuracy on synthetic scenes
 	$(SSD_VENV)/bin/python bench/bench_latency.py
-	$(SSD_VENV)/bin/python bench/bench_synthetic.py --arch ssdlite320 --input-size 320 --phases apples_bananas --epochs 30 --time-budget 600
+	$(SSD_VENV)/bin/python bench/bench_synthetic.py --arch ssdlite320 --input-size 320 --phases apples_bananas --epochs 18
 
 stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
 	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)

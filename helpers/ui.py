@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from helpers.config import REPO_ROOT, mask, mask_connection_string
 from helpers.geometry import BBox
+from helpers.widgets import show_figures_inline
+
+show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
 
 # --------------------------------------------------------------------------- generic
 
@@ -210,18 +214,15 @@ class LivePlot:
         self.history.append(dict(row))
         fig = self.figure()
         from IPython.display import display
-        import matplotlib.pyplot as plt
 
         if self._handle is None:
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)
-        plt.close(fig)
 
     def figure(self):
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+        fig = Figure(figsize=(9, 3))
+        ax = fig.subplots(1, 2)
         ep = [h.get("epoch") for h in self.history]
         ax[0].plot(ep, [h.get("loss") for h in self.history], marker=".")
         ax[0].set(title="training loss", xlabel="epoch")
@@ -244,12 +245,11 @@ def metrics_rows(report: Any) -> list[dict[str, Any]]:
 
 def plot_confusion(report: Any):
     """The confusion matrix with its background row and column."""
-    import matplotlib.pyplot as plt
-
     d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     conf = d["confusion"]
     names, matrix = conf["names"], np.array(conf["matrix"])
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
+    fig = Figure(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=30)
     ax.set_yticks(range(len(names)), names)
@@ -262,11 +262,11 @@ def plot_confusion(report: Any):
 
 def plot_predictions(detector: Any, items: Sequence[tuple[np.ndarray, list[BBox]]], n: int = 8, cols: int = 4):
     """Test images with true boxes (blue) and predicted boxes (green)."""
-    import matplotlib.pyplot as plt
 
     items = list(items)[:n]
     rows = max(1, (len(items) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(3 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (rgb, truth) in zip(axes.flat, items):
@@ -294,7 +294,6 @@ def feature_explorer(items: Sequence[tuple[np.ndarray, list[BBox]]], seed: int =
     Edge Impulse shows this after "Generate features": clusters say the classes are separable,
     outliers are often labeling mistakes.
     """
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -304,7 +303,8 @@ def feature_explorer(items: Sequence[tuple[np.ndarray, list[BBox]]], seed: int =
     reduced = PCA(n_components=min(30, len(items) - 1, feats.shape[1]), random_state=seed).fit_transform(feats)
     perplexity = max(2.0, min(30.0, (len(items) - 1) / 3))
     xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(reduced)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     for c in sorted(set(classes)):
         sel = [i for i, k in enumerate(classes) if k == c]
         ax.scatter(xy[sel, 0], xy[sel, 1], s=14, label=c)

@@ -18,6 +18,25 @@ from helpers.geometry import BBox
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
+def show_figures_inline() -> None:
+    """Make matplotlib `Figure` objects display as PNG in a notebook; nothing outside IPython.
+
+    The helpers build figures without pyplot (no global figure list, so a cell never shows a
+    figure twice), and a plain kernel only shows such a figure as "<Figure size ...>" text until
+    pyplot happens to set the inline backend up. Idempotent.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    from IPython.core.pylabtools import select_figure_formats
+
+    select_figure_formats(shell, {"png"}, bbox_inches="tight")
+
+
 def label_color(label: str, labels: Sequence[str] = ()) -> str:
     """The hex colour of `label`: its position in `labels`, else a stable hash of the name."""
     if label in labels:

@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 
 from helpers.geometry import BBox
 from helpers.labeling.queue import decode_image, sample_device
-from helpers.widgets import TAB10, draw_boxes, html_table, label_color
+from helpers.widgets import TAB10, draw_boxes, html_table, label_color, show_figures_inline
+
+show_figures_inline()
 
 
 def _labels_in(samples: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
