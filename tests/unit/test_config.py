@@ -11,7 +11,7 @@ from helpers.errors import ConfigError
 
 CS = "HostName=127.0.0.1:5000;DeviceId=cam-1;SharedAccessKey=c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5MTIzNA=="  # fake test key
 SERVICE_CS = "HostName=127.0.0.1:5000;SharedAccessKeyName=iothubowner;SharedAccessKey=QUJDREVGR0hJSktMTU5PUA=="  # fake test key
-API_KEY = "ei_0123456789abcdef0123456789abcdef"
+API_KEY = "ei_deadbeefdeadbeefdeadbeefdeadbeef"  # fake test key
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from helpers.hub.manifest import (
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 IMAGE = "docker.io/edgeloop/edgeloop-device:1.0"
 STUDIO = "http://127.0.0.1:8000"
-KEY = Secret("ei_0123456789abcdef0123456789abcdef", "EI_API_KEY")
+KEY = Secret("ei_deadbeefdeadbeefdeadbeefdeadbeef", "EI_API_KEY")  # fake test key
 
 
 def modules_of(m):
@@ -220,20 +220,20 @@ def test_secrets_stay_masked_until_revealed():
     m = build_manifest(
         [collector_module(IMAGE, STUDIO)],
         secrets={"EI_API_KEY": "ei_plainstring_given_0123456789"},
-        registry={"address": "myacr.azurecr.io", "username": "myacr", "password": "hunter2-registry"},
+        registry={"address": "myacr.azurecr.io", "username": "myacr", "password": "fake-registry-password"},
     )
     value = modules_of(m)["collector"]["env"]["EI_API_KEY"]["value"]
     assert isinstance(value, Secret)
     for shown in (repr(m), str(m), json.dumps(redact_manifest(m))):
         assert "ei_plainstring_given_0123456789" not in shown
-        assert "hunter2-registry" not in shown
+        assert "fake-registry-password" not in shown
     with pytest.raises(TypeError):
         json.dumps(m)  # a manifest with secrets cannot be serialised by accident
     wire = reveal_secrets(m)
     text = json.dumps(wire)
-    assert "ei_plainstring_given_0123456789" in text and "hunter2-registry" in text
+    assert "ei_plainstring_given_0123456789" in text and "fake-registry-password" in text
     assert wire["$edgeAgent"]["properties.desired"]["runtime"]["settings"]["registryCredentials"]["myacr"] == {
-        "username": "myacr", "password": "hunter2-registry", "address": "myacr.azurecr.io"
+        "username": "myacr", "password": "fake-registry-password", "address": "myacr.azurecr.io"
     }
     assert module_env(modules_of(m)["collector"])["EI_API_KEY"] == "ei_plainstring_given_0123456789"
     assert validate_manifest(wire) == []
