@@ -28,8 +28,7 @@ def run_phase(phase: str, labels: list[str], args, out_root) -> dict:
     val = render_dataset(args.val_images, story_scenes(phase), SIZE, seed=args.seed + 1000)
     test = render_dataset(args.test_images, story_scenes(phase), SIZE, seed=args.seed + 2000)
     params = TrainParams(arch=args.arch, input_size=args.input_size, epochs=args.epochs, width=args.width, seed=args.seed,
-                         time_budget_s=args.time_budget, threads=args.threads,
-                         hard_mining=args.hard_mining)
+                         time_budget_s=args.time_budget, threads=args.threads)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = train_detector(train, val, labels, params, progress=False,
                             callback=lambda r: print(phase, r, flush=True))
@@ -79,7 +78,6 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=TrainParams.epochs)
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hard-mining", type=float, default=TrainParams.hard_mining)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--phases", default="apples,apples_bananas")
     ap.add_argument("--models", default="/tmp/edgeloop-bench-models", help="where the benchmark's models go")

@@ -61,7 +61,6 @@ class TrainParams:
     min_epochs: int | None = None
     time_budget_s: float | None = None  # stop after this much training time, keep the best
     ema_decay: float = 0.99  # 0 turns weight averaging off
-    hard_mining: float = 0.0  # share of each epoch's draw weighted by last epoch's per-image loss
     score_thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
     augment: AugmentParams = field(default_factory=AugmentParams)
     pretrained: str | None = None  # None, "synthetic" (cached under the workspace) or a .pt path
@@ -259,44 +258,12 @@ def _batch_targets(items: Sequence[Item], idx: Sequence[int], labels: Sequence[s
             torch.from_numpy(np.stack(weights)))
 
 
-def _per_image_heat_loss(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """`focal_heat_loss` per image (for hard-example sampling); no gradient."""
-    with torch.no_grad():
-        pos = target.eq(1).float()
-        p = torch.sigmoid(logits)
-        pos_l = (F.logsigmoid(logits) * (1 - p) ** 2 * pos).flatten(1).sum(1)
-        neg_l = (F.logsigmoid(-logits) * p**2 * (1 - target) ** 4 * (1 - pos)).flatten(1).sum(1)
-        return (-(pos_l + neg_l) / pos.flatten(1).sum(1).clamp(min=1.0)).numpy()
-
-
-def epoch_order(n: int, rng: np.random.Generator, image_loss: np.ndarray | None, hard_share: float) -> np.ndarray:
-    """The images of one epoch: a permutation, or with `hard_share` > 0 a draw that favours
-    the images the model got most wrong last time (online hard-example mining at image level:
-    a lemon the model calls an apple is in few images; drawing them more often teaches it).
-
-    `hard_share` of the sampling weight follows last epoch's per-image loss, the rest is
-    uniform, so every image keeps a chance; images not yet seen count as average.
-    """
-    if hard_share <= 0 or image_loss is None or not np.isfinite(image_loss).any():
-        return rng.permutation(n)
-    seen = np.isfinite(image_loss)
-    loss = np.clip(np.where(seen, image_loss, image_loss[seen].mean()), 0, None)
-    hard = loss / loss.sum() if loss.sum() > 0 else np.full(n, 1 / n)
-    weights = (1 - hard_share) / n + hard_share * hard
-    return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
-
-
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     items: Sequence[Item], labels: Sequence[str], params: TrainParams,
-                    rng: np.random.Generator, ema: ModelEMA | None,
-                    image_loss: np.ndarray | None = None) -> float:
-    """One pass over `items` with augmentation; returns the mean loss.
-
-    `image_loss` (one value per item, NaN for unseen) is read to order the epoch (see
-    `epoch_order`) and updated in place with this epoch's per-image heat-map losses.
-    """
+                    rng: np.random.Generator, ema: ModelEMA | None) -> float:
+    """One pass over `items` in random order with augmentation; returns the mean loss."""
     model.train()
-    order = epoch_order(len(items), rng, image_loss, params.hard_mining)
+    order = rng.permutation(len(items))
     bs = params.batch_size
     # Drop a last batch of one: batch norm cannot normalise a single image's statistics well.
     batches = [order[k:k + bs] for k in range(0, len(order), bs)]
@@ -315,8 +282,6 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         scheduler.step()
         if ema is not None:
             ema.update(model)
-        if image_loss is not None:
-            image_loss[idx] = _per_image_heat_loss(heat_p.detach(), heat_t)
         total += float(loss.detach()) * len(idx)
         n += len(idx)
     return total / max(n, 1)
@@ -492,7 +457,6 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     gts = [list(b) for _, b in val_items]
-    image_loss = np.full(len(train_items), np.nan)
     history: list[dict[str, Any]] = []
     best = BestEpoch(params)
     t0 = time.perf_counter()
@@ -503,7 +467,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
         bar = tqdm(total=params.epochs, desc=f"train {params.arch} {params.input_size}px", unit="epoch")
     try:
         for epoch in range(1, params.epochs + 1):
-            loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema, image_loss)
+            loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema)
             eval_model = ema.module if ema is not None else model
             preds = predict_items(eval_model, val_items, labels, params.input_size, color=params.color)
             f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds)

@@ -6,8 +6,7 @@ torch = pytest.importorskip("torch")
 
 from helpers.errors import DatasetError  # noqa: E402
 from helpers.synthetic import render_dataset  # noqa: E402
-from helpers.train.trainer import (TrainParams, epoch_order, focal_heat_loss, load_matching_weights,  # noqa: E402
-                                    train_detector)
+from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
 from helpers.train.model import FomoBox  # noqa: E402
 
 TINY = dict(input_size=96, width=0.35, epochs=2, batch_size=4, threads=1, min_epochs=1)
@@ -88,22 +87,6 @@ def test_synthetic_pretraining_is_cached_under_the_workspace(tmp_path):
                          TrainParams(**{**TINY, "epochs": 1, "pretrain_images": 6, "pretrain_epochs": 1,
                                         "pretrained": "synthetic"}), progress=False, workspace=tmp_path)
     assert res.model.num_classes == 1
-
-
-def test_epoch_order_is_a_permutation_without_hard_mining():
-    rng = np.random.default_rng(0)
-    order = epoch_order(10, rng, np.full(10, np.nan), 0.5)  # nothing seen yet: plain permutation
-    assert sorted(order.tolist()) == list(range(10))
-    assert sorted(epoch_order(10, rng, np.arange(10.0), 0.0).tolist()) == list(range(10))
-
-
-def test_hard_mining_draws_the_hard_images_more_often():
-    rng = np.random.default_rng(0)
-    loss = np.full(100, 0.1)
-    loss[:5] = 5.0  # five images the model gets badly wrong (a lemon called an apple)
-    counts = np.bincount(np.concatenate([epoch_order(100, rng, loss, 0.5) for _ in range(50)]), minlength=100)
-    assert counts[:5].mean() > 5 * counts[5:].mean()
-    assert (counts > 0).all()  # the uniform share keeps every image in play
 
 
 def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
