@@ -43,6 +43,29 @@ CREATE TABLE IF NOT EXISTS deployments (
     etag TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+-- Hub: module identities and module twins (IoT Edge devices get $edgeAgent and $edgeHub).
+CREATE TABLE IF NOT EXISTS modules (
+    device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    module_id TEXT NOT NULL,
+    managed_by TEXT,
+    auth_type TEXT NOT NULL DEFAULT 'sas',
+    primary_key TEXT,
+    secondary_key TEXT,
+    primary_thumbprint TEXT,
+    secondary_thumbprint TEXT,
+    etag TEXT NOT NULL,
+    twin_etag TEXT NOT NULL,
+    desired TEXT NOT NULL DEFAULT '{}',
+    reported TEXT NOT NULL DEFAULT '{}',
+    desired_version INTEGER NOT NULL DEFAULT 1,
+    reported_version INTEGER NOT NULL DEFAULT 1,
+    twin_version INTEGER NOT NULL DEFAULT 1,
+    configurations TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    last_activity_at REAL,
+    connected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, module_id)
+);
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     filename TEXT NOT NULL,
@@ -74,6 +97,29 @@ CREATE TABLE IF NOT EXISTS models (
 """
 
 
+# Columns added after the first release: (table, column, declaration); added to older state.db files on open.
+MIGRATIONS: list[tuple[str, str, str]] = [
+    ("devices", "auth_type", "TEXT NOT NULL DEFAULT 'sas'"),
+    ("devices", "primary_thumbprint", "TEXT"),
+    ("devices", "secondary_thumbprint", "TEXT"),
+    ("devices", "status_reason", "TEXT"),
+    ("devices", "configurations", "TEXT NOT NULL DEFAULT '{}'"),
+    ("devices", "applied_source", "TEXT"),   # 'device' (applyConfigurationContent) or a deployment name
+    ("devices", "applied_seq", "INTEGER"),   # the deployment's seq (or modules_version) last written to the module twins
+    ("devices", "connected", "INTEGER NOT NULL DEFAULT 0"),  # an MQTT connection is open (issue 14's broker sets it)
+    ("deployments", "metrics", "TEXT NOT NULL DEFAULT '{}'"),  # custom metric queries: name -> query
+    ("deployments", "updated_at", "TEXT"),
+    ("deployments", "evaluate_after", "REAL"),  # epoch: first evaluation of a new or changed deployment
+]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, decl in MIGRATIONS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
 class Store:
     """One SQLite connection shared by the service's worker threads behind a lock.
 
@@ -93,6 +139,7 @@ class Store:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(SCHEMA)
+        _migrate(self._conn)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
