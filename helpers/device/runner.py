@@ -38,10 +38,12 @@ MODULE_WORKDIR, IOTEDGE_DEVICEID.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -360,8 +362,21 @@ class RunnerState:
 # --------------------------------------------------------------------------- HTTP
 
 
+def page_csp(page: bytes) -> str:
+    """The page's Content-Security-Policy: only its own inline script (by hash) runs, data from here.
+
+    Event-handler attributes (`onerror=...`) never run under it, so markup that reached the page
+    as text by mistake still could not execute.
+    """
+    scripts = re.findall(rb"<script>(.*?)</script>", page, re.S)
+    hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(s).digest()).decode() + "'" for s in scripts)
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src 'self'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
 def make_handler(state: RunnerState) -> type[BaseHTTPRequestHandler]:
     page = PAGE.read_bytes()
+    csp = page_csp(page)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "edgeloop-runner/1"
@@ -374,6 +389,9 @@ def make_handler(state: RunnerState) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if ctype.startswith("text/html"):
+                self.send_header("Content-Security-Policy", csp)
             self.end_headers()
             self.wfile.write(body)
 

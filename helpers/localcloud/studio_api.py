@@ -552,7 +552,25 @@ async def register_model(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"card is not valid JSON: {exc}", "card") from None
     if not isinstance(card, dict):
         raise ApiError(400, "card must be a JSON object (labels, input size, metrics...)", "card")
+    check_card_labels(card)
     return await run_in_threadpool(_register_sync, ctx, data, card)
+
+
+def check_card_labels(card: dict[str, Any]) -> None:
+    """400 unless the card's `labels` are plain label strings, the rule sample labels follow.
+
+    A device shows its model's labels on its web page and in its telemetry; a label that is
+    markup (`<img src=x onerror=...>`) would be a script in whoever opens that page.
+    """
+    if "labels" not in card:
+        return
+    labels = card["labels"]
+    if not isinstance(labels, list) or not labels:
+        raise ApiError(400, "card.labels must be a non-empty list of label names, e.g. [\"apple\", \"banana\"]", "card.labels")
+    for i, name in enumerate(labels):
+        if not isinstance(name, str) or not LABEL_RE.match(name):
+            raise ApiError(400, f"card.labels[{i}]: label {str(name)[:40]!r} must be a short lowercase name such as 'apple' "
+                                "(letters, digits, space, '_' or '-'), as sample labels are", f"card.labels[{i}]")
 
 
 def _register_sync(ctx: Context, data: bytes, card: dict[str, Any]) -> dict[str, Any]:
