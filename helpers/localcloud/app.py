@@ -92,7 +92,11 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         removed = studio_api.sweep_files(ctx)
         if any(removed.values()):
             log.info("removed files left by an interrupted run: %s", removed)
+        from helpers.localcloud.mqtt import start_broker
+
+        app.state.mqtt = start_broker(ws, store)  # IoT Hub's device endpoint (MQTT over TLS, port 8883)
         yield
+        app.state.mqtt.stop()
         store.close()
         info = read_service(ws) or {}
         if info.get("pid") == os.getpid():
@@ -157,6 +161,9 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         return schema
 
     app.include_router(hub_api.router)
+    from helpers.localcloud import mqtt_api
+
+    app.include_router(mqtt_api.router)
     app.include_router(studio_api.router)
     return BodyLimit(app, ctx.max_body_bytes)
 

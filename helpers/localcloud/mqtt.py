@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 import time
@@ -137,11 +138,12 @@ class MqttBroker:
         address: the loopback address to listen on (the hub's host name).
         port: 8883 unless a test says otherwise.
         desired_poll_s: how often the twins of connected clients are checked for desired
-            changes made by any writer (REST API, deployments); `notify_desired()` checks at once.
+            changes by any writer; writers that call `hub_store.notify_desired` (the REST API,
+            deployments) wake the check at once.
     """
 
     def __init__(self, state: HubState, ssl_context: ssl.SSLContext, address: str, port: int = MQTT_PORT,
-                 desired_poll_s: float = 0.1, activity_s: float = 5.0):
+                 desired_poll_s: float = 1.0, activity_s: float = 5.0):
         self.state = state
         self.ssl_context = ssl_context
         self.address = address
@@ -156,6 +158,7 @@ class MqttBroker:
         self._server: asyncio.base_events.Server | None = None
         self._wake: asyncio.Event | None = None
         self._stopped = threading.Event()
+        self._unlisten: Any = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout_s: float = 10.0) -> None:
@@ -164,10 +167,18 @@ class MqttBroker:
         Raises:
             ConfigError: the port is taken on this address (the message says what to do).
         """
+        from helpers.localcloud import hub_store
+
         ready: Future = Future()
+        self._unlisten = hub_store.on_desired_change(lambda _d, _m, _p: self.notify_desired())
         self._thread = threading.Thread(target=self._run, args=(ready,), name="mqtt-broker", daemon=True)
         self._thread.start()
-        ready.result(timeout=timeout_s)
+        try:
+            ready.result(timeout=timeout_s)
+        except BaseException:
+            self._unlisten()
+            self._unlisten = None
+            raise
         log.info("MQTT endpoint listening on mqtts://%s:%d", self.address, self.port)
 
     def _run(self, ready: Future) -> None:
@@ -203,6 +214,9 @@ class MqttBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close every connection and the listener."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -319,11 +333,11 @@ class MqttBroker:
         while True:
             await asyncio.sleep(self.activity_s)
             idents = {s.ident for s in self.sessions.values() if s.conn is not None and not s.conn.closed}
-            for ident in idents:
+            if idents:
                 try:
-                    await self._db(self.state.touch, ident)
-                except OSError as exc:
-                    log.warning("could not record activity of %s: %s", ident, exc)
+                    await self._db(self.state.touch, *idents)
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("could not record activity of %d clients: %s", len(idents), exc)
 
     # ------------------------------------------------------------ connections
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -352,6 +366,10 @@ class MqttBroker:
             conn.close()
             if session is not None and session.conn is conn:
                 session.conn = None
+                try:
+                    await self._db(self.state.set_connected, session.ident, False)
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("could not record that %s disconnected: %s", session.ident, exc)
                 if session.clean:  # a clean session ends with its connection
                     self.sessions.pop(session.client_id, None)
                 for rid, (ident, fut) in list(self._pending.items()):
@@ -422,7 +440,7 @@ class MqttBroker:
         if session.granted("$iothub/twin/PATCH/properties/desired/") is not None:
             session.desired_base = await self._db(self.state.desired, ident)
         await conn.send(mc.connack(present, mc.ACCEPTED))
-        await self._db(self.state.touch, ident)
+        await self._db(self.state.set_connected, ident, True)
         log.info("%s connected (%s session%s)", ident, "clean" if pkt.clean_session else "persistent",
                  ", resumed" if present else "")
         for pid, (topic, payload, qos) in sorted(session.inflight.items()):
@@ -543,4 +561,18 @@ class MqttBroker:
         return False
 
 
-__all__ = ["MQTT_PORT", "MethodError", "MqttBroker"]
+def start_broker(workspace: Any, store: Any, port: int = MQTT_PORT) -> MqttBroker:
+    """The workspace's MQTT endpoint, started on port 8883 of its hub address (`tls.hub_address`).
+
+    Raises:
+        ConfigError: the port is taken on that address.
+    """
+    from helpers.localcloud import tls
+
+    address = tls.hub_address(workspace)
+    broker = MqttBroker(HubState(store, address), tls.server_ssl_context(workspace, address), address, port)
+    broker.start()
+    return broker
+
+
+__all__ = ["MQTT_PORT", "MethodError", "MqttBroker", "start_broker"]

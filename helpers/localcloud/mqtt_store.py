@@ -22,6 +22,7 @@ from typing import Any
 
 from helpers.errors import Unauthorized
 from helpers.hub.sas import parse_sas_token, verify_sas_token
+from helpers.localcloud import hub_store
 from helpers.localcloud.db import Store, dumps, loads
 
 SCHEMA = """
@@ -116,6 +117,9 @@ class HubState:
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            # nobody is connected to a broker that just started (a kill -9 left the flags set)
+            conn.execute("UPDATE devices SET connected=0 WHERE connected=1")
+            conn.execute("UPDATE modules SET connected=0 WHERE connected=1")
         self._inserted = 0
 
     # ------------------------------------------------------------ identities
@@ -127,10 +131,9 @@ class HubState:
             raise AuthError(f"device {ident.device_id!r} is not registered in this hub", 5)
         if ident.module_id is None:
             return [row["primary_key"], row["secondary_key"]], row["status"]
-        mod = _module_row(conn, ident)
-        if mod is None:
+        if _module_row(conn, ident) is None:
             raise AuthError(f"module {ident.module_id!r} of device {ident.device_id!r} is not registered", 5)
-        return [mod["primary_key"], mod["secondary_key"]], row["status"]
+        return hub_store.module_keys(conn, ident.device_id, ident.module_id), row["status"]
 
     def authenticate_sas(self, ident: Identity, password: bytes | None) -> None:
         """Check a SAS token password for `ident`.
@@ -197,14 +200,18 @@ class HubState:
         return desired, dv
 
     def desired_versions(self, idents: list[Identity]) -> dict[Identity, int]:
-        """The desired-properties version of each identity (missing ones left out)."""
+        """The desired-properties version of each identity (missing ones left out), in two queries."""
+        wanted = set(idents)
         out: dict[Identity, int] = {}
         with self.store.read() as conn:
-            for ident in idents:
-                try:
-                    out[ident] = _twin_parts(conn, ident)[1]
-                except KeyError:
-                    continue
+            for r in conn.execute("SELECT device_id, desired_version FROM devices"):
+                ident = Identity(r["device_id"])
+                if ident in wanted:
+                    out[ident] = int(r["desired_version"])
+            for r in conn.execute("SELECT device_id, module_id, desired_version FROM modules"):
+                ident = Identity(r["device_id"], r["module_id"])
+                if ident in wanted:
+                    out[ident] = int(r["desired_version"])
         return out
 
     def patch_reported(self, ident: Identity, patch: dict[str, Any]) -> int:
@@ -243,16 +250,22 @@ class HubState:
                              (MAX_MESSAGES,))
             return int(cur.lastrowid)
 
-    def touch(self, ident: Identity) -> None:
-        """Record activity of an identity (the device's last activity time)."""
+    def touch(self, *idents: Identity) -> None:
+        """Record activity of identities (the hub's last activity time), in one transaction."""
         with self.store.tx() as conn:
-            _touch(conn, ident)
+            for ident in idents:
+                _touch(conn, ident)
+
+    def set_connected(self, ident: Identity, connected: bool) -> None:
+        """Record that an identity's MQTT connection opened or closed (the hub's connection state)."""
+        with self.store.tx() as conn:
+            hub_store.set_connected(conn, ident.device_id, ident.module_id, connected)
 
 
-# ---------------------------------------------------------------- SQL against the hub's tables
+# ---------------------------------------------------------------- SQL against the hub's tables (hub_store)
 def _module_row(conn: sqlite3.Connection, ident: Identity) -> Any:
     return conn.execute("SELECT * FROM modules WHERE device_id=? AND module_id=?",
-                        (ident.device_id, ident.module_id)).fetchone() if _has_table(conn, "modules") else None
+                        (ident.device_id, ident.module_id)).fetchone()
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -266,11 +279,7 @@ def _auth_row(conn: sqlite3.Connection, ident: Identity) -> tuple[str, str, str,
     row = dev if ident.module_id is None else _module_row(conn, ident)
     if row is None:
         return None
-    keys = row.keys()
-    auth_type = row["auth_type"] if "auth_type" in keys else "sas"
-    primary = row["primary_thumbprint"] if "primary_thumbprint" in keys else None
-    secondary = row["secondary_thumbprint"] if "secondary_thumbprint" in keys else None
-    return auth_type, primary, secondary, dev["status"]
+    return row["auth_type"], row["primary_thumbprint"], row["secondary_thumbprint"], dev["status"]
 
 
 def _twin_parts(conn: sqlite3.Connection, ident: Identity) -> tuple[dict[str, Any], int, dict[str, Any], int]:
@@ -285,23 +294,13 @@ def _twin_parts(conn: sqlite3.Connection, ident: Identity) -> tuple[dict[str, An
 
 
 def _write_reported(conn: sqlite3.Connection, ident: Identity, patch: dict[str, Any]) -> int:
-    import secrets
-
-    _, _, reported, _ = _twin_parts(conn, ident)
-    new = merge_patch(reported, patch)
-    etag = secrets.token_urlsafe(9)
     if ident.module_id is None:
-        conn.execute("UPDATE devices SET reported=?, reported_version=reported_version+1, twin_version=twin_version+1,"
-                     " etag=?, last_report_at=? WHERE device_id=?", (dumps(new), etag, time.time(), ident.device_id))
-    else:
-        conn.execute("UPDATE modules SET reported=?, reported_version=reported_version+1, etag=? "
-                     "WHERE device_id=? AND module_id=?", (dumps(new), etag, ident.device_id, ident.module_id))
-        _touch(conn, ident)
-    return _twin_parts(conn, ident)[3]
+        return hub_store.patch_device_reported(conn, ident.device_id, patch)
+    return hub_store.patch_module_reported(conn, ident.device_id, ident.module_id, patch)
 
 
 def _touch(conn: sqlite3.Connection, ident: Identity) -> None:
-    conn.execute("UPDATE devices SET last_report_at=? WHERE device_id=?", (time.time(), ident.device_id))
+    hub_store.touch(conn, ident.device_id, ident.module_id)
 
 
 # ---------------------------------------------------------------- reading messages from Python
