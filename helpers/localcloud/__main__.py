@@ -1,4 +1,8 @@
-"""`python -m helpers.localcloud start|status|stop|serve --workspace DIR`: prints JSON."""
+"""`python -m helpers.localcloud start|status|stop|serve|credentials --workspace DIR`: prints JSON.
+
+`credentials` prints the local hub's service connection string and the CA file to trust for it,
+so any IoT Hub tool (the service SDK, `az iot` with its own CA setting) can be pointed at the stand-in.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,22 +15,37 @@ from helpers.localcloud import service
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.localcloud", description=__doc__)
-    parser.add_argument("command", choices=["start", "status", "stop", "serve"],
-                        help="start (detached, idempotent), status, stop, or serve (foreground)")
+    parser.add_argument("command", choices=["start", "status", "stop", "serve", "credentials"],
+                        help="start (detached, idempotent), status, stop, serve (foreground), or credentials "
+                             "(the local hub's connection string and CA file, as JSON)")
     parser.add_argument("--workspace", default=None, help="workspace folder (default: EDGELOOP_WORKSPACE / settings)")
     parser.add_argument("--port", type=int, default=None, help="port (default: the previous one if free, else any free port)")
     parser.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 20)")
+    parser.add_argument("--hub-port", type=int, default=None, help="serve: the hub's HTTPS port on the workspace's hub address")
+    parser.add_argument("--throttle-rps", type=float, default=None,
+                        help="hub requests per second before 429 + Retry-After (default EDGELOOP_HUB_THROTTLE_RPS; off)")
+    parser.add_argument("--throttle-burst", type=int, default=None, help="hub burst size (default EDGELOOP_HUB_THROTTLE_BURST)")
+    parser.add_argument("--deployment-timing", default=None,
+                        help="when deployments are evaluated: fast (default), azure (~30 s, then every 5 min), or DELAY,INTERVAL "
+                             "seconds (default EDGELOOP_HUB_DEPLOYMENT_TIMING)")
     args = parser.parse_args(argv)
+    hub_settings = {k: getattr(args, k) for k in ("throttle_rps", "throttle_burst", "deployment_timing")
+                    if getattr(args, k) is not None}
     try:
         if args.command == "serve":
             from helpers.localcloud.app import serve
 
             if args.port is None:
                 parser.error("serve needs --port (use `start` to pick one)")
-            serve(service.resolve_workspace(args.workspace), args.port, args.max_body_mb)
+            from helpers.localcloud.app import hub_runtime_from
+
+            serve(service.resolve_workspace(args.workspace), args.port, args.max_body_mb, hub_port=args.hub_port,
+                  hub=hub_runtime_from(**hub_settings))
             return 0
-        if args.command == "start":
-            out = service.ensure_running(args.workspace, port=args.port, max_body_mb=args.max_body_mb)
+        if args.command == "credentials":
+            out = service.hub_credentials(args.workspace)
+        elif args.command == "start":
+            out = service.ensure_running(args.workspace, port=args.port, max_body_mb=args.max_body_mb, hub_settings=hub_settings)
         elif args.command == "status":
             out = service.status(args.workspace)
         else:

@@ -75,17 +75,32 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB) -> Any:
-    """The ASGI app for `workspace`, served on `port` (which goes into service.json)."""
+def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB, hub_port: int | None = None,
+               hub: "hub_api.HubRuntime | None" = None) -> Any:
+    """The ASGI app for `workspace`, served on `port` (plain HTTP) and `hub_port` (HTTPS, the hub's address).
+
+    Args:
+        hub_port: the IoT Hub REST API's HTTPS port on `tls.hub_address(workspace)`; it names
+            the hub in the service connection string (`HostName=ADDRESS:HUB_PORT`).
+        hub: the hub's runtime settings (throttling, deployment timing); default ones when None.
+    """
+    from helpers.localcloud import tls
+
     ws = Path(workspace).resolve()
     d = cloud_dir(ws)
-    creds = ensure_credentials(ws, port)
+    address = tls.hub_address(ws)
+    hub_host = f"{address}:{hub_port}" if hub_port else f"{HOST}:{port}"
+    creds = ensure_credentials(ws, port, hub_host=hub_host)
     host, service_key = service_key_from_cs(creds["service_connection_string"])
     store = Store(d / "state.db")
     ctx = Context(workspace=ws, store=store, files=d / "files", service_key=service_key, service_host=host,
                   studio_api_key=creds["studio_api_key"], max_body_bytes=int(max_body_mb * 1e6))
+    # every name this hub answers to: HTTPS (service SDK), the bare address (device/module
+    # connection strings, MQTT) and the plain-HTTP listener (the HTTP edge agent)
+    ctx.hub_hosts = tuple(dict.fromkeys(h.lower() for h in (host, address, f"{HOST}:{port}")))
     ctx.files.mkdir(parents=True, exist_ok=True)
     started_at = now_iso()
+    runtime = hub or hub_api.HubRuntime()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -95,7 +110,11 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         from helpers.localcloud.mqtt import start_broker
 
         app.state.mqtt = start_broker(ws, store)  # IoT Hub's device endpoint (MQTT over TLS, port 8883)
+        from helpers.localcloud.hub_deploy import Evaluator
+
+        runtime.evaluator = Evaluator(store, runtime.timing).start()  # at-scale deployments on IoT Hub's cycle
         yield
+        runtime.evaluator.stop()
         app.state.mqtt.stop()
         store.close()
         info = read_service(ws) or {}
@@ -110,9 +129,12 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.hub = runtime
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if hub_api.is_hub_path(request.url.path):  # IoT Hub's error shape, so the service SDK raises its own errors
+            return hub_api.azure_error_response(exc)
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(ServiceError)
@@ -125,17 +147,23 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         err = ApiError(400, f"{field or 'request'}: {first.get('msg', 'invalid value')}", field)
+        if hub_api.is_hub_path(request.url.path):
+            return hub_api.azure_error_response(err)
         return JSONResponse(err.body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = f"no such endpoint {request.method} {request.url.path}; see /openapi.json" if exc.status_code in (404, 405) else str(exc.detail)
+        if hub_api.is_hub_path(request.url.path):
+            return hub_api.azure_error_response(ApiError(exc.status_code, msg))
         return JSONResponse(ApiError(exc.status_code, msg).body(), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s:\n%s", request.method, request.url.path, traceback.format_exc())
         err = ApiError(500, f"internal error ({type(exc).__name__}); see {d / 'service.log'}")
+        if hub_api.is_hub_path(request.url.path):
+            return hub_api.azure_error_response(err)
         return JSONResponse(err.body(), status_code=500)
 
     @app.middleware("http")
@@ -168,9 +196,45 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
     return BodyLimit(app, ctx.max_body_bytes)
 
 
-def serve(workspace: str | Path, port: int, max_body_mb: float | None = None) -> None:
-    """Run the service in the foreground until SIGTERM/SIGINT (what `start` runs detached)."""
+def hub_runtime_from(throttle_rps: float | None = None, throttle_burst: int | None = None,
+                     deployment_timing: str | None = None) -> "hub_api.HubRuntime":
+    """The hub's runtime settings from arguments, else the environment.
+
+    `EDGELOOP_HUB_THROTTLE_RPS` (requests per second before 429 + Retry-After; empty or 0: off),
+    `EDGELOOP_HUB_THROTTLE_BURST` (default: the rate, at least 1), `EDGELOOP_HUB_DEPLOYMENT_TIMING`
+    (`fast` = evaluate at once then every second, `azure` = about 30 s after a change then every
+    5 minutes, or `DELAY,INTERVAL` in seconds).
+    """
+    from helpers.errors import ConfigError
+    from helpers.localcloud.hub_deploy import DeploymentTiming
+
+    rps_text = os.environ.get("EDGELOOP_HUB_THROTTLE_RPS", "") if throttle_rps is None else str(throttle_rps)
+    burst_text = os.environ.get("EDGELOOP_HUB_THROTTLE_BURST", "") if throttle_burst is None else str(throttle_burst)
+    try:
+        rps = float(rps_text) if rps_text.strip() else 0.0
+        burst = int(burst_text) if burst_text.strip() else max(1, int(rps))
+        timing = DeploymentTiming.parse(os.environ.get("EDGELOOP_HUB_DEPLOYMENT_TIMING") if deployment_timing is None
+                                        else deployment_timing)
+    except ValueError as exc:
+        raise ConfigError(f"hub settings: {exc} (EDGELOOP_HUB_THROTTLE_RPS is a number, EDGELOOP_HUB_THROTTLE_BURST an "
+                          "integer, EDGELOOP_HUB_DEPLOYMENT_TIMING 'fast', 'azure' or 'DELAY,INTERVAL')") from None
+    throttle = hub_api.TokenBucket(rps, burst) if rps > 0 else None
+    return hub_api.HubRuntime(timing=timing, throttle=throttle)
+
+
+def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hub_port: int | None = None,
+          hub: "hub_api.HubRuntime | None" = None) -> None:
+    """Run the service in the foreground until SIGTERM/SIGINT (what `start` runs detached).
+
+    Two listeners share one app: plain HTTP on 127.0.0.1:`port` (studio, the HTTP edge agent)
+    and HTTPS on the workspace's hub address:`hub_port` with the workspace CA's certificate (the
+    IoT Hub REST API the service SDK calls). The MQTT endpoint starts in the app's lifespan.
+    """
+    import asyncio
+
     import uvicorn
+
+    from helpers.localcloud import tls
 
     ws = Path(workspace).resolve()
     d = cloud_dir(ws)
@@ -184,17 +248,53 @@ def serve(workspace: str | Path, port: int, max_body_mb: float | None = None) ->
     root.propagate = False
     if max_body_mb is None:
         max_body_mb = float(os.environ.get("EDGELOOP_LOCALCLOUD_MAX_BODY_MB", DEFAULT_MAX_BODY_MB))
-    app = create_app(ws, port, max_body_mb)
+    hub = hub or hub_runtime_from()
+    address = tls.hub_address(ws)
+    cert = tls.ensure_server_cert(ws, address)
+    app = create_app(ws, port, max_body_mb, hub_port=hub_port, hub=hub)
+    secure: uvicorn.Server | None = None
+    if hub_port:
+        secure = uvicorn.Server(uvicorn.Config(app, host=address, port=hub_port, access_log=False, log_level="warning",
+                                               lifespan="off", timeout_graceful_shutdown=5,
+                                               ssl_certfile=str(cert.cert), ssl_keyfile=str(cert.key)))
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.should_exit:
                 return
-            write_service(ws, {"url": f"http://{HOST}:{port}", "pid": os.getpid(), "host": HOST, "port": port,
-                               "started_at": now_iso(), "running": True, "max_body_mb": max_body_mb})
-            log.info("local cloud listening on http://%s:%d (workspace %s)", HOST, port, ws)
+            while secure is not None and not secure.started:
+                if secure.should_exit:
+                    self.should_exit = True
+                    return
+                await asyncio.sleep(0.02)
+            info = {"url": f"http://{HOST}:{port}", "pid": os.getpid(), "host": HOST, "port": port,
+                    "started_at": now_iso(), "running": True, "max_body_mb": max_body_mb,
+                    "hub_address": address, "ca_file": str(cert.ca)}
+            if hub_port:
+                info.update({"hub_port": hub_port, "hub_url": f"https://{address}:{hub_port}"})
+            write_service(ws, info)
+            log.info("local cloud listening on http://%s:%d and https://%s:%s (workspace %s)", HOST, port, address, hub_port, ws)
 
-    config = uvicorn.Config(app, host=HOST, port=port, access_log=False, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=5)
-    Server(config).run()
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if secure is not None:
+                secure.should_exit = True
+
+    main = Server(uvicorn.Config(app, host=HOST, port=port, access_log=False, log_level="warning", lifespan="on",
+                                 timeout_graceful_shutdown=5))
+
+    async def run_main() -> None:
+        try:
+            await main.serve()
+        finally:  # however the main server ends (signal, failed startup), the HTTPS listener ends with it
+            if secure is not None:
+                secure.should_exit = True
+
+    async def run_all() -> None:
+        tasks = [run_main()]
+        if secure is not None:
+            tasks.append(secure._serve())  # no signal capture of its own: the main server stops it
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run_all())

@@ -13,8 +13,18 @@ Grammar (keywords case-insensitive)::
     literal    := 'text' | "text" | number | true | false | null
 
 `*` alone targets every device. Paths resolve over the device document
-`{"deviceId", "tags", "properties": {"desired", "reported"}, "capabilities": {"iotEdge"}, "status"}`;
-a missing path compares unequal to everything (as in IoT Hub queries).
+`{"deviceId", "tags", "properties": {"desired", "reported"}, "capabilities": {"iotEdge"}, "status"}`
+(or a twin's JSON); a missing path compares unequal to everything (as in IoT Hub queries).
+A segment may be bracketed, `configurations.[[my-deployment]].status`, for names with `-`;
+the right side of a comparison may be another path (`properties.desired.$version =
+properties.reported.lastDesiredVersion`); functions `IS_DEFINED(path)`, `IS_NULL(path)`,
+`STARTSWITH(path, 'x')`, `ENDSWITH(path, 'x')`.
+
+The IoT Hub query language on top (`parse_query`, `run_query`)::
+
+    query  := SELECT items FROM (devices | devices.modules) [WHERE expr] [GROUP BY path]
+    items  := "*" | item ("," item)*
+    item   := COUNT() [AS name] | path [AS name]
 """
 from __future__ import annotations
 
@@ -35,11 +45,12 @@ _TOKEN = re.compile(
       | (?P<number>-?\d+(?:\.\d+)?)
       | (?P<op><=|>=|<>|!=|=|<|>)
       | (?P<punct>[()\[\],*])
-      | (?P<name>[A-Za-z_$][A-Za-z0-9_$\-]*(?:\.[A-Za-z_$][A-Za-z0-9_$\-]*)*)
+      | (?P<name>(?:[A-Za-z_$][A-Za-z0-9_$\-]*|\[\[[^\]]+\]\])(?:\.(?:[A-Za-z_$][A-Za-z0-9_$\-]*|\[\[[^\]]+\]\]))*)
     )""",
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
+_FUNCTIONS = {"is_defined", "is_null", "startswith", "endswith"}
 _MISSING = object()
 
 
@@ -81,9 +92,17 @@ def _tokenize(text: str) -> list[_Tok]:
 Predicate = Callable[[dict[str, Any]], bool]
 
 
+def split_path(path: str) -> list[str]:
+    """`a.[[b.c]].d` -> `["a", "b.c", "d"]`."""
+    parts: list[str] = []
+    for m in re.finditer(r"\[\[([^\]]+)\]\]|[^.]+", path):
+        parts.append(m.group(1) if m.group(1) is not None else m.group(0))
+    return parts
+
+
 def _resolve(doc: dict[str, Any], path: str) -> Any:
     cur: Any = doc
-    for part in path.split("."):
+    for part in split_path(path):
         if isinstance(cur, dict):
             # IoT Hub property names are case-sensitive, but deviceId is often typed DeviceId.
             if part in cur:
@@ -98,7 +117,7 @@ def _resolve(doc: dict[str, Any], path: str) -> Any:
 
 
 def _compare(left: Any, op: str, right: Any) -> bool:
-    if left is _MISSING:
+    if left is _MISSING or right is _MISSING:
         return False
     if op in ("=", "!=", "<>"):
         if isinstance(left, bool) or isinstance(right, bool):
@@ -174,6 +193,8 @@ class _Parser:
         if not name:
             raise self._err("a property path such as tags.environment or deviceId")
         path = name.value
+        if path.lower() in _FUNCTIONS and self._accept("punct", "("):
+            return self._function(path.lower())
         if self._accept("kw", "in"):
             if not self._accept("punct", "["):
                 raise self._err("'[' after IN")
@@ -186,8 +207,31 @@ class _Parser:
         op = self._accept("op")
         if not op:
             raise self._err("a comparison operator (=, !=, <, >, <=, >=) or IN")
+        other = self._accept("name")
+        if other is not None:  # path = path
+            return lambda doc: _compare(_resolve(doc, path), op.value, _resolve(doc, other.value))
         value = self._literal()
         return lambda doc: _compare(_resolve(doc, path), op.value, value)
+
+    def _function(self, fn: str) -> Predicate:
+        arg = self._accept("name")
+        if not arg:
+            raise self._err(f"a property path inside {fn.upper()}(...)")
+        path = arg.value
+        value: Any = None
+        if fn in ("startswith", "endswith"):
+            if not self._accept("punct", ","):
+                raise self._err(f"',' and a string in {fn.upper()}(path, 'text')")
+            value = self._literal()
+        if not self._accept("punct", ")"):
+            raise self._err("')'")
+        if fn == "is_defined":
+            return lambda doc: _resolve(doc, path) is not _MISSING
+        if fn == "is_null":
+            return lambda doc: _resolve(doc, path) is None
+        if fn == "startswith":
+            return lambda doc: isinstance(_resolve(doc, path), str) and _resolve(doc, path).startswith(str(value))
+        return lambda doc: isinstance(_resolve(doc, path), str) and _resolve(doc, path).endswith(str(value))
 
     def _literal(self) -> Any:
         tok = self.cur
@@ -225,3 +269,145 @@ def device_document(device_id: str, tags: dict[str, Any], desired: dict[str, Any
 def matches(condition: str, doc: dict[str, Any]) -> bool:
     """True when `doc` satisfies `condition`."""
     return parse_condition(condition)(doc)
+
+
+# ------------------------------------------------------------------ the query language
+class QueryError(ConditionError):
+    """A query does not parse or is not supported; the message shows where."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed IoT Hub query.
+
+    Attributes:
+        source: `devices` or `devices.modules`.
+        items: `[]` for `SELECT *`, else `(kind, path_or_None, alias)` with kind `count` or `path`.
+        where: the predicate (every document when there is no WHERE).
+        group_by: the GROUP BY path, or None.
+    """
+
+    source: str
+    items: tuple[tuple[str, str | None, str], ...]
+    where: Predicate
+    group_by: str | None
+
+    @property
+    def item_type(self) -> str:
+        """What IoT Hub answers in `x-ms-item-type`: `twin`/`module...` for SELECT *, else `raw`."""
+        return "raw" if self.items else "twin"
+
+
+class _QueryParser(_Parser):
+    def _err(self, what: str) -> QueryError:
+        tok = self.cur
+        found = "end of query" if tok.kind == "end" else repr(tok.value)
+        return QueryError(f"query: expected {what} at position {tok.pos}, found {found} in {self.text!r} "
+                          "(example: SELECT * FROM devices WHERE tags.site = 'lab')")
+
+    def _word(self, word: str) -> bool:
+        tok = self.cur
+        if tok.kind == "name" and str(tok.value).lower() == word:
+            self.i += 1
+            return True
+        return False
+
+    def parse_query(self) -> Query:
+        if not self._word("select"):
+            raise self._err("SELECT")
+        items: list[tuple[str, str | None, str]] = []
+        if not self._accept("punct", "*"):
+            while True:
+                tok = self._accept("name")
+                if tok is None:
+                    raise self._err("*, COUNT() or a property path")
+                if str(tok.value).lower() == "count" and self._accept("punct", "("):
+                    if not self._accept("punct", ")"):
+                        raise self._err("')' (COUNT takes no argument)")
+                    kind, path, alias = "count", None, "$1"
+                else:
+                    kind, path, alias = "path", tok.value, split_path(tok.value)[-1]
+                if self._word("as"):
+                    name = self._accept("name")
+                    if name is None:
+                        raise self._err("a name after AS")
+                    alias = name.value
+                items.append((kind, path, alias))
+                if not self._accept("punct", ","):
+                    break
+        if not self._word("from"):
+            raise self._err("FROM")
+        src = self._accept("name")
+        if src is None or str(src.value).lower() not in ("devices", "devices.modules"):
+            raise self._err("devices or devices.modules (jobs are not mirrored)")
+        source = str(src.value).lower()
+        where: Predicate = lambda doc: True  # noqa: E731
+        if self._word("where"):
+            where = self._or()
+        group_by = None
+        if self._word("group"):
+            if not self._word("by"):
+                raise self._err("BY after GROUP")
+            g = self._accept("name")
+            if g is None:
+                raise self._err("a property path after GROUP BY")
+            group_by = g.value
+        if self.cur.kind != "end":
+            raise self._err("WHERE, GROUP BY or the end")
+        if group_by and any(k == "path" and p != group_by for k, p, _ in items):
+            raise QueryError(f"query: with GROUP BY {group_by} select only {group_by} and COUNT() in {self.text!r}")
+        if any(k == "count" for k, _, _ in items) and not group_by and any(k == "path" for k, _, _ in items):
+            raise QueryError(f"query: COUNT() without GROUP BY cannot be combined with properties in {self.text!r}")
+        return Query(source, tuple(items), where, group_by)
+
+
+def parse_query(text: str) -> Query:
+    """Parse an IoT Hub query (`SELECT ... FROM devices[.modules] [WHERE ...] [GROUP BY ...]`).
+
+    Raises:
+        QueryError: it does not parse; the message shows the position.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("query is empty; use e.g. SELECT * FROM devices WHERE tags.site = 'lab'")
+    try:
+        return _QueryParser(text).parse_query()
+    except QueryError:
+        raise
+    except ConditionError as exc:
+        raise QueryError(str(exc).replace("targetCondition:", "query:", 1)) from None
+
+
+def _jsonable(value: Any) -> Any:
+    return None if value is _MISSING else value
+
+
+def run_query(query: Query, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The result items of `query` over `docs` (twin documents), in IoT Hub's item shapes."""
+    matched = [d for d in docs if query.where(d)]
+    if not query.items:
+        return matched
+    if query.group_by:
+        groups: dict[str, tuple[Any, int]] = {}
+        for d in matched:
+            key_value = _jsonable(_resolve(d, query.group_by))
+            key = repr(key_value)
+            prev = groups.get(key, (key_value, 0))
+            groups[key] = (prev[0], prev[1] + 1)
+        out = []
+        for value, count in groups.values():
+            row = {}
+            for kind, path, alias in query.items:
+                row[alias] = count if kind == "count" else value
+            out.append(row)
+        return out
+    if all(k == "count" for k, _, _ in query.items):
+        return [{alias: len(matched) for _, _, alias in query.items}]
+    out = []
+    for d in matched:
+        row = {}
+        for _, path, alias in query.items:
+            value = _resolve(d, path or "")
+            if value is not _MISSING:
+                row[alias] = value
+        out.append(row)
+    return out

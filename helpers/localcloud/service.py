@@ -110,11 +110,12 @@ def read_credentials(workspace: str | Path | None) -> dict[str, Secret]:
     }
 
 
-def ensure_credentials(workspace: Path, port: int) -> dict[str, Secret]:
-    """Create credentials.json (0600) on first start; afterwards keep the keys, update the port.
+def ensure_credentials(workspace: Path, port: int, hub_host: str | None = None) -> dict[str, Secret]:
+    """Create credentials.json (0600) on first start; afterwards keep the keys, update the host.
 
-    The service connection string's HostName is `127.0.0.1:<port>` of the current run so that
-    clients (and devices, whose connection strings use the same HostName) reach the service.
+    The service connection string's HostName is `hub_host` (`ADDRESS:HUB_PORT`, the hub's HTTPS
+    endpoint, which the service SDK reaches as `https://HostName`), or `127.0.0.1:<port>` when
+    no HTTPS port is given.
     """
     path = credentials_file(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,25 +127,25 @@ def ensure_credentials(workspace: Path, port: int) -> dict[str, Secret]:
     else:
         key = new_key()
         api_key = "ei_" + secrets.token_hex(16)
-    cs = f"HostName={HOST}:{port};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={key}"
+    cs = f"HostName={hub_host or f'{HOST}:{port}'};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={key}"
     _write_json_atomic(path, {"service_connection_string": cs, "studio_api_key": api_key}, mode=0o600)
     return read_credentials(workspace)
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # as uvicorn binds: SO_REUSEADDR ignores TIME_WAIT leftovers, never a live listener
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _free_port() -> int:
+def _free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -219,7 +220,8 @@ def _log_tail(ws: Path, n: int = 20) -> str:
     return mask("\n".join(log.read_text(errors="replace").splitlines()[-n:]))
 
 
-def ensure_running(workspace: str | Path | None = None, port: int | None = None, max_body_mb: float | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+def ensure_running(workspace: str | Path | None = None, port: int | None = None, max_body_mb: float | None = None,
+                   timeout_s: float = 30.0, hub_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the local cloud for `workspace` unless it already runs; return its status dict.
 
     Args:
@@ -227,6 +229,8 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
         port: a port to use; default the previous run's port when free, else a free one.
         max_body_mb: request body limit in MB (default 20, env EDGELOOP_LOCALCLOUD_MAX_BODY_MB).
         timeout_s: how long to wait for the service to answer.
+        hub_settings: the hub's `throttle_rps`, `throttle_burst`, `deployment_timing` for a new
+            start (see `python -m helpers.localcloud start --help`; default from the environment).
 
     Raises:
         ServiceUnavailable: the service did not come up; the message carries its log tail.
@@ -237,6 +241,10 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
         if current["running"]:
             return {**current, "started": False}
         previous = current.get("port")
+        previous_hub = current.get("hub_port")
+        from helpers.localcloud import tls
+
+        address = tls.hub_address(ws)
         last_error = ""
         for attempt in range(3):
             if port is not None:
@@ -245,8 +253,12 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
                 chosen = int(previous)
             else:
                 chosen = _free_port()
-            ensure_credentials(ws, chosen)
-            proc = _spawn(ws, chosen, max_body_mb)
+            if previous_hub and attempt == 0 and _port_free(int(previous_hub), address):
+                hub_port = int(previous_hub)
+            else:
+                hub_port = _free_port(address)
+            ensure_credentials(ws, chosen, hub_host=f"{address}:{hub_port}")
+            proc = _spawn(ws, chosen, max_body_mb, hub_port, hub_settings)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -267,12 +279,20 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
         )
 
 
-def _spawn(ws: Path, port: int, max_body_mb: float | None) -> subprocess.Popen:
+def _spawn(ws: Path, port: int, max_body_mb: float | None, hub_port: int | None = None,
+           hub_settings: dict[str, Any] | None = None) -> subprocess.Popen:
     d = cloud_dir(ws)
     log = open(d / "service.log", "ab")
     cmd = [sys.executable, "-m", "helpers.localcloud", "serve", "--workspace", str(ws), "--port", str(port)]
     if max_body_mb is not None:
         cmd += ["--max-body-mb", str(max_body_mb)]
+    if hub_port is not None:
+        cmd += ["--hub-port", str(hub_port)]
+    for key, value in (hub_settings or {}).items():
+        if key not in ("throttle_rps", "throttle_burst", "deployment_timing"):
+            raise ValueError(f"hub_settings: unknown {key!r}; use throttle_rps, throttle_burst, deployment_timing")
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = dict(os.environ)
     repo_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -328,3 +348,24 @@ def stop(workspace: str | Path | None = None, timeout_s: float = 15.0) -> dict[s
         if not clean:  # it could not flush service.json itself
             write_service(ws, {**info, "running": False, "stopped_at": now_iso()})
         return {**(read_service(ws) or {}), "running": False, "stopped": True, "clean": clean, "workspace": str(ws)}
+
+
+def hub_credentials(workspace: str | Path | None = None) -> dict[str, Any]:
+    """What an IoT Hub tool needs to reach this workspace's local hub (the stand-in only).
+
+    Returns `{"service_connection_string", "hub_url", "host_name", "ca_file", "workspace"}`:
+    the plain connection string (this is the local stand-in's own key, made in this workspace;
+    an Azure connection string never passes here) and the CA file to trust for that host.
+
+    Raises:
+        ConfigError: the local cloud never started in this workspace.
+    """
+    ws = resolve_workspace(workspace)
+    creds = read_credentials(ws)
+    cs = creds["service_connection_string"].get_secret_value()
+    host = parse_connection_string(cs)["HostName"]
+    from helpers.localcloud import tls
+
+    return {"service_connection_string": cs, "host_name": host, "hub_url": f"https://{host}",
+            "ca_file": str(tls.ca_file(ws)), "workspace": str(ws),
+            "note": "local stand-in only; trust ca_file for this host alone (e.g. REQUESTS_CA_BUNDLE for that one tool's process)"}
