@@ -9,9 +9,13 @@ offers two proposals (`helpers.labeling.proposals`):
 - model: the detections of the newest production model in the registry (else the newest
   candidate), when one exists.
 
-The better one (higher score) is offered first; `select()` switches. `save()` writes the boxes to
+The better one (higher score) is offered first; `select()` switches. When the scene changed since
+the tracked frame (new fruit put down, the camera carried elsewhere), the tracking proposal
+carries a warning and is not offered (see `helpers.labeling.proposals.detect_scene_change`);
+more sources (a label-assist model) plug in through `proposers`. `save()` writes the boxes to
 the studio, `skip()` leaves the sample unlabeled (it comes back on `refresh()`), `delete()`
-removes a bad frame. Each save is recorded with how far every proposal was from what was
+removes a bad frame, and `undo()` takes the last of these back (a deleted frame is uploaded
+again with its metadata). Each save is recorded with how far every proposal was from what was
 saved, which is what the assist-quality report (`helpers.labeling.oracle.assist_report`) sums up.
 
 The queue never reads `metadata["ground_truth"]`; only the oracle labeler does.
@@ -36,6 +40,8 @@ from helpers.labeling.proposals import (
     Proposal,
     best_proposal,
     compare_boxes,
+    detect_scene_change,
+    flag_scene_change,
     model_proposal,
     tracking_proposal,
 )
@@ -163,7 +169,8 @@ class LabelRecord:
     @property
     def accepted_unchanged(self) -> bool:
         """The proposal on screen was saved as proposed."""
-        return self.action == "saved" and self.shown in self.comparisons and self.comparisons[self.shown].unchanged
+        return (self.action == "saved" and self.shown != "saved" and self.shown in self.comparisons
+                and self.comparisons[self.shown].unchanged)
 
 
 @dataclass
@@ -215,6 +222,9 @@ class LabelQueue:
         min_track_score: tracked boxes below this correlation are dropped.
         iou_threshold: IoU for "accepted unchanged".
         recent_size: how many just-labeled samples `recent()` keeps.
+        scene_check: flag tracking across a scene change (it is then not offered first).
+        proposers: more proposal sources: callables `(rgb, labels) -> Proposal` (e.g. a
+            label-assist model); each proposal is offered under its own `source` name.
 
     Example:
         >>> q = LabelQueue(studio)
@@ -237,6 +247,8 @@ class LabelQueue:
         min_track_score: float = 0.3,
         iou_threshold: float = 0.9,
         recent_size: int = 8,
+        scene_check: bool = True,
+        proposers: Sequence[Any] = (),
     ):
         if category is not None and category not in ("training", "testing"):
             raise ValueError(f"category must be 'training', 'testing' or None, got {category!r}")
@@ -250,6 +262,8 @@ class LabelQueue:
         self.min_track_score = float(min_track_score)
         self.iou_threshold = float(iou_threshold)
         self.recent_size = int(recent_size)
+        self.scene_check = bool(scene_check)
+        self.proposers = list(proposers)
         self._model_spec = model
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._detector: Any = None
@@ -277,6 +291,7 @@ class LabelQueue:
         self._item = None
         self._counts = {"saved": 0, "skipped": 0, "deleted": 0, "unchanged": 0}
         self._total = len(self._pending)
+        self._undo: list[tuple[LabelRecord, Any, bytes | None, tuple[int, np.ndarray, list[BBox]] | None]] = []
         return self._total
 
     def _remember(self, sample: Any, boxes: list[BBox]) -> None:
@@ -390,16 +405,25 @@ class LabelQueue:
                 # shows another scene: track only from a recent, earlier frame
                 recent = self.max_track_seconds is None or seconds <= self.max_track_seconds
                 if 0 < gap <= self.max_track_gap and recent:
-                    out["tracking"] = tracking_proposal(
-                        self.image(prev.sample_id), prev.boxes, rgb,
+                    prev_rgb = self.image(prev.sample_id)
+                    tracked = tracking_proposal(
+                        prev_rgb, prev.boxes, rgb,
                         frame_gap=gap, min_score=self.min_track_score, from_sample=prev.sample_id,
                     )
+                    if self.scene_check:
+                        tracked = flag_scene_change(tracked, detect_scene_change(prev_rgb, prev.boxes, rgb, tracked))
+                    out["tracking"] = tracked
         self._resolve_model()
         if self._detector is not None:
             out["model"] = model_proposal(
                 self._detector, rgb, labels=labels, score_threshold=self.score_threshold,
                 model_version=self._model_version,
             )
+        for proposer in self.proposers:
+            extra = proposer(rgb, labels)
+            if not isinstance(extra, Proposal):
+                raise TypeError(f"a proposer must return a Proposal, {proposer!r} returned {type(extra).__name__}")
+            out[extra.source] = extra
         return out
 
     # ------------------------------------------------------------------ the labeler's actions
@@ -495,21 +519,91 @@ class LabelQueue:
         if record.accepted_unchanged:
             self._counts["unchanged"] += 1
         self._remember(item.sample, clean)
-        self._recent.append((item.sample_id, self.image(item.sample_id), clean))
+        recent = (item.sample_id, self.image(item.sample_id), clean)
+        self._recent.append(recent)
         del self._recent[: -self.recent_size]
+        self._undo.append((record, item.sample, None, recent))
         return self._advance(record)
 
     def skip(self) -> QueueItem | None:
         """Leave the current sample unlabeled (it stays in the studio's queue) and move on."""
         item = self._require_item()
-        return self._advance(LabelRecord(item.sample_id, sample_device(item.sample), "skipped", item.offered, self.source))
+        record = LabelRecord(item.sample_id, sample_device(item.sample), "skipped", item.offered, self.source)
+        self._undo.append((record, item.sample, None, None))
+        return self._advance(record)
 
     def delete(self) -> QueueItem | None:
-        """Delete the current sample from the studio (a bad frame) and move on."""
+        """Delete the current sample from the studio (a bad frame) and move on (`undo()` brings it back)."""
         item = self._require_item()
+        image = self.studio.get_image(item.sample_id)  # kept for undo(): the studio forgets it
         self.studio.delete_sample(item.sample_id)
         self._images.pop(item.sample_id, None)
-        return self._advance(LabelRecord(item.sample_id, sample_device(item.sample), "deleted", item.offered, self.source))
+        record = LabelRecord(item.sample_id, sample_device(item.sample), "deleted", item.offered, self.source)
+        self._undo.append((record, item.sample, image, None))
+        return self._advance(record)
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether `undo()` has an action to take back (since the last refresh)."""
+        return bool(self._undo)
+
+    def undo(self) -> QueueItem:
+        """Take back the last save, skip or delete and show that sample again.
+
+        A skipped sample simply comes back. A deleted one is uploaded again (same image,
+        metadata, category and device; the studio gives it a new id). A saved one comes back
+        with its saved boxes offered (source `saved`); the studio keeps them until it is saved
+        again.
+
+        Returns:
+            The item now in front of the labeler (the sample the action was about).
+
+        Raises:
+            DatasetError: nothing to undo (since the last refresh), or the studio refused the
+                re-upload.
+        """
+        if not self._undo:
+            raise DatasetError("nothing to undo: no save, skip or delete since the queue was (re)loaded")
+        record, sample, image, recent = self._undo.pop()
+        if record.action == "deleted":
+            meta = dict(sample.metadata or {})
+            (res,) = self.studio.upload([(sample.filename, image)], category=sample.category, metadata=meta,
+                                        device=sample_device(sample) or None)
+            if res.sample_id is None:
+                raise DatasetError(f"could not restore deleted sample {sample.id} ({sample.filename}): "
+                                   f"{res.error or 'duplicate of sample ' + str(res.duplicate_of)}")
+            sample = self.studio.get_sample(res.sample_id)
+        elif record.action == "saved":
+            self._counts["unchanged"] -= int(record.accepted_unchanged)
+            entries = self._labeled.get(sample_device(sample), [])
+            entries[:] = [e for e in entries if e.sample_id != record.sample_id]
+            if recent is not None and recent in self._recent:
+                self._recent.remove(recent)
+        self._counts[record.action] -= 1
+        for i in range(len(self.records) - 1, -1, -1):
+            if self.records[i] is record:
+                del self.records[i]
+                break
+        self._cursor -= 1
+        self._pending[self._cursor] = sample
+        self._item = None
+        self.source = None
+        item = self.current()
+        assert item is not None  # the cursor points at the restored sample
+        if record.action == "saved" and recent is not None:
+            # shown, not offered: re-saving it unchanged is not an "accepted proposal"
+            item.proposals["saved"] = Proposal("saved", list(recent[2]), 1.0, {"from_sample": record.sample_id})
+            self.source = "saved"
+        return item
+
+    @property
+    def done(self) -> bool:
+        """Every sample since the last refresh was handled."""
+        return self._cursor >= len(self._pending)
+
+    def skipped_count(self) -> int:
+        """How many samples were skipped since the last refresh (they come back on `refresh()`)."""
+        return self._counts["skipped"]
 
     @property
     def labels(self) -> list[str]:
