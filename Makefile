@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop
+.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop containers containers-down
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,11 +29,13 @@ test: $(STAMP) ## the whole test suite: unit, integration, notebooks (papermill 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-lab: $(STAMP) ## JupyterLab on notebooks/
+lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render)
+	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	$(VENV)/bin/jupyter lab notebooks/
 
-notebooks: $(STAMP) ## refresh the committed notebooks' outputs from a reference smoke run
-	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --refresh-committed
+notebooks: $(STAMP) ## rebuild notebooks/ from tools/build_notebooks.py and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
+	$(PY) tools/build_notebooks.py
+	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --reference
 
 bench: $(STAMP) ## benchmarks (JSON results in bench/results/; about 15 min on 2 cores)
 	$(PY) bench/bench_synthetic.py
@@ -55,6 +57,12 @@ bench-ssd: $(SSD_VENV)/.installed ## fomo-box vs ssdlite320: latency (same run) 
 
 stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
 	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)
+
+containers: $(STAMP) ## podman + a local registry + a Docker-API socket, no Docker engine (Linux; idempotent; EDGELOOP_RUNTIME=container uses it)
+	$(PY) -m helpers.containers up
+
+containers-down: ## stop and remove what `make containers` set up (.containers/)
+	$(PY) -m helpers.containers down
 
 clean:
 	rm -rf out workspace

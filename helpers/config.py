@@ -151,6 +151,7 @@ _FIELDS: dict[str, tuple[str, Any, bool]] = {
     "registry_username": ("REGISTRY_USERNAME", "", False),
     "registry_password": ("REGISTRY_PASSWORD", "", True),
     "image_name": ("EDGELOOP_IMAGE", "edgeloop-device", False),
+    "runtime": ("EDGELOOP_RUNTIME", "process", False),
 }
 
 
@@ -172,6 +173,8 @@ class Settings:
     registry_username: str = ""
     registry_password: Secret = field(default_factory=lambda: Secret("", "REGISTRY_PASSWORD"))
     image_name: str = "edgeloop-device"
+    #: the simulated devices' module runtime: `process` (start.sh) or `container` (the image)
+    runtime: str = "process"
     source: dict[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> Any:
@@ -216,6 +219,9 @@ def load_settings(workspace: str | Path | None = None, **overrides: Any) -> Sett
             values[name] = Secret(raw, env)
         elif name == "workspace":
             values[name] = Path(raw).expanduser().resolve()
+        elif name == "runtime" and str(raw) not in ("process", "container", "docker"):
+            raise ConfigError(f"{env}={raw!r} is not a module runtime: use process (start.sh as a process) or "
+                              "container (the device image, through a Docker-API engine: `make containers`)")
         elif name == "torch_threads":
             try:
                 values[name] = int(raw)

@@ -1,14 +1,20 @@
 """Device images: build `Dockerfile.device`, tag and push it, or run without an engine.
 
-`ImageBuilder` is the protocol the notebooks call. `DockerImageBuilder` drives a Docker
-engine through the docker SDK (build for a platform, tag, push to Docker Hub or ACR with the
-registry login from the settings), streaming progress lines. Where no engine answers,
-`get_image_builder()` returns a `LocalProcessImage`: it builds nothing and tells the edge
-agent to use the process runtime, which runs the same `start.sh` from the checkout.
+`ImageBuilder` is the protocol the notebooks call. `DockerImageBuilder` drives any Docker-API
+endpoint through the docker SDK: `DOCKER_HOST` (a laptop's Docker, a CI engine), else the
+local podman stack of `make containers` (`helpers.containers`: podman's Docker-API socket, a
+registry on 127.0.0.1:5000 and a debootstrapped bookworm base, no Docker engine), else the
+default Docker socket. It builds for a platform (default: this machine's architecture;
+`linux/arm64` for a Raspberry Pi, emulated where qemu-user-static's binfmt handler is
+registered), tags, and pushes to Docker Hub, ACR or the local registry, streaming progress
+lines. Where no engine answers, `get_image_builder()` returns a `LocalProcessImage`: it builds
+nothing and tells the edge agent to use the process runtime, which runs the same `start.sh`
+from the checkout.
 
 Secrets: the registry password is a `helpers.config.Secret` from `REGISTRY_PASSWORD`, passed
-to the engine only as push/login credentials; it never enters a build argument, a layer or a
-progress line (every line is masked).
+to the engine only as push credentials and to the deployment's `registryCredentials`
+(`registry_credentials()`); it never enters a build argument, a layer or a progress line
+(every line is masked).
 
 Example:
     >>> builder = get_image_builder(load_settings())
@@ -18,6 +24,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import platform as _platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
@@ -28,8 +37,52 @@ from helpers.errors import ConfigError, EdgeLoopError, MissingExtra
 log = logging.getLogger(__name__)
 
 DOCKERFILE = "Dockerfile.device"
-DEFAULT_PLATFORM = "linux/amd64"
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+#: `uname -m` -> Docker platform
+_MACHINES = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64",
+             "armv7l": "linux/arm/v7"}
+#: Docker platform -> the binfmt_misc handler qemu-user-static registers for it
+_QEMU_HANDLERS = {"linux/amd64": "qemu-x86_64", "linux/arm64": "qemu-aarch64", "linux/arm/v7": "qemu-arm"}
+#: The official base for real users (multi-arch); Dockerfile.device's BASE_IMAGE default
+OFFICIAL_BASE = "python:3.11-slim"
+BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
+
+
+def host_platform() -> str:
+    """This machine's Docker platform (`linux/amd64`, `linux/arm64`, `linux/arm/v7`)."""
+    machine = _platform.machine().lower()
+    return _MACHINES.get(machine, f"linux/{machine}")
+
+
+DEFAULT_PLATFORM = host_platform()
+
+
+def can_emulate(platform: str, binfmt_dir: str | Path = BINFMT_DIR) -> tuple[bool, str]:
+    """Whether build steps for `platform` can run here: (yes/no, how or why not and the fix).
+
+    The host's own platform always can; another one needs qemu-user-static's binfmt handler
+    registered with the kernel (`/proc/sys/fs/binfmt_misc/qemu-aarch64` for linux/arm64).
+    """
+    host = host_platform()
+    if platform == host:
+        return True, f"native {host}"
+    handler = _QEMU_HANDLERS.get(platform)
+    entry = Path(binfmt_dir) / handler if handler else None
+    if entry is not None and entry.is_file():
+        try:
+            enabled = entry.read_text().splitlines()[0].strip() == "enabled"
+        except (OSError, IndexError):
+            enabled = False
+        if enabled:
+            return True, f"{platform} emulated with {handler} (binfmt_misc) on this {host} machine"
+    return False, (
+        f"this {host} machine cannot run {platform} build steps: no {handler or 'qemu'} handler is registered in "
+        f"{binfmt_dir} (install qemu-user-static and binfmt-support, e.g. `apt-get install qemu-user-static "
+        "binfmt-support`, where the kernel allows binfmt_misc; Docker Desktop has it built in). Or build it on a "
+        f"machine that can, and push it to the same registry: `docker buildx build --platform {platform} "
+        "-f Dockerfile.device -t REGISTRY/edgeloop-device:TAG --push .` (or `docker build` on the Raspberry Pi "
+        "itself); the devices then pull it as usual"
+    )
 
 
 class ImageBuildError(EdgeLoopError):
@@ -40,7 +93,7 @@ class ImageBuildError(EdgeLoopError):
 class ImageBuilder(Protocol):
     """Builds and publishes the device image."""
 
-    #: the runtime an agent should use for images from this builder ("docker" or "process")
+    #: the runtime an agent should use for images from this builder ("container" or "process")
     runtime: str
 
     def engine_available(self) -> tuple[bool, str]:
@@ -78,6 +131,42 @@ def _registry_host(ref: str) -> str:
     if "/" in ref and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name in ("localhost", "::1") or name.startswith("127.")
+
+
+def image_registry(settings: Settings) -> str:
+    """Where device images go: `EDGELOOP_REGISTRY`, else the local stack's registry, else none."""
+    if settings.registry:
+        return settings.registry
+    from helpers.containers import load_stack
+
+    stack = load_stack()
+    return stack.registry if stack is not None else ""
+
+
+def registry_credentials(settings: Settings, image: str) -> dict[str, Any] | None:
+    """The deployment's `registryCredentials` entry for `image`, from the environment; or None.
+
+    `REGISTRY_USERNAME` / `REGISTRY_PASSWORD` (a `Secret`, shown masked in every manifest
+    display) log the devices in to the image's registry, as the tutorial's Portal step does.
+    None when no login is set (a public image, or the local registry that needs none).
+
+    Raises:
+        ConfigError: a username without a password, or a password without a username.
+    """
+    user, password = settings.registry_username, settings.registry_password
+    if not user and not password:
+        return None
+    if not (user and password):
+        raise ConfigError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD (the registry login the devices "
+                          "pull with), or neither for a registry without login")
+    address = _registry_host(image_reference(image, settings.registry))
+    name = re.sub(r"[^A-Za-z0-9]", "", address.split(".")[0]) or "registry"
+    return {"name": name, "address": address, "username": user, "password": password}
 
 
 def engine_available() -> tuple[bool, str]:
@@ -118,22 +207,26 @@ class LocalProcessImage:
 
 
 class DockerImageBuilder:
-    """Build, tag and push `Dockerfile.device` with the docker SDK.
+    """Build, tag and push `Dockerfile.device` through a Docker-API endpoint with the docker SDK.
 
     Args:
-        registry: where to push (`docker.io/me`, `myacr.azurecr.io`); empty: local tags only.
+        registry: where to push (`docker.io/me`, `myacr.azurecr.io`, `127.0.0.1:5000`); empty:
+            local tags only.
         username: registry login name (`REGISTRY_USERNAME`).
         password: registry password or token (`REGISTRY_PASSWORD`), a `Secret`.
-        client: a `docker.DockerClient` (default: `docker.from_env()`).
+        client: a `docker.DockerClient` (default: `helpers.containers.docker_client()`:
+            `DOCKER_HOST`, else the `make containers` stack, else the default socket).
+        base_image: Dockerfile.device's `BASE_IMAGE` (default: the local stack's debootstrapped
+            base when the client is that stack, else the official `python:3.11-slim`).
 
     Raises:
         MissingExtra: the docker SDK is not installed.
     """
 
-    runtime = "docker"
+    runtime = "container"
 
     def __init__(self, registry: str = "", username: str = "", password: Secret | str | None = None,
-                 client: Any = None):
+                 client: Any = None, base_image: str | None = None):
         try:
             import docker
         except ImportError:
@@ -143,81 +236,133 @@ class DockerImageBuilder:
         self.password = password if isinstance(password, Secret) else Secret(password or "", "REGISTRY_PASSWORD")
         self._client = client
         self._docker = docker
+        self.base_image = base_image
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DockerImageBuilder":
-        """A builder with the registry and login from `settings` (env / .env)."""
-        return cls(settings.registry, settings.registry_username, settings.registry_password)
+        """A builder with the registry (`image_registry`) and login from `settings` (env / .env)."""
+        return cls(image_registry(settings), settings.registry_username, settings.registry_password)
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self._docker.from_env(timeout=600)
+            from helpers.containers import docker_client
+
+            self._client = docker_client(timeout=900)
         return self._client
 
     def engine_available(self) -> tuple[bool, str]:
         return engine_available()
 
-    def build(self, tag: str, platform: str = DEFAULT_PLATFORM, dockerfile: str = DOCKERFILE,
-              context: str | Path | None = None) -> Iterator[str]:
-        """Build `dockerfile` for `platform` as `tag` (prefixed with the registry); yield progress.
+    def _base_image(self) -> str:
+        """The explicit base, the local stack's when this builder talks to it, else the official one."""
+        if self.base_image:
+            return self.base_image
+        from helpers.containers import engine_endpoint, load_stack
+
+        stack = load_stack()
+        if stack is None:
+            return OFFICIAL_BASE
+        if self._client is not None:
+            return stack.base_image if _same_socket(self._client, stack.docker_host) else OFFICIAL_BASE
+        base_url, _ = engine_endpoint()
+        target = base_url or os.environ.get("DOCKER_HOST", "")
+        return stack.base_image if target == stack.docker_host else OFFICIAL_BASE
+
+    def _mask(self, text: str) -> str:
+        secret = self.password.get_secret_value()
+        return mask(text.replace(secret, "********") if secret else text)
+
+    def build(self, tag: str, platform: str | None = None, dockerfile: str = DOCKERFILE,
+              context: str | Path | None = None, nocache: bool = False) -> Iterator[str]:
+        """Build `dockerfile` for `platform` (default: this machine's) as `tag` (prefixed with the
+        registry); yield progress.
 
         Raises:
             ValueError: an unknown platform.
-            ImageBuildError: the engine reported a build error.
+            ImageBuildError: the engine reported a build error, or this machine cannot build
+                for `platform` (the message says where to build it instead).
         """
+        platform = platform or host_platform()
         if platform not in PLATFORMS:
             raise ValueError(f"platform {platform!r} is not one of {PLATFORMS}")
         ref = image_reference(tag, self.registry)
         root = Path(context) if context else REPO_ROOT
         if not (root / dockerfile).is_file():
             raise ImageBuildError(f"{root / dockerfile} does not exist: build from the repository root")
+        ok, how = can_emulate(platform)
+        if not ok:
+            raise ImageBuildError(how)
+        base = self._base_image()
+        if base.startswith("localhost/") and platform != host_platform():
+            raise ImageBuildError(
+                f"the local base {base} holds {host_platform()} binaries only: build {platform} on the official "
+                f"base (DockerImageBuilder(base_image='{OFFICIAL_BASE}') with a registry that serves it), or on "
+                "the device itself")
         from docker.errors import APIError, DockerException
 
-        yield f"building {ref} for {platform} from {root / dockerfile}"
+        yield f"building {ref} for {platform} ({how}) from {root / dockerfile}, base {base}"
+        # Pull the base only when it comes from a registry; the local stack's base is imported.
+        pull = not base.startswith("localhost/")
         try:
             stream = self.client.api.build(path=str(root), dockerfile=dockerfile, tag=ref, platform=platform,
-                                           rm=True, decode=True, pull=True)
+                                           rm=True, decode=True, pull=pull, nocache=nocache,
+                                           buildargs={"BASE_IMAGE": base})
             for chunk in stream:
                 if "error" in chunk:
-                    raise ImageBuildError(f"docker build of {ref} failed: {mask(str(chunk['error']).strip())}")
+                    raise ImageBuildError(f"docker build of {ref} failed: {self._mask(str(chunk['error']).strip())}")
                 for line in _progress_lines(chunk):
-                    yield line
+                    yield self._mask(line)
         except (APIError, DockerException) as exc:
-            raise ImageBuildError(f"docker build of {ref} failed: {mask(str(exc))}") from exc
+            raise ImageBuildError(f"docker build of {ref} failed: {self._mask(str(exc))}") from exc
         yield f"built {ref}"
 
     def push(self, tag: str) -> Iterator[str]:
         """Push `tag` (prefixed with the registry) with the configured login; yield progress.
 
+        A registry on this machine (127.0.0.1, localhost: the local stack's) takes pushes
+        without a login; every other one needs REGISTRY_USERNAME and REGISTRY_PASSWORD.
+
         Raises:
-            ConfigError: pushing to a registry without REGISTRY_USERNAME / REGISTRY_PASSWORD.
+            ConfigError: pushing to a remote registry without REGISTRY_USERNAME / REGISTRY_PASSWORD.
             ImageBuildError: the registry refused the push.
         """
         ref = image_reference(tag, self.registry)
-        if not (self.username and self.password):
+        host = _registry_host(ref)
+        has_login = bool(self.username and self.password)
+        if not has_login and not _is_loopback(host):
             raise ConfigError(
                 f"pushing {ref} needs a registry login: set REGISTRY_USERNAME and REGISTRY_PASSWORD "
                 "(a Docker Hub access token or the ACR admin password) in .env"
             )
         from docker.errors import APIError, DockerException
 
-        auth = {"username": self.username, "password": self.password.get_secret_value(),
-                "serveraddress": _registry_host(ref)}
+        auth = ({"username": self.username, "password": self.password.get_secret_value(), "serveraddress": host}
+                if has_login else None)
         repository, _, version = ref.rpartition(":")
         if "/" in version or not repository:  # "host:port/name" without a tag
             repository, version = ref, "latest"
-        yield f"pushing {repository}:{version} to {auth['serveraddress']} as {self.username}"
+        yield f"pushing {repository}:{version} to {host}" + (f" as {self.username}" if has_login else " (no login)")
         try:
             for chunk in self.client.api.push(repository, tag=version, auth_config=auth, stream=True, decode=True):
                 if "error" in chunk:
-                    raise ImageBuildError(f"push of {ref} failed: {mask(str(chunk['error']))}; check the login "
+                    raise ImageBuildError(f"push of {ref} failed: {self._mask(str(chunk['error']))}; check the login "
                                           "and that the repository exists")
                 for line in _progress_lines(chunk):
-                    yield line
+                    yield self._mask(line)
         except (APIError, DockerException) as exc:
-            raise ImageBuildError(f"push of {ref} failed: {mask(str(exc))}") from exc
+            raise ImageBuildError(f"push of {ref} failed: {self._mask(str(exc))}") from exc
         yield f"pushed {repository}:{version}"
+
+    def image_size(self, tag: str) -> int:
+        """The size in bytes of the built image `tag` (prefixed with the registry)."""
+        return int(self.client.images.get(image_reference(tag, self.registry)).attrs.get("Size") or 0)
+
+
+def _same_socket(client: Any, docker_host: str) -> bool:
+    """Whether the docker SDK `client` talks to the unix socket `docker_host`."""
+    base = str(getattr(getattr(client, "api", None), "base_url", "") or "")
+    return bool(docker_host) and docker_host.split("://", 1)[-1] in base.replace("http+docker://", "")
 
 
 def _progress_lines(chunk: dict[str, Any]) -> list[str]:
@@ -240,8 +385,8 @@ def get_image_builder(settings: Settings | None = None, prefer: str = "auto") ->
 
     Args:
         settings: registry and login (default: `load_settings()`).
-        prefer: `auto` (Docker when an engine answers, else the process stand-in), `docker`
-            (fail without an engine) or `process`.
+        prefer: `auto` (an engine when one answers, else the process stand-in), `container`
+            (or `docker`: fail without an engine) or `process`.
 
     Raises:
         ConfigError: `prefer="docker"` and no engine answers (the message says why), or an
@@ -249,15 +394,16 @@ def get_image_builder(settings: Settings | None = None, prefer: str = "auto") ->
     """
     from helpers.config import load_settings
 
-    if prefer not in ("auto", "docker", "process"):
-        raise ConfigError(f"prefer={prefer!r} is not one of auto, docker, process")
+    if prefer not in ("auto", "container", "docker", "process"):
+        raise ConfigError(f"prefer={prefer!r} is not one of auto, container, docker, process")
     if prefer == "process":
         return LocalProcessImage("the process runtime was asked for")
     ok, reason = engine_available()
     if ok:
         return DockerImageBuilder.from_settings(settings or load_settings())
     if prefer == "docker":
-        raise ConfigError(f"a Docker engine is needed to build {DOCKERFILE}: {reason}")
+        raise ConfigError(f"a Docker engine is needed to build {DOCKERFILE} ({reason}); without Docker on Linux, "
+                          "`make containers` runs podman's Docker API and a local registry")
     log.info("no Docker engine (%s): using the process runtime stand-in", reason)
     return LocalProcessImage(reason)
 
@@ -269,8 +415,13 @@ __all__ = [
     "ImageBuildError",
     "ImageBuilder",
     "LocalProcessImage",
+    "OFFICIAL_BASE",
     "PLATFORMS",
+    "can_emulate",
     "engine_available",
     "get_image_builder",
+    "host_platform",
     "image_reference",
+    "image_registry",
+    "registry_credentials",
 ]

@@ -39,11 +39,12 @@ class Session:
 
     @property
     def device_image(self) -> str:
-        """The device image reference: `EDGELOOP_REGISTRY/EDGELOOP_IMAGE:<package version>`."""
+        """The device image reference: `EDGELOOP_REGISTRY/EDGELOOP_IMAGE:<package version>` (the
+        `make containers` registry when EDGELOOP_REGISTRY is not set and that stack runs)."""
         from helpers import __version__
-        from helpers.images import image_reference
+        from helpers.images import image_reference, image_registry
 
-        return image_reference(f"{self.settings.image_name}:{__version__}", self.settings.registry)
+        return image_reference(f"{self.settings.image_name}:{__version__}", image_registry(self.settings))
 
     def lab_devices(self, tag: str, key: str = "lab") -> list[str]:
         """Ids of the devices whose tag `key` equals `tag`, sorted."""

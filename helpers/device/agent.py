@@ -54,6 +54,7 @@ from helpers.device.runtime import (
     RuntimeUnavailable,
     make_runtime,
     process_start_ticks,
+    registry_auth_for,
     read_json,
     stop_handles,
     utc_now,
@@ -379,7 +380,10 @@ class EdgeAgent:
 
         for warning in validate_manifest(content):
             log.warning("deployment warning: %s", warning)
-        modules = content["$edgeAgent"]["properties.desired"].get("modules") or {}
+        desired = content["$edgeAgent"]["properties.desired"]
+        modules = desired.get("modules") or {}
+        # the container runtime pulls with these (name -> address, username, password)
+        self.registry_credentials = ((desired.get("runtime") or {}).get("settings") or {}).get("registryCredentials")
         out = {}
         for name, spec in modules.items():
             out[name] = (spec, module_env(spec))
@@ -463,7 +467,8 @@ class EdgeAgent:
             # A container gets the port its manifest binds. Simulated devices share one host, so
             # the process runtime keeps a module's own port across restarts but never asks for
             # the manifest's (two devices would race for 4912); it reports the port it got.
-            host_port=m.host_port or (module_host_port(m.spec) if self.runtime.name == "docker" else None),
+            host_port=m.host_port or (module_host_port(m.spec) if self.runtime.name != "process" else None),
+            registry_auth=registry_auth_for(getattr(self, "registry_credentials", None), m.image),
             generation=m.fingerprint,
         )
 
@@ -643,8 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"device connection string (default: ${CONNECTION_STRING_ENV}; the environment "
                         "keeps it out of the process list)")
     p.add_argument("--workdir", required=True, help="the device's folder (state, scene, module folders)")
-    p.add_argument("--runtime", choices=("process", "docker"), default=os.environ.get("EDGELOOP_RUNTIME", "process"),
-                   help="module runtime: process (start.sh as a process) or docker (containers)")
+    p.add_argument("--runtime", choices=("process", "container", "docker"),
+                   default=os.environ.get("EDGELOOP_RUNTIME", "process"),
+                   help="module runtime: process (start.sh as a process) or container (the module images, "
+                        "through a Docker-API engine; docker is the same)")
     p.add_argument("--poll-interval", type=float, default=1.5, help="seconds between deployment polls")
     p.add_argument("--heartbeat", type=float, default=5.0, help="longest seconds between reports")
     p.add_argument("--backoff-max", type=float, default=30.0, help="cap of the module restart backoff (s)")

@@ -97,7 +97,7 @@ def _check_id(device_id: str) -> str:
 
 
 def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, tags: dict[str, Any] | None = None,
-                  runtime: str = "process", agent_args: Sequence[str] = (), hub_url: str | None = None) -> list[SimDevice]:
+                  runtime: str | None = None, agent_args: Sequence[str] = (), hub_url: str | None = None) -> list[SimDevice]:
     """Register (when needed) and start one edge agent per device; idempotent.
 
     Args:
@@ -105,7 +105,9 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         device_ids: the devices to run.
         workspace: the workspace; each device lives in `WORKSPACE/devices/<id>/`.
         tags: twin tags for devices created here (existing devices keep theirs).
-        runtime: the agents' module runtime, `process` or `docker`.
+        runtime: the agents' module runtime, `process` or `container` (default: the `runtime`
+            setting, `EDGELOOP_RUNTIME`). Simulated containers share the host's network
+            (`EDGELOOP_CONTAINER_NETWORK=host` unless set) so they reach the loopback stand-ins.
         agent_args: extra agent command-line options (e.g. `["--poll-interval", "1"]`).
         hub_url: the hub URL when the connection string's HostName is not reachable as is.
 
@@ -115,8 +117,12 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
     Raises:
         FleetError: an agent exited right after its start (its log tail is in the message).
     """
-    if runtime not in ("process", "docker"):
-        raise ValueError(f"runtime {runtime!r} is not 'process' or 'docker'")
+    if runtime is None:
+        from helpers.config import load_settings
+
+        runtime = load_settings(workspace).runtime
+    if runtime not in ("process", "container", "docker"):
+        raise ValueError(f"runtime {runtime!r} is not 'process' or 'container'")
     if runtime == "process":
         ProcessRuntime()  # fails early, naming the fix, when start.sh cannot be found
     ws = Path(workspace).expanduser().resolve()
@@ -138,6 +144,7 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         env.pop("EI_API_KEY", None)  # modules get their key from the deployment, not the host
         if hub_url:
             env["EDGELOOP_HUB_URL"] = hub_url
+        env.setdefault("EDGELOOP_CONTAINER_NETWORK", "host")  # one machine: the stand-ins are on loopback
         cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--runtime", runtime,
                "--hub-workspace", str(ws), *agent_args]
         with open(workdir / LOG_FILE, "ab") as logf:

@@ -1,4 +1,4 @@
-"""Module runtimes for the edge agent: local processes, or Docker containers where an engine runs.
+"""Module runtimes for the edge agent: local processes, or containers where a Docker-API engine runs.
 
 A runtime starts one module from a `ModuleLaunch` and gives back a `ModuleHandle` the agent
 polls and stops. Two runtimes share that shape:
@@ -7,8 +7,10 @@ polls and stops. Two runtimes share that shape:
   `start.sh` as a process in its own process group, with the module's environment, so the
   same entrypoint the image uses runs here. Container port 4912 is stood for by a free host
   port passed as `PORT`. Each module's stdout/stderr goes to `module.log` in its own folder.
-- `DockerRuntime`: pulls and runs the module's image with the docker SDK, applying the
-  manifest's createOptions (port bindings, device mappings, binds), as Azure IoT Edge does.
+- `ContainerRuntime` (`container`, formerly `docker`): pulls and runs the module's image with
+  the docker SDK through any Docker-API endpoint (Docker, or podman's socket from
+  `make containers`), applying the manifest's createOptions (ports bound to 127.0.0.1 unless
+  the manifest names an address, device mappings, binds), as Azure IoT Edge does.
 """
 from __future__ import annotations
 
@@ -334,44 +336,103 @@ class ProcessRuntime:
         return True
 
 
-# --------------------------------------------------------------------------- docker runtime
+# --------------------------------------------------------------------------- container runtime
+
+#: Network of the module containers when the manifest's HostConfig.NetworkMode names none:
+#: `bridge` (a real device: ports published per PortBindings) or `host` (simulated devices on
+#: this machine: the modules reach the hub and studio stand-ins on the host's loopback).
+CONTAINER_NETWORK_ENV = "EDGELOOP_CONTAINER_NETWORK"
+NETWORKS = ("bridge", "host")
+#: The container runtime's names: `container`, and `docker` as the earlier name of the same.
+CONTAINER_RUNTIMES = ("container", "docker")
+#: Labels on every container the runtime creates; it removes no container without them.
+LABEL_MANAGED = "edgeloop.managed"
+LABEL_DEVICE = "edgeloop.device"
+LABEL_MODULE = "edgeloop.module"
+LABEL_GENERATION = "edgeloop.generation"
 
 
 def docker_engine_available() -> tuple[bool, str]:
-    """(True, engine version) when a Docker engine answers, else (False, the reason and fix)."""
+    """(True, which engine and where) when a Docker-API endpoint answers, else (False, the reason and fix).
+
+    The endpoint is `DOCKER_HOST`, else the `make containers` podman stack, else the default
+    Docker socket (`helpers.containers.engine_endpoint`).
+    """
     try:
         import docker  # noqa: F401  (optional on a device without an engine)
     except ImportError:
         return False, "the docker SDK is not installed: pip install docker==7.2.0"
-    import docker
     from docker.errors import DockerException
 
+    from helpers.containers import docker_client, engine_endpoint
+
+    _, where = engine_endpoint()
     try:
-        client = docker.from_env(timeout=5)
+        client = docker_client(timeout=5)
         try:
-            version = client.version().get("Version", "?")
+            info = client.version()
         finally:
             client.close()
     except DockerException as exc:
         return False, (
-            f"no Docker engine answers ({mask(str(exc))[:200]}): start Docker (or set DOCKER_HOST), "
+            f"no Docker engine answers at {where} ({mask(str(exc))[:200]}): start Docker (or set DOCKER_HOST), "
+            "run `make containers` (podman's Docker API, Linux, no Docker engine), "
             "or use the process runtime (--runtime process)"
         )
-    return True, f"Docker engine {version}"
+    components = info.get("Components") or [{}]
+    engine = str(components[0].get("Name") or "Docker Engine")
+    return True, f"{engine} {info.get('Version', '?')} at {where}"
 
 
-class DockerHandle:
-    """A module running as a Docker container."""
+def registry_auth_for(credentials: dict[str, Any] | None, image: str) -> dict[str, str] | None:
+    """The docker SDK `auth_config` for pulling `image`, from a manifest's `registryCredentials`.
 
-    def __init__(self, name: str, container: Any, host_port: int | None):
+    Args:
+        credentials: `$edgeAgent` `runtime.settings.registryCredentials` (name -> address,
+            username, password).
+        image: the module's image reference.
+    """
+    first = image.split("/", 1)[0]
+    host = first if "/" in image and ("." in first or ":" in first or first == "localhost") else "docker.io"
+    for entry in (credentials or {}).values():
+        if not isinstance(entry, dict):
+            continue
+        address = str(entry.get("address", "")).split("://", 1)[-1].rstrip("/")
+        if address.split("/", 1)[0] in (host, "index." + host) and entry.get("username"):
+            password = entry.get("password", "")
+            password = password.get_secret_value() if hasattr(password, "get_secret_value") else str(password)
+            return {"username": str(entry["username"]), "password": password, "serveraddress": address}
+    return None
+
+
+def env_file_binds(env: dict[str, str]) -> list[str]:
+    """Read-only binds for host files the module's environment names by absolute path.
+
+    A value such as a CA bundle's path (`/work/ws/localcloud/tls/ca.pem`) means the same
+    file inside the container, as it does for a module run as a process; IoT Edge mounts its
+    trust bundle the same way.
+    """
+    binds = []
+    for value in sorted(set(env.values())):
+        path = Path(value)
+        if value.startswith("/") and "\n" not in value and ":" not in value and path.is_file():
+            binds.append(f"{path}:{path}:ro")
+    return binds
+
+
+class ContainerHandle:
+    """A module running as a container; its output is copied to `module.log` when it exits."""
+
+    def __init__(self, name: str, container: Any, host_port: int | None, log_path: Path | None = None):
         self.name = name
         self.container = container
         self.host_port = host_port
+        self.log_path = log_path
         self.started_at = utc_now()
         self._exit: int | None = None
 
     def poll(self) -> int | None:
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         if self._exit is None:
             try:
@@ -379,18 +440,35 @@ class DockerHandle:
             except NotFound:
                 self._exit = -1
                 return self._exit
-            if self.container.status in ("exited", "dead"):
+            except APIError as exc:
+                log.warning("the engine did not answer for %s: %s", self.name, exc)
+                return None
+            if self.container.status in ("exited", "dead", "stopped"):
                 self._exit = int(self.container.attrs.get("State", {}).get("ExitCode", -1))
+                self._save_logs()
         return self._exit
 
+    def _save_logs(self) -> None:
+        from docker.errors import APIError, NotFound
+
+        if self.log_path is None:
+            return
+        try:
+            text = self.container.logs(stdout=True, stderr=True, tail=2000)
+        except (APIError, NotFound) as exc:
+            text = f"(container logs unavailable: {exc})\n".encode()
+        with open(self.log_path, "ab") as out:
+            out.write(f"---- {utc_now()} container {self.container.name} exited {self._exit}\n".encode())
+            out.write(mask(text.decode(errors="replace")).encode())
+
     def terminate(self) -> None:
-        from docker.errors import APIError
+        from docker.errors import APIError, NotFound
 
         if self.poll() is None:
             try:
                 self.container.kill(signal="SIGTERM")
-            except APIError as exc:
-                log.warning("docker could not signal %s: %s", self.name, exc)
+            except (APIError, NotFound) as exc:
+                log.warning("the engine could not signal %s: %s", self.name, exc)
 
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -404,12 +482,12 @@ class DockerHandle:
         return code
 
     def kill(self) -> None:
-        from docker.errors import APIError
+        from docker.errors import APIError, NotFound
 
         try:
             self.container.kill()
-        except APIError as exc:
-            log.warning("docker could not kill %s: %s", self.name, exc)
+        except (APIError, NotFound) as exc:
+            log.warning("the engine could not kill %s: %s", self.name, exc)
 
     def _remove(self) -> None:
         from docker.errors import APIError, NotFound
@@ -419,120 +497,255 @@ class DockerHandle:
         except NotFound:
             return
         except APIError as exc:
-            log.warning("docker could not remove the container of %s: %s", self.name, exc)
+            log.warning("the engine could not remove the container of %s: %s", self.name, exc)
 
     def record(self) -> dict[str, Any]:
-        return {"kind": "docker", "container": self.container.id}
+        return {"kind": "container", "container": self.container.id, "name": self.container.name}
+
+    def __repr__(self) -> str:
+        return f"ContainerHandle({self.name!r}, {self.container.name}, port={self.host_port}, exit={self._exit})"
 
 
-class DockerRuntime:
-    """Runs each module as a container of its image, with the manifest's createOptions.
+DockerHandle = ContainerHandle  # the earlier name
 
-    The module's folder is mounted at `/data` (`MODULE_WORKDIR`, where it writes
-    `reported.json`), the device folder read-only at `/device` (the synthetic scene file).
+
+class ContainerRuntime:
+    """Runs each module as a container of its image, pulled from its registry, per createOptions.
+
+    As Azure IoT Edge's edgeAgent does, it pulls the image (with the deployment's
+    `registryCredentials`) when it starts a new module generation, creates the container from
+    the manifest's createOptions (`Env`, `HostConfig.PortBindings` bound to 127.0.0.1 unless a
+    binding names its `HostIp`, `Devices`, `Binds`, `NetworkMode`, `Privileged`, `Cmd`,
+    `Entrypoint`, `User`, `Memory`) and leaves restarts to the agent (the container's own
+    restart policy is `no`). The module's folder is mounted at `/data` (`MODULE_WORKDIR`,
+    where it writes `reported.json`), the device folder read-only at `/device` (the synthetic
+    scene file). Every container it creates carries the `edgeloop.managed` label; it replaces
+    or removes no other container.
+
+    Networks: `bridge` publishes the module's ports; `host` (simulated devices on one machine,
+    `EDGELOOP_CONTAINER_NETWORK=host`) shares the host's network, so the modules reach the
+    loopback stand-ins by the same URLs; container port 4912 is then stood for by a free host
+    port passed as `PORT`, bound to 127.0.0.1 (`BIND_HOST`).
+
+    Args:
+        network: `bridge` or `host` (default: `$EDGELOOP_CONTAINER_NETWORK`, else `bridge`).
+        client: a `docker.DockerClient` (default: `helpers.containers.docker_client()`).
 
     Raises:
-        RuntimeUnavailable: the docker SDK is missing or no engine answers.
+        RuntimeUnavailable: the docker SDK is missing, no engine answers, or an unknown network.
     """
 
-    name = "docker"
+    name = "container"
 
-    def __init__(self) -> None:
-        ok, reason = docker_engine_available()
-        if not ok:
-            raise RuntimeUnavailable(f"the docker runtime cannot run modules: {reason}")
-        import docker
+    def __init__(self, network: str | None = None, client: Any = None) -> None:
+        network = network or os.environ.get(CONTAINER_NETWORK_ENV) or "bridge"
+        if network not in NETWORKS:
+            raise RuntimeUnavailable(f"container network {network!r} is not one of {NETWORKS} "
+                                     f"(set {CONTAINER_NETWORK_ENV}=bridge or host)")
+        self.network = network
+        if client is None:
+            ok, reason = docker_engine_available()
+            if not ok:
+                raise RuntimeUnavailable(f"the container runtime cannot run modules: {reason}")
+            from helpers.containers import docker_client
 
-        self.client = docker.from_env(timeout=30)
-        self.engine = reason
+            client = docker_client(timeout=120)
+            self.engine = reason
+        else:
+            self.engine = "given client"
+        self.client = client
+        self._pulled: set[tuple[str, str]] = set()
 
     def describe(self) -> str:
-        return f"docker runtime ({self.engine})"
+        return f"container runtime ({self.engine}, network {self.network})"
 
     def _container_name(self, launch: ModuleLaunch) -> str:
         return f"edgeloop-{launch.device_id}-{launch.name}".replace("/", "-")
 
-    def start(self, launch: ModuleLaunch) -> DockerHandle:
-        """Pull the image when absent, replace any old container of the module, run it."""
-        from docker.errors import APIError, ImageNotFound, NotFound
+    def _pull(self, launch: ModuleLaunch) -> Any:
+        """Pull the image once per module generation (as edgeAgent does on create); the image."""
+        from docker.errors import APIError, ImageNotFound
 
-        launch.workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            self.client.images.get(launch.image)
-        except ImageNotFound:
+        key = (launch.image, launch.generation)
+        if key not in self._pulled:
             log.info("pulling %s", launch.image)
             try:
                 self.client.images.pull(launch.image, auth_config=launch.registry_auth)
+                self._pulled.add(key)
             except APIError as exc:
-                raise RuntimeUnavailable(
-                    f"cannot pull {launch.image}: {mask(str(exc))}; check the image name and the "
-                    "registryCredentials in the deployment"
-                ) from exc
-        name = self._container_name(launch)
+                try:
+                    image = self.client.images.get(launch.image)
+                except ImageNotFound:
+                    raise RuntimeUnavailable(
+                        f"cannot pull {launch.image}: {mask(str(exc))}; check the image name, that it was pushed, "
+                        "and the registryCredentials in the deployment"
+                    ) from exc
+                log.warning("cannot pull %s (%s): running the copy already on this device", launch.image,
+                            mask(str(exc)))
+                return image
+        return self.client.images.get(launch.image)
+
+    def _replace_old(self, name: str) -> None:
+        from docker.errors import NotFound
+
         try:
-            self.client.containers.get(name).remove(force=True)
+            old = self.client.containers.get(name)
         except NotFound:
-            pass
-        opts = launch.create_options or {}
+            return
+        if (old.labels or {}).get(LABEL_MANAGED) != "true":
+            raise RuntimeUnavailable(f"a container named {name} exists that the edge agent did not create: "
+                                     "remove or rename it (the agent removes only its own, labelled "
+                                     f"{LABEL_MANAGED}=true)")
+        old.remove(force=True)
+
+    def _user(self, image: Any, opts: dict[str, Any], workdir: Path) -> str | None:
+        """Who runs the module: createOptions `User`; else the agent's own uid when it is not root
+        (the bind-mounted module folder stays the user's); else the image's user, who is then
+        given the module folder."""
+        if opts.get("User"):
+            return str(opts["User"])
+        if os.geteuid() != 0:
+            return f"{os.getuid()}:{os.getgid()}"
+        user = str(((image.attrs or {}).get("Config") or {}).get("User") or "")
+        uid, _, gid = user.partition(":")
+        if uid.isdigit() and int(uid) != 0:
+            gid_n = int(gid) if gid.isdigit() else int(uid)
+            for path in [workdir, *workdir.rglob("*")]:
+                os.chown(path, int(uid), gid_n, follow_symlinks=False)
+        return None
+
+    def start(self, launch: ModuleLaunch) -> ContainerHandle:
+        """Pull the image for a new generation, replace the module's old container, run it."""
+        from docker.errors import APIError
+
+        launch.workdir.mkdir(parents=True, exist_ok=True)
+        image = self._pull(launch)
+        name = self._container_name(launch)
+        self._replace_old(name)
+        opts = dict(launch.create_options or {})
         host_config = opts.get("HostConfig") or {}
-        port = free_port(launch.host_port, host="0.0.0.0")
+        network = str(host_config.get("NetworkMode") or self.network)
         env = dict(launch.env)
+        for item in opts.get("Env") or []:
+            key, _, value = str(item).partition("=")
+            env.setdefault(key, value)
         env.update({
             "MODULE_WORKDIR": "/data",
             "EDGELOOP_SCENE_FILE": f"/device/{launch.scene_file.name}",
-            "PORT": str(CONTAINER_PORT),
             "IOTEDGE_DEVICEID": launch.device_id,
             "IOTEDGE_MODULEID": launch.name,
             "IOTEDGE_MODULEGENERATIONID": launch.generation,
         })
-        for item in opts.get("Env") or []:
-            key, _, value = str(item).partition("=")
-            env.setdefault(key, value)
-        volumes = {
-            str(launch.workdir.resolve()): {"bind": "/data", "mode": "rw"},
-            str(launch.scene_file.parent.resolve()): {"bind": "/device", "mode": "ro"},
-        }
+        bindings = host_config.get("PortBindings") or {}
+        main_key = f"{CONTAINER_PORT}/tcp"
+        main_ip = "127.0.0.1"
+        for b in bindings.get(main_key) or []:
+            main_ip = str((b or {}).get("HostIp") or main_ip)
+        ports: dict[str, Any] = {}
+        host_port: int | None = None
+        if network == "host":
+            # no publishing on the host's network: the module listens on the host port itself
+            host_port = free_port(launch.host_port, host=main_ip if main_ip != "0.0.0.0" else "127.0.0.1")
+            env["PORT"] = str(host_port)
+            env.setdefault("BIND_HOST", main_ip)
+        else:
+            env["PORT"] = str(CONTAINER_PORT)
+            for key, entries in bindings.items():
+                key = key if "/" in key else f"{key}/tcp"
+                published = []
+                for b in entries or [{}]:
+                    ip = str((b or {}).get("HostIp") or "127.0.0.1")
+                    wanted = int((b or {}).get("HostPort") or 0) or None
+                    if key == main_key:
+                        wanted = launch.host_port or wanted
+                    port = free_port(wanted, host=ip if ip != "0.0.0.0" else "127.0.0.1")
+                    published.append((ip, port))
+                    if key == main_key and host_port is None:
+                        host_port = port
+                ports[key] = published if len(published) > 1 else published[0]
+        volumes = [
+            f"{launch.workdir.resolve()}:/data:rw",
+            f"{launch.scene_file.parent.resolve()}:/device:ro",
+            *[str(b) for b in host_config.get("Binds") or []],
+            *env_file_binds(env),
+        ]
         devices = [
             f"{d['PathOnHost']}:{d.get('PathInContainer', d['PathOnHost'])}:{d.get('CgroupPermissions', 'rwm')}"
             for d in host_config.get("Devices") or []
         ]
-        container = self.client.containers.run(
-            launch.image,
-            name=name,
-            detach=True,
-            environment=env,
-            ports={f"{CONTAINER_PORT}/tcp": port},
-            volumes=volumes,
-            devices=devices or None,
-            privileged=bool(host_config.get("Privileged")),
-            labels={"edgeloop.device": launch.device_id, "edgeloop.module": launch.name},
-        )
-        return DockerHandle(launch.name, container, port)
+        user = self._user(image, opts, launch.workdir)
+        log_path = launch.workdir / LOG_NAME
+        if log_path.exists() and log_path.stat().st_size > LOG_MAX_BYTES:
+            os.replace(log_path, log_path.with_suffix(".log.1"))
+        with open(log_path, "ab") as out:
+            out.write(f"---- {utc_now()} start {launch.name} image={launch.image} container={name} "
+                      f"network={network} port={host_port}\n".encode())
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "detach": True,
+            "environment": env,
+            "volumes": volumes,
+            "devices": devices or None,
+            "privileged": bool(host_config.get("Privileged")),
+            "labels": {LABEL_MANAGED: "true", LABEL_DEVICE: launch.device_id, LABEL_MODULE: launch.name,
+                       LABEL_GENERATION: launch.generation},
+            "restart_policy": {"Name": "no"},  # restarts are the agent's, per the manifest's restartPolicy
+        }
+        if network == "host":
+            kwargs["network_mode"] = "host"
+        else:
+            kwargs["ports"] = ports
+            if network != "bridge":
+                kwargs["network"] = network
+        if user:
+            kwargs["user"] = user
+        if opts.get("Cmd"):
+            kwargs["command"] = opts["Cmd"]
+        if opts.get("Entrypoint"):
+            kwargs["entrypoint"] = opts["Entrypoint"]
+        if host_config.get("Memory"):
+            kwargs["mem_limit"] = int(host_config["Memory"])
+        try:
+            container = self.client.containers.run(image.id if hasattr(image, "id") else launch.image, **kwargs)
+        except APIError as exc:
+            raise RuntimeUnavailable(f"the engine could not start {name} from {launch.image}: {mask(str(exc))}") from exc
+        return ContainerHandle(launch.name, container, host_port, log_path)
+
+    def managed_containers(self, device_id: str | None = None) -> list[Any]:
+        """The containers this runtime created (for `device_id`, or every device)."""
+        filters = [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_DEVICE}={device_id}"] if device_id else [])
+        return self.client.containers.list(all=True, filters={"label": filters})
 
     def kill_stale(self, record: dict[str, Any]) -> bool:
-        """Remove a container left by a previous agent run."""
+        """Remove a container a previous agent run left, when it carries this runtime's label."""
         from docker.errors import NotFound
 
-        if record.get("kind") != "docker":
+        if record.get("kind") not in CONTAINER_RUNTIMES:
             return False
         try:
-            self.client.containers.get(record["container"]).remove(force=True)
+            container = self.client.containers.get(record["container"])
         except NotFound:
             return False
+        if (container.labels or {}).get(LABEL_MANAGED) != "true":
+            return False
+        container.remove(force=True)
         return True
 
 
-def make_runtime(name: str) -> ProcessRuntime | DockerRuntime:
-    """The runtime called `name` (`process` or `docker`).
+DockerRuntime = ContainerRuntime  # the earlier name
+
+
+def make_runtime(name: str) -> ProcessRuntime | ContainerRuntime:
+    """The runtime called `name`: `process`, or `container` (`docker` is the same).
 
     Raises:
         RuntimeUnavailable: an unknown name, or the runtime cannot run here.
     """
     if name == "process":
         return ProcessRuntime()
-    if name == "docker":
-        return DockerRuntime()
-    raise RuntimeUnavailable(f"unknown runtime {name!r}: use 'process' or 'docker'")
+    if name in CONTAINER_RUNTIMES:
+        return ContainerRuntime()
+    raise RuntimeUnavailable(f"unknown runtime {name!r}: use 'process' or 'container'")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -29,9 +29,22 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_base_image_is_multiarch_python_slim():
-    froms = [a for i, a in instructions() if i == "FROM"]
-    assert froms == ["python:3.11-slim"]
+def test_base_image_is_an_argument_defaulting_to_multiarch_python_slim():
+    ins = instructions()
+    assert ins[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")  # before FROM: usable in it
+    froms = [a for i, a in ins if i == "FROM"]
+    assert froms == ["${BASE_IMAGE}"]
+    # the same default as helpers.images uses for real users
+    from helpers.images import OFFICIAL_BASE
+
+    assert OFFICIAL_BASE == "python:3.11-slim"
+
+
+def test_pip_installs_into_a_venv_that_is_on_path():
+    runs = [a for i, a in instructions() if i == "RUN" and "pip install" in a]
+    assert len(runs) == 1 and runs[0].startswith("python3 -m venv /opt/venv")
+    env = " ".join(a for i, a in instructions() if i == "ENV")
+    assert "PATH=/opt/venv/bin:" in env and "VIRTUAL_ENV=/opt/venv" in env
 
 
 def test_installs_exactly_the_device_extra():
@@ -51,7 +64,8 @@ def test_copies_only_helpers_and_start_sh():
 def test_non_root_port_healthcheck_entrypoint():
     ins = instructions()
     users = [a for i, a in ins if i == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    # numeric, so an agent can hand the module folder to that uid; never root
+    assert users and re.fullmatch(r"[1-9][0-9]*:[0-9]+", users[-1]), users
     assert ("EXPOSE", "4912") in ins
     health = [a for i, a in ins if i == "HEALTHCHECK"]
     assert len(health) == 1 and "helpers.device.module" in health[0] and "--healthcheck" in health[0]
