@@ -86,6 +86,17 @@ CREATE INDEX IF NOT EXISTS samples_category ON samples(category);
 CREATE INDEX IF NOT EXISTS samples_device ON samples(device);
 CREATE TABLE IF NOT EXISTS labels (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    pid INTEGER,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    successful INTEGER,
+    error TEXT
+);
 CREATE TABLE IF NOT EXISTS models (
     version INTEGER PRIMARY KEY,
     stage TEXT NOT NULL,

@@ -165,8 +165,9 @@ def _get_sample(conn: Any, sample_id: int) -> Any:
 # ---------------------------------------------------------------- ingestion
 @router.post("/api/{category}/files", summary="Upload images (Edge Impulse ingestion API)", openapi_extra=_UPLOAD_DOC)
 async def ingest(category: str, request: Request) -> dict[str, Any]:
-    if category not in CATEGORIES:
-        raise ApiError(404, f"unknown category {category!r}; use /api/training/files or /api/testing/files", "category")
+    if category not in CATEGORIES + ("split",):
+        raise ApiError(404, f"unknown category {category!r}; use /api/training/files, /api/testing/files or /api/split/files",
+                       "category")
     ctx = ctx_of(request)
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
@@ -253,6 +254,8 @@ def _ingest_sync(ctx: Context, category: str, headers: Any, uploads: list[tuple[
         with ctx.store.tx() as conn:
             seen: dict[str, int] = {}
             for p in prepared:
+                # Edge Impulse's /api/split/files puts a file into training or testing (80/20) by its hash
+                p["category"] = split_of(p["sha"], 0.2) if category == "split" else category
                 existing = conn.execute("SELECT id FROM samples WHERE sha256=?", (p["sha"],)).fetchone()
                 dup_id = existing["id"] if existing else seen.get(p["sha"])
                 if dup_id is not None:
@@ -270,14 +273,14 @@ def _ingest_sync(ctx: Context, category: str, headers: Any, uploads: list[tuple[
                 cur = conn.execute(
                     "INSERT INTO samples(filename, category, sha256, ext, width, height, label, boxes, labeled, device,"
                     " captured_at, created_at, metadata) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (p["name"], category, p["sha"], p["ext"], p["width"], p["height"], label, dumps(p["boxes"] or []),
+                    (p["name"], p["category"], p["sha"], p["ext"], p["width"], p["height"], label, dumps(p["boxes"] or []),
                      int(p["boxes"] is not None), device, None if captured_at is None else str(captured_at), created, dumps(metadata)),
                 )
                 seen[p["sha"]] = cur.lastrowid
                 if p["boxes"]:
                     _add_labels(conn, {b["label"] for b in p["boxes"]})
                 results.append({"success": True, "fileName": p["name"], "sampleId": cur.lastrowid, "duplicate": False,
-                                "sha256": p["sha"], "category": category, "width": p["width"], "height": p["height"]})
+                                "sha256": p["sha"], "category": p["category"], "width": p["width"], "height": p["height"]})
     except BaseException:
         for f in placed:
             f.unlink(missing_ok=True)
@@ -671,3 +674,9 @@ def sweep_files(ctx: Context) -> dict[str, int]:
                 d.rmdir()
                 removed["models"] += 1
     return removed
+
+
+# The Edge Impulse Studio API (/v1/api/...) the official clients call: helpers.localcloud.studio_v1
+from helpers.localcloud import studio_v1  # noqa: E402
+
+router.include_router(studio_v1.router)
