@@ -1,29 +1,39 @@
 """The label-review panel: a bounding-box widget over a `LabelQueue`.
 
-Built on `jupyter_bbox_widget.BBoxWidget` plus a few ipywidgets. The panel only draws; every
-callback calls exactly one `LabelQueue` method (`save`, `skip`, `delete`, `select`,
-`add_label`) and then redraws, so what a click does is the same as what a headless run does.
-The ground truth in a synthetic sample's metadata is never shown.
+Built on `jupyter_bbox_widget.BBoxWidget` plus a few ipywidgets and one small anywidget
+(`PanelKeys`) that owns the keyboard. The panel only draws; every callback calls exactly one
+`LabelQueue` method (`save`, `skip`, `delete`, `undo`, `select`, `add_label`, `refresh`) and
+then redraws, so what a click does is the same as what a headless run does. The ground truth in
+a synthetic sample's metadata is never shown.
 
-Keyboard (the bbox widget's own hotkeys, active while the image has focus):
+Keyboard: while the pointer has been in the panel (a click anywhere on it, or on a button,
+puts the focus on the image), every key stays in the panel: JupyterLab's notebook shortcuts
+(D,D deletes a cell, A/B insert cells, ...) never see them. Esc gives the keys back.
 
 | key | action |
 |---|---|
-| Enter | Save (the widget's Submit) |
-| Space | Skip |
+| Enter | Save the boxes on screen |
+| Space | Skip (the image stays in the queue) |
+| U or Ctrl+Z | Undo the last save, skip or delete |
 | 1..9, 0 | pick class 1..10 for the next box |
 | Tab / Shift+Tab | select the next / previous box |
 | Delete | delete the selected *box* |
 | C | give the selected box the current class |
 | W A S D | move the selected box (Shift: 10 px) |
 | Q E / R F | narrower / wider, taller / shorter |
-| Esc | leave the widget (unfocus) |
+| Esc | leave the panel (keys go to JupyterLab again) |
 
-Deleting the whole *sample* has no hotkey on purpose: it is the "Delete frame" button.
+Deleting the whole *frame* has no key on purpose: it is the "Delete frame" button, and Undo
+brings the frame back. After every button the focus returns to the image, so Enter next
+saves (it never presses the button again).
+
+The image is shown scaled to the panel's width (up to about two thirds of the window's
+height); box coordinates stay in the image's own pixels.
 """
 from __future__ import annotations
 
-from typing import Any
+import html
+from typing import Any, Callable
 
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
@@ -31,9 +41,117 @@ from helpers.labeling.queue import LabelQueue
 from helpers.widgets import data_url, draw_boxes, encode_jpeg
 
 SHORTCUTS = (
-    "Enter: save · Space: skip · 1-9: class · Tab: next box · Delete: delete box · "
-    "C: relabel box · WASD: move · QE/RF: resize"
+    "Enter: save · Space: skip · U: undo · 1-9: class · Tab: next box · Delete: delete box · "
+    "C: relabel box · WASD: move · QE/RF: resize · Esc: give the keys back to JupyterLab"
 )
+
+# The panel's keyboard and layout. JupyterLab (4.x) handles shortcuts in a keydown listener on
+# the document, in the bubbling phase, and ignores targets under `data-lm-suppress-shortcuts`;
+# stopping a key's propagation at the panel keeps it from JupyterLab.
+_KEYS_ESM = r"""
+const TEXT = "input, textarea, select, [contenteditable='true']";
+function render({ model, el }) {
+  el.style.display = "none";
+  let root = null, tries = 0;
+  const image = () => root && root.querySelector(".edgeloop-bbox .wrapper");
+  const focusImage = () => {
+    const w = image();
+    if (w && w.offsetParent !== null) { w.focus({ preventScroll: true }); return true; }
+    const next = root && root.querySelector(".edgeloop-next button:not([disabled])");
+    if (next) { next.focus({ preventScroll: true }); return true; }
+    return false;
+  };
+  const send = (action) => model.send({ type: "key", action });
+  const aspect = () => root && root.style.setProperty("--edgeloop-aspect", String(model.get("aspect") || 1));
+  function capture(e) {
+    if (e.ctrlKey && !e.metaKey && e.code === "KeyZ" && !e.target.closest(TEXT)) {
+      e.preventDefault(); e.stopPropagation(); send("undo"); return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;  // Ctrl+S etc. stay JupyterLab's
+    if (e.target.closest(TEXT)) return;                // typing a class name
+    if (e.code === "Enter" || e.code === "NumpadEnter" || e.code === "Space" || e.code === "KeyU") {
+      e.preventDefault(); e.stopPropagation();
+      send(e.code === "KeyU" ? "undo" : e.code === "Space" ? "skip" : "save");
+      focusImage();
+      return;
+    }
+    const w = image();
+    if (w && !w.contains(e.target) && e.code !== "Escape" && e.code !== "Tab") {
+      // a box key pressed with the focus on a button or the panel: give it to the image
+      e.preventDefault(); e.stopPropagation();
+      if (focusImage() && w === document.activeElement) {
+        w.dispatchEvent(new KeyboardEvent("keydown", { code: e.code, key: e.key, shiftKey: e.shiftKey, bubbles: true }));
+      }
+    }
+  }
+  function bubble(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    e.stopPropagation();  // nothing typed in the panel reaches JupyterLab's shortcuts
+  }
+  function keyup(e) {
+    const w = image();
+    // the image tracks held keys (W+D moves diagonally): forward releases too
+    if (w && !w.contains(e.target) && !e.target.closest(TEXT)) {
+      w.dispatchEvent(new KeyboardEvent("keyup", { code: e.code, key: e.key, shiftKey: e.shiftKey, bubbles: true }));
+    }
+    if (!(e.ctrlKey || e.metaKey || e.altKey)) e.stopPropagation();
+  }
+  function click(e) {
+    if (e.target.closest(TEXT)) return;
+    // after a button or a click on the panel's text, the image has the focus: never the button
+    setTimeout(focusImage, 0);
+  }
+  function attach() {
+    root = el.closest(".edgeloop-label-panel");
+    if (!root) { if (tries++ < 200) setTimeout(attach, 50); return; }
+    root.setAttribute("data-lm-suppress-shortcuts", "true");
+    root.addEventListener("keydown", capture, true);
+    root.addEventListener("keydown", bubble, false);
+    root.addEventListener("keyup", keyup, false);
+    root.addEventListener("click", click, false);
+    aspect();
+  }
+  attach();
+  model.on("change:aspect", aspect);
+  model.on("msg:custom", (msg) => { if (msg && msg.type === "focus") setTimeout(focusImage, 0); });
+  return () => {
+    if (!root) return;
+    root.removeEventListener("keydown", capture, true);
+    root.removeEventListener("keydown", bubble, false);
+    root.removeEventListener("keyup", keyup, false);
+    root.removeEventListener("click", click, false);
+  };
+}
+export default { render };
+"""
+
+_PANEL_CSS = """
+.edgeloop-label-panel .edgeloop-bbox .image-measure {
+  display: block;
+  width: min(100%, calc(62vh * var(--edgeloop-aspect, 1)));
+}
+.edgeloop-label-panel .edgeloop-bbox img { width: 100%; max-width: 100%; height: auto; }
+/* room above and right of the image so a box's label tag and its x are never cut */
+.edgeloop-label-panel .edgeloop-bbox .image { margin: 20px 72px 2px 0; }
+.edgeloop-label-panel .edgeloop-bbox svg { overflow: visible; }
+.edgeloop-label-panel .edgeloop-bbox svg text { font-size: 14px; }
+.edgeloop-label-panel .edgeloop-bbox .classes { margin-bottom: 4px; }
+.edgeloop-label-panel .edgeloop-bbox .wrapper:focus { outline: 2px solid #1976d2; outline-offset: 1px; }
+"""
+
+
+def _keys_widget_class() -> type:
+    import anywidget
+    import traitlets
+
+    class PanelKeys(anywidget.AnyWidget):
+        """Invisible: keeps the panel's keys out of JupyterLab, forwards Enter/Space/U, moves focus."""
+
+        _esm = _KEYS_ESM
+        _css = _PANEL_CSS
+        aspect = traitlets.Float(1.0).tag(sync=True)
+
+    return PanelKeys
 
 
 def boxes_to_widget(boxes: list[BBox]) -> list[dict[str, Any]]:
@@ -47,20 +165,27 @@ def boxes_from_widget(items: list[dict[str, Any]]) -> list[BBox]:
     return [BBox(str(d["label"]), float(d["x"]), float(d["y"]), float(d["width"]), float(d["height"])) for d in items]
 
 
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=False)
+
+
 class LabelPanel:
-    """Label the queue by hand: image with proposed boxes, class picker, Save/Skip/Delete.
+    """Label the queue by hand: image with proposed boxes, Save/Skip/Undo/Delete, class picker.
 
     Args:
         queue: the `LabelQueue` to work through.
         thumbnails: how many just-labeled samples the strip at the bottom shows.
         image_width: display width of thumbnails in pixels.
+        show_dataset: called by the "Show the dataset" button at the end of the queue; what it
+            returns (figures, widgets) is displayed under the panel. None: no such button.
 
     Example:
         >>> panel = LabelPanel(LabelQueue(studio))
         >>> panel  # in a notebook cell: shows the panel
     """
 
-    def __init__(self, queue: LabelQueue, thumbnails: int = 6, image_width: int = 96):
+    def __init__(self, queue: LabelQueue, thumbnails: int = 6, image_width: int = 96,
+                 show_dataset: Callable[[], Any] | None = None):
         import ipywidgets as w
         import traitlets
         from jupyter_bbox_widget import BBoxWidget
@@ -68,20 +193,41 @@ class LabelPanel:
         self.queue = queue
         self.thumbnails = int(thumbnails)
         self.image_width = int(image_width)
+        self.show_dataset = show_dataset
         self._updating = False
         labels = queue.labels
-        self.bbox = BBoxWidget(classes=labels, bboxes=[], hide_buttons=False)
+        # the widget's own Submit/Skip buttons sit under the image; ours sit above it
+        self.bbox = BBoxWidget(classes=labels, bboxes=[], hide_buttons=True)
+        self.bbox.add_class("edgeloop-bbox")
+        self.keys = _keys_widget_class()()
         self.header = w.HTML()
+        self.progress = w.HTML()
+        self.offer = w.HTML(layout=w.Layout(min_height="40px"))
         self.source = w.ToggleButtons(options=[("tracking", "tracking"), ("model", "model")], value=None,
-                                      description="proposal", tooltips=["boxes of the previous frame, moved",
-                                                                        "detections of the current model"])
-        self.class_picker = w.Dropdown(options=labels, value=labels[0] if labels else None, description="class")
+                                      description="proposal", style={"button_width": "84px"},
+                                      tooltips=["boxes of the previous frame, moved", "detections of the current model"])
+        self.class_picker = w.Dropdown(options=labels, value=labels[0] if labels else None, description="class",
+                                       layout=w.Layout(width="190px"))
+        self.save_button = w.Button(description="Save (Enter)", button_style="success", icon="check",
+                                    tooltip="save the boxes on screen and go to the next image")
+        self.skip_button = w.Button(description="Skip (Space)", icon="arrow-right",
+                                    tooltip="leave this image unlabeled for now (it comes back with 'Back to the skipped')")
+        self.undo_button = w.Button(description="Undo (U)", icon="undo",
+                                    tooltip="take back the last save, skip or delete")
         self.delete_button = w.Button(description="Delete frame", button_style="danger", icon="trash",
-                                      tooltip="delete this image from the dataset (a bad frame)")
+                                      tooltip="delete this image from the dataset (a bad frame); Undo brings it back")
         self.new_class = w.Text(placeholder="new class, e.g. banana", description="add class")
         self.add_button = w.Button(description="Add", icon="plus")
         self.message = w.HTML()
-        self.progress = w.HTML()
+        self.end_text = w.HTML()
+        self.back_button = w.Button(description="Back to the skipped", icon="backward",
+                                    tooltip="reload the images you skipped and label them now")
+        self.dataset_button = w.Button(description="Show the dataset", icon="table",
+                                       tooltip="plots of the labeled dataset, under the panel")
+        self.end_box = w.VBox([self.end_text, w.HBox([self.back_button, self.dataset_button])],
+                              layout=w.Layout(display="none"))
+        self.end_box.add_class("edgeloop-next")
+        self.dataset_out = w.Output()
         self.strip = w.HBox()
         self.help = w.HTML(f"<small>{SHORTCUTS}</small>")
         # the picker and the widget's own class buttons (hotkeys 1-9) stay in step; no queue call
@@ -90,20 +236,37 @@ class LabelPanel:
 
         self.bbox.on_submit(self._on_save)
         self.bbox.on_skip(self._on_skip)
+        self.keys.on_msg(self._on_key)
+        self.save_button.on_click(self._on_save)
+        self.skip_button.on_click(self._on_skip)
+        self.undo_button.on_click(self._on_undo)
         self.delete_button.on_click(self._on_delete)
+        self.back_button.on_click(self._on_back)
+        self.dataset_button.on_click(self._on_show_dataset)
         self.source.observe(self._on_source, names="value")
         self.add_button.on_click(self._on_add_class)
 
+        self.actions = w.HBox([self.save_button, self.skip_button, self.undo_button, self.delete_button],
+                              layout=w.Layout(flex_flow="row wrap"))
+        # fixed height: the row does not jump when the proposal toggle gets a second option
+        self.choices = w.HBox([self.source, self.class_picker],
+                              layout=w.Layout(height="36px", overflow="hidden", flex_flow="row nowrap"))
         self.widget = w.VBox([
             self.header,
-            w.HBox([self.source, self.class_picker]),
-            self.bbox,
-            w.HBox([self.delete_button, self.new_class, self.add_button]),
-            self.message,
             self.progress,
+            self.actions,
+            self.choices,
+            self.offer,
+            self.message,
+            self.end_box,
+            self.bbox,
+            w.HBox([self.new_class, self.add_button]),
             self.help,
             self.strip,
+            self.dataset_out,
+            self.keys,
         ])
+        self.widget.add_class("edgeloop-label-panel")
         self.render()
 
     # ------------------------------------------------------------------ drawing
@@ -116,32 +279,67 @@ class LabelPanel:
             if list(self.bbox.classes) != labels:
                 self.bbox.classes = labels
                 self.class_picker.options = labels
+            self.undo_button.disabled = not self.queue.can_undo
             if item is None:
-                self.header.value = "<b>queue done</b>: nothing left to label (skipped samples come back on refresh)"
-                self.bbox.bboxes = []
-                self.bbox.image = ""
-                self.source.value = None
-                self.source.disabled = True
-                self.delete_button.disabled = True
+                self._render_end()
             else:
                 info = item.info
-                proposal = self.queue.proposal()
-                desc = proposal.describe() if proposal is not None else "no proposal: draw the boxes"
                 self.header.value = (
-                    f"<b>sample {info['sample_id']}</b> · device {info['device'] or '?'} · "
-                    f"frame {info['frame_index'] if info['frame_index'] is not None else '?'} · "
-                    f"{info['captured_at'] or ''}<br>offered: {desc}"
+                    f"<b>sample #{_e(info['sample_id'])}</b> · device {_e(info['device'] or '?')} · "
+                    f"frame {_e(info['frame_index'] if info['frame_index'] is not None else '?')} · "
+                    f"<small>{_e(info['captured_at'] or '')}</small>"
                 )
-                self.bbox.image = data_url(encode_jpeg(self.queue.image(item.sample_id), quality=92))
+                rgb = self.queue.image(item.sample_id)
+                self.keys.aspect = float(rgb.shape[1]) / float(rgb.shape[0])
+                self.bbox.image = data_url(encode_jpeg(rgb, quality=92))
+                proposal = self.queue.proposal()
                 self.bbox.bboxes = boxes_to_widget(proposal.boxes) if proposal is not None else []
-                self.source.options = [(s, s) for s in ("tracking", "model") if s in item.proposals]
+                options = [(s, s) for s in item.proposals]
+                self.source.options = options
                 self.source.value = self.queue.source
-                self.source.disabled = len(item.proposals) < 2
-                self.delete_button.disabled = False
-            self.progress.value = self.queue.progress().text
+                self.source.disabled = len(options) < 2
+                self.offer.value = self._offer_html(item)
+                self.end_box.layout.display = "none"
+                self.bbox.layout.display = None
+                for b in (self.save_button, self.skip_button, self.delete_button):
+                    b.disabled = False
+            self.progress.value = f"<b>{_e(self.queue.progress().text)}</b>, {len(self.queue)} to go"
             self._render_strip()
         finally:
             self._updating = False
+
+    def _offer_html(self, item: Any) -> str:
+        """Every proposal with its origin and confidence; what is on screen in bold."""
+        if not item.proposals:
+            return "no proposal: draw the boxes (drag on the image)"
+        lines = []
+        for src, p in item.proposals.items():
+            per_box = ", ".join(f"{_e(b.label)} {b.value:.2f}" for b in p.boxes if b.value is not None)
+            line = _e(p.describe()) + (f" <small>[{per_box}]</small>" if per_box else "")
+            if p.warning:
+                line = f"<span style='color:#b35c00'>{line}</span>"
+            lines.append(f"<b>▶ {line}</b>" if src == self.queue.source else line)
+        if self.queue.source is None:
+            lines.insert(0, "<b>nothing offered: draw the boxes</b> (the proposal below was not trusted)")
+        return "<br>".join(lines)
+
+    def _render_end(self) -> None:
+        p = self.queue.progress()
+        skipped = self.queue.skipped_count()
+        self.header.value = "<b>The queue is done.</b>"
+        again = f" {skipped} skipped: go back to them now, or later with a new queue." if skipped else ""
+        self.end_text.value = (f"Saved {p.saved}, skipped {p.skipped}, deleted {p.deleted} of {p.total}.{again} "
+                               "The dataset cells below show what was labeled (rerun them).")
+        self.back_button.disabled = skipped == 0
+        self.dataset_button.layout.display = None if self.show_dataset is not None else "none"
+        self.end_box.layout.display = None
+        self.bbox.layout.display = "none"
+        self.bbox.bboxes = []
+        self.offer.value = ""
+        self.source.options = []
+        self.source.disabled = True
+        for b in (self.save_button, self.skip_button, self.delete_button):
+            b.disabled = True
 
     def _render_strip(self) -> None:
         import ipywidgets as w
@@ -155,10 +353,22 @@ class LabelPanel:
         self.strip.children = thumbs
 
     def _show_error(self, err: Exception) -> None:
-        self.message.value = f"<span style='color:#c00'>{type(err).__name__}: {err}</span>"
+        self.message.value = f"<span style='color:#c00'>{_e(type(err).__name__)}: {_e(err)}</span>"
+
+    def _say(self, text: str) -> None:
+        self.message.value = f"<span style='color:#555'>{_e(text)}</span>"
 
     # ------------------------------------------------------------------ callbacks: one queue call each
-    def _on_save(self) -> None:
+    def _on_key(self, _widget: Any, content: dict[str, Any], _buffers: Any = None) -> None:
+        action = content.get("action") if isinstance(content, dict) else None
+        handler = {"save": self._on_save, "skip": self._on_skip, "undo": self._on_undo}.get(action)
+        if handler is not None:
+            handler()
+
+    def _on_save(self, _button: Any = None) -> None:
+        if self.queue.done:
+            self._say("the queue is done: nothing to save")
+            return
         try:
             self.queue.save(boxes_from_widget(list(self.bbox.bboxes)), source=self.queue.source)
         except DatasetError as e:
@@ -167,21 +377,59 @@ class LabelPanel:
         self.message.value = ""
         self.render()
 
-    def _on_skip(self) -> None:
+    def _on_skip(self, _button: Any = None) -> None:
+        if self.queue.done:
+            self._say("the queue is done: nothing to skip")
+            return
         try:
             self.queue.skip()
         except DatasetError as e:
             self._show_error(e)
             return
+        self.message.value = ""
         self.render()
 
     def _on_delete(self, _button: Any = None) -> None:
+        if self.queue.done:
+            return
         try:
+            sample_id = self.queue.current().sample_id
             self.queue.delete()
         except DatasetError as e:
             self._show_error(e)
             return
+        self._say(f"deleted frame #{sample_id}: Undo (U) brings it back")
         self.render()
+
+    def _on_undo(self, _button: Any = None) -> None:
+        try:
+            item = self.queue.undo()
+        except DatasetError as e:
+            self._show_error(e)
+            return
+        self._say(f"undone: sample #{item.sample_id} is back on screen")
+        self.render()
+
+    def _on_back(self, _button: Any = None) -> None:
+        try:
+            n = self.queue.refresh()
+        except DatasetError as e:
+            self._show_error(e)
+            return
+        self._say(f"{n} image(s) back in the queue")
+        self.render()
+
+    def _on_show_dataset(self, _button: Any = None) -> None:
+        from IPython.display import display
+
+        if self.show_dataset is None:
+            return
+        self.dataset_out.clear_output()
+        with self.dataset_out:
+            shown = self.show_dataset()
+            for obj in shown if isinstance(shown, (list, tuple)) else [shown]:
+                if obj is not None:
+                    display(obj)
 
     def _on_source(self, change: dict[str, Any]) -> None:
         if self._updating or change["new"] is None:
@@ -192,7 +440,9 @@ class LabelPanel:
             self._show_error(e)
             return
         self.bbox.bboxes = boxes_to_widget(proposal.boxes)
-        self.header.value = self.header.value.split("<br>")[0] + f"<br>showing: {proposal.describe()}"
+        item = self.queue.current()
+        if item is not None:
+            self.offer.value = self._offer_html(item)
 
     def _on_add_class(self, _source: Any = None) -> None:
         try:
@@ -201,7 +451,7 @@ class LabelPanel:
             self._show_error(e)
             return
         self.new_class.value = ""
-        self.message.value = f"classes: {', '.join(labels)}"
+        self.message.value = f"classes: {_e(', '.join(labels))}"
         self._updating = True
         try:
             self.bbox.classes = labels

@@ -31,7 +31,7 @@ class Spy:
 
 def _widget_text(panel) -> str:
     """Every string a user could see in the panel's widgets (except the image itself)."""
-    parts = [panel.header.value, panel.progress.value, panel.message.value, json.dumps(panel.bbox.bboxes)]
+    parts = [panel.header.value, panel.progress.value, panel.message.value, panel.offer.value, json.dumps(panel.bbox.bboxes)]
     for child in panel.strip.children:
         parts.extend(getattr(c, "value", "") for c in child.children if isinstance(getattr(c, "value", ""), str))
     return "\n".join(parts)
@@ -51,6 +51,9 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert panel.bbox.bboxes == boxes_to_widget(q.proposal().boxes) and len(panel.bbox.bboxes) == 2
     assert panel.source.value == "tracking"
     assert "1 of 5" in panel.progress.value
+    # the offered proposal names its origin and confidence, per box too
+    assert f"tracking from #{truth[1][0]} (1 frame back): 2 boxes, confidence" in panel.offer.value
+    assert panel.offer.value.count("apple 0.") == 2
     assert len(panel.strip.children) == 1
     # the ground truth is never shown: its exact coordinates do not appear anywhere
     text = _widget_text(panel)
@@ -58,7 +61,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     gt = truth[2][1][0]
     assert json.dumps({"x": gt.x, "y": gt.y}) not in text
 
-    spy = Spy(q, ["save", "skip", "delete", "select", "add_label"])
+    spy = Spy(q, ["save", "skip", "delete", "undo", "select", "add_label"])
     panel._on_save()  # Enter / Submit: the proposal as drawn
     assert spy.calls == ["save"]
     assert studio.get_sample(truth[2][0]).labeled
@@ -73,6 +76,17 @@ def test_panel_headless_callbacks(cloud, unique_name):
     panel._on_delete()
     assert spy.calls == ["delete"]
     assert truth[4][0] not in [s.id for s in studio.samples(device=dev)]
+    assert "Undo (U) brings it back" in panel.message.value and not panel.undo_button.disabled
+
+    # U (sent by the panel's key widget) undoes the delete: the frame is back, with its metadata
+    spy.calls.clear()
+    panel._on_key(panel.keys, {"type": "key", "action": "undo"})
+    assert spy.calls == ["undo"]
+    restored = [s for s in studio.samples(device=dev) if s.metadata.get("frame_index") == 4]
+    assert len(restored) == 1 and not restored[0].labeled and restored[0].id == q.current().sample_id
+    assert "4 of 5" not in panel.progress.value and "3 of 5" in panel.progress.value
+    panel._on_delete()  # and gone again
+    assert restored[0].id not in [s.id for s in studio.samples(device=dev)]
 
     spy.calls.clear()
     panel.new_class.value = "banana"
@@ -93,7 +107,17 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert spy.calls == ["save"]
     last = studio.get_sample(truth[5][0])
     assert [(b.label, b.x, b.width) for b in last.boxes] == [("banana", 10.0, 30.0)]
-    assert panel.header.value.startswith("<b>queue done</b>") and panel.delete_button.disabled
+    # the end of the queue: said so, counts, no image, Save/Skip/Delete disabled, back to the skipped one
+    assert panel.header.value == "<b>The queue is done.</b>"
+    assert "Saved 3, skipped 1, deleted 1 of 5. 1 skipped" in panel.end_text.value
+    assert panel.bbox.layout.display == "none" and panel.end_box.layout.display is None
+    assert panel.save_button.disabled and panel.skip_button.disabled and panel.delete_button.disabled
+    spy.calls.clear()
+    panel._on_key(panel.keys, {"type": "key", "action": "save"})  # Enter at the end: nothing, and said so
+    assert spy.calls == [] and "the queue is done" in panel.message.value
+    panel._on_back()
+    assert q.current().sample_id == truth[3][0] and panel.bbox.layout.display is None
+    assert not panel.save_button.disabled and "0 of 1" in panel.progress.value
 
 
 def test_boxes_roundtrip_through_widget_dicts():
