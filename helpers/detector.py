@@ -10,8 +10,10 @@ The model is a folder with `model.onnx` and `model.json` (the model card). The d
   - output `ltrb` (1, 4, H/s, W/s): distances from the cell centre to the box's left, top,
     right and bottom edges, in input pixels.
 A detection is a local maximum of a class heat map above the score threshold.
-The `ssdlite320` comparison model (`head.type` "ssd") gives `boxes` (1, A, 4) in input
-pixels and `scores` (1, A, C); both are thresholded and NMS'd with OpenCV the same way.
+The `ssdlite320` comparison model (`head.type` "ssd") and NanoDet (`nanodet-ft` and the
+zero-shot COCO model, `head.type` "gfl") give `boxes` (1, A, 4) in input pixels and `scores`
+(1, A, C); all are thresholded and NMS'd with OpenCV the same way. NanoDet's card asks for
+BGR channels with its own mean/std (`preprocessing.channel_order` "BGR", scale 1).
 """
 from __future__ import annotations
 
@@ -41,7 +43,10 @@ DEFAULT_PREPROCESSING = {
 GRAYSCALE_PREPROCESSING = {**DEFAULT_PREPROCESSING, "channel_order": "grayscale", "mean": [0.449], "std": [0.226]}
 COLORS = {"RGB": DEFAULT_PREPROCESSING, "grayscale": GRAYSCALE_PREPROCESSING}
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-HEAD_OUTPUTS = {"centernet": ("heatmap", "ltrb"), "ssd": ("boxes", "scores")}
+# "gfl" (nanodet-ft and the zero-shot COCO NanoDet) gives decoded boxes and per-class
+# sigmoid scores, the same contract as "ssd".
+HEAD_OUTPUTS = {"centernet": ("heatmap", "ltrb"), "ssd": ("boxes", "scores"), "gfl": ("boxes", "scores")}
+BOX_HEADS = ("ssd", "gfl")
 
 
 def preprocessing_for(color: str) -> dict[str, Any]:
@@ -57,10 +62,15 @@ def input_channels(preprocessing: dict[str, Any] | None) -> int:
 
 
 def to_channels(images: np.ndarray, preprocessing: dict[str, Any] | None) -> np.ndarray:
-    """RGB (..., H, W, 3) -> float32 (..., H, W, C) in the model's channels, not yet normalised."""
+    """RGB (..., H, W, 3) -> float32 (..., H, W, C) in the model's channels, not yet normalised.
+
+    `channel_order` "BGR" (NanoDet's COCO weights) reverses the channels.
+    """
     x = np.asarray(images, np.float32)
     if input_channels(preprocessing) == 1:
         return (x @ _LUMA)[..., None]
+    if (preprocessing or {}).get("channel_order") == "BGR":
+        return np.ascontiguousarray(x[..., ::-1])
     return x
 
 
@@ -282,8 +292,9 @@ class OnnxDetector:
         if missing:
             raise ModelError(f"model outputs {out_names} lack {missing}: not a {self.head_type} model exported "
                              "by helpers.train (check the card's head.type)")
-        cls_out = self.session.get_outputs()[out_names.index(self.outputs[1 if self.head_type == "ssd" else 0])]
-        n_cls = cls_out.shape[-1] if self.head_type == "ssd" else cls_out.shape[1]
+        boxed = self.head_type in BOX_HEADS
+        cls_out = self.session.get_outputs()[out_names.index(self.outputs[1 if boxed else 0])]
+        n_cls = cls_out.shape[-1] if boxed else cls_out.shape[1]
         if isinstance(n_cls, int) and n_cls != len(self.labels):
             raise ModelError(f"the network has {n_cls} classes but the card lists labels {self.labels}: "
                              "the card does not belong to this model")
@@ -300,7 +311,7 @@ class OnnxDetector:
     def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The head outputs for one image, batch dimension removed.
 
-        centernet: (heatmap (C, h, w), ltrb (4, h, w)); ssd: (boxes (A, 4), scores (A, C)).
+        centernet: (heatmap (C, h, w), ltrb (4, h, w)); ssd, gfl: (boxes (A, 4), scores (A, C)).
         """
         a, b = self.session.run(list(self.outputs), {self.input_name: self.preprocess(rgb)})
         return a[0], b[0]
@@ -309,7 +320,7 @@ class OnnxDetector:
                    score_threshold: float | None = None) -> list[BBox]:
         """Boxes from `raw()` outputs for an image of `image_size` (width, height)."""
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        fn = decode_ssd if self.head_type == "ssd" else decode
+        fn = decode_ssd if self.head_type in BOX_HEADS else decode
         return fn(outputs[0], outputs[1], self.labels, image_size, self.input_size,
                   score_threshold=thr, nms_iou=self.nms_iou)
 

@@ -70,19 +70,24 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from helpers.train.model import ARCHS
 
     ap = argparse.ArgumentParser(prog="python -m helpers.train",
-                                 description="Train a fruit detector and export model.onnx + model.json.")
+                                 description="Train a fruit detector and export model.onnx + model.json. "
+                                             "`python -m helpers.train fetch-weights` (or `make weights`) gets the "
+                                             "COCO weights `--arch nanodet-ft` fine-tunes from.")
     ap.add_argument("--dataset", help="dataset folder; default: the local studio's current snapshot")
     ap.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: auto)")
     ap.add_argument("--out", required=True, help="output folder for model.onnx and model.json")
     ap.add_argument("--arch", default="fomo-box", choices=ARCHS)
     ap.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner)")
-    ap.add_argument("--input-size", type=int, default=None, help="square input side: 96, 160 or 320")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="square input side: 96, 160 or 320 (fomo-box); 224, 320 or 416 (nanodet-ft)")
     ap.add_argument("--color", default="RGB", choices=["RGB", "grayscale"],
                     help="colour depth of the input, as Edge Impulse's image block (default: RGB)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=None, help="backbone width multiplier (fomo-box)")
     ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
-    ap.add_argument("--pretrained", default="none", help="'none', 'synthetic' (cached under the workspace) or a .pt file")
+    ap.add_argument("--pretrained", default="none",
+                    help="fomo-box: 'none', 'synthetic' (cached under the workspace) or a .pt file; nanodet-ft: "
+                         "the COCO weights from `make weights` (default) or a NanoDet .pt checkpoint")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: EDGELOOP_TORCH_THREADS)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -97,7 +102,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if val is not None:
             kw[name] = val
     try:
-        params = TrainParams(**kw)
+        if args.arch == "nanodet-ft":
+            from helpers.train.finetune import recommended_params
+
+            kw.pop("width", None)
+            params = recommended_params(**kw)
+        else:
+            params = TrainParams(**kw)
         params.check()
         summary = train_and_export(args.out, args.dataset, args.format, params, progress=not args.quiet)
     except (EdgeLoopError, ValueError) as e:

@@ -31,6 +31,10 @@ def git_commit(repo: str | Path | None = None) -> str | None:
 
 def _wrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
     """The module to trace and its output names, by head type."""
+    from helpers.train.nanodet import NanoDet
+
+    if isinstance(model, NanoDet):
+        return ExportWrapper(model).eval(), ["boxes", "scores"]
     if hasattr(model, "export_forward"):
         return ExportWrapper(model).eval(), ["heatmap", "ltrb"]
     from helpers.train.model import SSDExportWrapper

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from helpers.errors import MissingExtra
 
-ARCHS = ("fomo-box", "ssdlite320")
+ARCHS = ("fomo-box", "ssdlite320", "nanodet-ft")  # nanodet-ft: helpers.train.finetune
 STRIDE = 8
 # log-distance clamp: exp(6) * 8 px covers any box in a 320 px input; the lower bound keeps
 # exp() finite for untrained heads.

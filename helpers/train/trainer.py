@@ -79,6 +79,12 @@ class TrainParams:
             raise ValueError(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
         if self.arch == "ssdlite320" and self.color != "RGB":
             raise ValueError("ssdlite320 takes RGB input; use color='RGB' or arch='fomo-box'")
+        if self.arch == "nanodet-ft":
+            if self.color != "RGB":
+                raise ValueError("nanodet-ft starts from COCO weights trained on colour: use color='RGB'")
+            if self.input_size % 32 or self.input_size < 96:
+                raise ValueError(f"nanodet-ft input_size must be a multiple of 32 and >= 96 (e.g. 224, 320, 416), "
+                                 f"got {self.input_size}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0 <= self.ema_decay < 1:
@@ -109,19 +115,29 @@ class TrainResult:
     dataset_hash: str
     val_metrics: dict[str, Any] = field(default_factory=dict)
     num_parameters: int = 0
+    pretrained: dict[str, Any] = field(default_factory=dict)  # starting weights' source, version, hash, licence
 
     def card(self, **extra: Any) -> dict[str, Any]:
         """The model-card fields training knows; `export_onnx` adds the file's hash."""
+        arch = self.params.arch
+        if arch == "nanodet-ft":
+            from helpers.train.nanodet import NANODET_PREPROCESSING, STRIDES
+
+            head: dict[str, Any] = {"type": "gfl", "strides": list(STRIDES), "outputs": ["boxes", "scores"]}
+            prep, nms = dict(NANODET_PREPROCESSING), 0.6
+        else:
+            head = {"type": "ssd" if arch == "ssdlite320" else "centernet", "stride": STRIDE,
+                    "outputs": ["boxes", "scores"] if arch == "ssdlite320" else ["heatmap", "ltrb"]}
+            prep, nms = preprocessing_for(self.params.color), 0.45
         card = {
             "labels": list(self.labels),
             "input_size": self.params.input_size,
             "color": self.params.color,
-            "preprocessing": preprocessing_for(self.params.color),
+            "preprocessing": prep,
             "score_threshold": self.score_threshold,
-            "nms_iou": 0.45,
-            "arch": self.params.arch,
-            "head": {"type": "ssd" if self.params.arch == "ssdlite320" else "centernet", "stride": STRIDE,
-                     "outputs": ["boxes", "scores"] if self.params.arch == "ssdlite320" else ["heatmap", "ltrb"]},
+            "nms_iou": nms,
+            "arch": arch,
+            "head": head,
             "version": None,
             "metrics": {"validation": self.val_metrics, "best_epoch": self.best_epoch,
                         "train_time_s": round(self.train_time_s, 1), "num_parameters": self.num_parameters},
@@ -129,6 +145,8 @@ class TrainResult:
             "training": self.params.to_dict(),
             "parent_version": None,
         }
+        if self.pretrained:
+            card["pretrained"] = dict(self.pretrained)
         card.update(extra)
         return card
 
@@ -430,6 +448,10 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
         from helpers.train.ssd import train_ssd
 
         return train_ssd(train_items, val_items, labels, params, progress=progress, callback=callback)
+    if params.arch == "nanodet-ft":
+        from helpers.train.finetune import train_nanodet
+
+        return train_nanodet(train_items, val_items, labels, params, progress=progress, callback=callback)
     _set_threads(params)
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
