@@ -233,8 +233,11 @@ NB["03_label_review"] = [
 In Edge Impulse's labeling queue you draw a box around the apple in the first image; in the
 next ones the box follows the object, so most images need only a check. Here the queue offers a
 **proposal** for every image: the previous frame's boxes **tracked** to where the object moved
-(OpenCV template matching), or, once a model exists, the model's own detections. Save accepts
-the boxes as they are on screen; Skip leaves the image in the queue; Delete removes a bad frame.
+(OpenCV template matching), or, once a model exists, the model's own detections. When the scene
+changed (new fruit put down, the camera carried to another table) the tracked boxes are not
+offered: the model's are, or none and you draw them. **Save** accepts the boxes as they are on
+screen; **Skip** leaves the image in the queue; **Delete frame** removes a bad frame and **Undo**
+brings it back.
 
 Headless runs (papermill, CI) use an **oracle labeler**: it plays the human with the synthetic
 camera's ground truth (never shown in the panel) and measures how good the proposals were.
@@ -250,6 +253,7 @@ from helpers.labeling import plots
 from helpers.labeling.queue import LabelQueue
 
 s = session.connect()
+print(f"workspace: {s.workspace} (set EDGELOOP_WORKSPACE, or `make lab WORKSPACE=...`, to use another)")
 overview = plots.dataset_overview(s.studio.samples())
 print(ui.text_table(overview))
 """, "nbval-ignore-output"),
@@ -261,35 +265,46 @@ print(f"{queue.remaining} images to label; labels: {queue.labels}")
 """),
     md("""
 ## The labeling panel
-Draw or adjust boxes, pick the class, then **Save** (or press the widget's submit key). Switch
-between the tracking and the model proposal with the toggle. A new class can be added in the
-panel's text box.
+Drag on the image to draw a box, drag its edges to adjust it, pick the class, then **Save
+(Enter)**; **Skip (Space)** and **Undo (U)** work from the keyboard too. Each proposal is listed
+with where it comes from and its confidence; switch between them with the toggle. A new class
+can be added in the panel's text box. While you label, the keys stay in the panel (JupyterLab's
+notebook shortcuts do not fire); Esc gives them back.
 """),
     code("""
 if labeler == "human":
     from helpers.labeling.panel import LabelPanel
-    panel = LabelPanel(queue)
+    panel = LabelPanel(queue, show_dataset=lambda: plots.dataset_figures(s.studio))
     display(panel.widget)
-    report = None
 else:
     from helpers.labeling.oracle import OracleLabeler
-    report = OracleLabeler(queue).run(progress=False)
+    OracleLabeler(queue).run(progress=False)
 """, "nbval-ignore-output"),
-    md("## The dataset"),
+    md("""
+## The dataset
+With the panel, these cells wait for you: label the queue, then rerun them (or press **Show the
+dataset** at the end of the queue).
+"""),
     code("""
 labeled = s.studio.samples(labeled=True)
-display(plots.class_counts(labeled))
-display(plots.box_distributions(labeled))
-display(plots.sample_grid(labeled, s.studio.get_image, n=8))
+if labeler == "human" and not queue.done:
+    print(plots.waiting_message(queue))
+else:
+    for figure in plots.dataset_figures(s.studio):
+        display(figure)
 """, "nbval-ignore-output"),
     md("""
 ## Assist quality
 How often was the proposal right as it stood (every box within IoU 0.9 of what was saved)?
-That is the share of images a human only had to confirm.
+That is the share of images a human only had to confirm: with the panel, your own
+accept-unchanged rate.
 """),
     code("""
-if report is not None:
-    print(report.summary())
+from helpers.labeling.oracle import assist_report
+
+report = assist_report(queue.records)
+print(report.summary())
+if report.saved:
     display(plots.assist_quality(report))
 """, "nbval-ignore-output"),
     code("""
@@ -297,7 +312,7 @@ remaining = s.studio.samples(labeled=False)
 results.check("every collected image labeled", len(remaining) == 0)
 results.check("every box is an apple", all(b.label == "apple" for x in labeled for b in x.boxes))
 results.check("most images hold an apple", sum(any(b.label == "apple" for b in x.boxes) for x in labeled) > len(labeled) / 2)
-if report is not None:
+if labeler == "oracle":
     results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").share_unchanged >= 0.5)
     results.record("03_label_review", labeled=len(labeled), assist=report.to_dict())
 """),

@@ -175,3 +175,22 @@ def assist_quality(report: Any) -> Figure:
 def boxes_of(samples: Iterable[Any]) -> list[BBox]:
     """Every saved box of the labeled samples (for custom plots)."""
     return [b for s in samples if s.labeled for b in s.boxes]
+
+
+def dataset_figures(studio: Any, n: int = 8) -> list[Figure]:
+    """The labeled dataset at a glance: class counts, box sizes and positions, a sample grid.
+
+    Args:
+        studio: the studio (`samples(labeled=True)` and `get_image` are called).
+        n: images in the grid.
+    """
+    labeled = studio.samples(labeled=True)
+    return [class_counts(labeled), box_distributions(labeled), sample_grid(labeled, studio.get_image, n=n)]
+
+
+def waiting_message(queue: Any) -> str:
+    """What a Run-All shows under the panel while a person is still labeling: what to rerun."""
+    p = queue.progress()
+    return (f"Waiting for labels: {len(queue)} of {p.total} images are still in the panel above "
+            f"({p.saved} saved so far). Label them, then rerun this cell, or press "
+            "'Show the dataset' at the end of the queue.")
