@@ -478,7 +478,9 @@ def _check_module_id(module_id: str, writing: bool) -> None:
 
 @router.put("/devices/{device_id}/modules/{module_id}", summary="Create or update a module identity (If-Match to update)")
 async def put_module(device_id: str, module_id: str, request: Request) -> dict[str, Any]:
-    require_service(request)
+    # the service, or an IoT Edge device for its own modules (IoT Hub's device-scoped identity API,
+    # which IoT Edge's identity service calls with the device's own SAS token)
+    require_device_or_service(request, device_id)
     _check_module_id(module_id, writing=True)
     body = await json_body(request, required=False) or {}
     if not isinstance(body, dict):
@@ -521,7 +523,7 @@ def list_modules(device_id: str, request: Request) -> list[dict[str, Any]]:
 
 @router.get("/devices/{device_id}/modules/{module_id}", summary="Get a module identity")
 def get_module(device_id: str, module_id: str, request: Request) -> dict[str, Any]:
-    require_service(request)
+    require_device_or_service(request, device_id)  # an edge device reads its own modules' identities
     with ctx_of(request).store.read() as conn:
         return hub_store.module_json(hub_store.module_row(conn, device_id, module_id))
 
