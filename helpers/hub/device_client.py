@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -69,6 +69,9 @@ class DeviceClient:
         info = read_service(self.workspace) or {}
         new = (info.get("url") or "").rstrip("/")
         if new and new != self.url:
+            # a local hub's HostName is its address: when the service moved, tokens name the new one
+            if self.host == urlsplit(self.url).netloc:
+                self.host = urlsplit(new).netloc
             self.url = new
             return new
         return None

@@ -87,15 +87,32 @@ def ctx_of(request: Request) -> Context:
     return request.app.state.ctx
 
 
+def _resource_on_this_hub(ctx: Context, sr: str) -> str:
+    """The part of a token's resource after this hub's host name (`devices/<id>`, or `` for the hub).
+
+    A token signed for another hub (another host, or this host on another port) is refused even
+    when its key matches: a token is only valid for the hub it names, as on Azure IoT Hub.
+    """
+    host, _, rest = sr.partition("/")
+    if host.lower() not in (getattr(ctx, "hub_hosts", None) or (ctx.service_host.lower(),)):  # issue 13: every name of this hub
+        raise Unauthorized(f"the SAS token's resource (sr) names host {host[:80]!r}, not this hub {ctx.service_host!r}: sign "
+                           "tokens for the HostName of this hub's connection strings", 401, "Authorization")
+    return rest.rstrip("/")
+
+
 def _sas_principal(ctx: Context, header: str) -> Principal:
     try:
         parsed: ParsedToken = parse_sas_token(header)
+        resource = _resource_on_this_hub(ctx, parsed.sr)
         if parsed.skn:
             if parsed.skn != "iothubowner":
                 raise Unauthorized(f"unknown shared access policy {parsed.skn!r}; use iothubowner", 401, "Authorization")
+            if resource:
+                raise Unauthorized(f"a service token's resource (sr) is the hub's host {ctx.service_host!r} alone, "
+                                   f"not {parsed.sr[:120]!r}", 401, "Authorization")
             verify_sas_token(parsed, [ctx.service_key])
             return Principal("service")
-        m = re.match(r"^[^/]+/devices/([^/]+)(?:/modules/[^/]+)?/?$", parsed.sr)
+        m = re.match(r"^devices/([^/]+)(?:/modules/[^/]+)?$", resource)
         if not m:
             raise Unauthorized("device SAS token resource (sr) must be <host>/devices/<deviceId>", 401, "Authorization")
         device_id = m.group(1)
