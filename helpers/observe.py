@@ -65,3 +65,21 @@ def detected_in_recent(hub: Any, device_id: str, label: str, seconds: float = 4.
     results = collect_results(hub, [device_id], seconds)[device_id]
     hits = sum(any(b.label == label for b in detections_of(r)) for r in results)
     return bool(results) and hits / len(results) >= min_share
+
+
+def confusion_on_images(detector: Any, items: Sequence[tuple[Any, Sequence[Any]]], true_label: str,
+                        predicted_label: str, iou_threshold: float = 0.3) -> ConfusionRate:
+    """The drift question asked of a fixed set of labeled images instead of live frames.
+
+    Which frames a runner happens to score in a few seconds depends on the machine's speed; a
+    fixed set (the studio's held-out images) gives the same answer for the same model on every
+    run, so the story's before/after figures can be checked and compared across runs.
+
+    Args:
+        detector: an `OnnxDetector` (its card's score threshold applies, as on the device).
+        items: (RGB image, labeled boxes) pairs; images without a `true_label` box are not counted.
+        true_label, predicted_label, iou_threshold: as `confusion_rate`.
+    """
+    results = [{"bounding_boxes": [b.to_dict() for b in detector.detect(rgb)],
+                "ground_truth": [b.to_dict() for b in boxes]} for rgb, boxes in items]
+    return confusion_rate(results, true_label, predicted_label, iou_threshold=iou_threshold)

@@ -64,6 +64,17 @@ class Session:
         prod = [m for m in models if m.stage == "production"]
         return max(prod or models, key=lambda m: m.version)
 
+    def model_detector(self, version: int):
+        """The registered model `version` as an `OnnxDetector`, downloaded once into
+        `WORKSPACE/models/registry/v<version>/` (the files the devices run)."""
+        from helpers.detector import OnnxDetector
+
+        dest = self.workspace / "models" / "registry" / f"v{int(version)}"
+        if not (dest / "model.onnx").is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            self.studio.download_model(int(version), dest)
+        return OnnxDetector(dest)
+
     def settings_rows(self) -> list[tuple[str, str, str]]:
         return settings_table(self.settings)
 

@@ -20,6 +20,29 @@ from helpers.widgets import show_figures_inline
 show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
 
 # --------------------------------------------------------------------------- generic
+PROGRESS_ENV = "EDGELOOP_PROGRESS_FILE"
+
+
+def report_progress(line: str) -> None:
+    """Tell a headless pipeline what a long step is doing (one line, shown in its terminal).
+
+    The pipeline names the file in EDGELOOP_PROGRESS_FILE; interactively nothing is written
+    (the notebook's own progress displays are what a person watches).
+    """
+    import json
+    import os
+
+    target = os.environ.get(PROGRESS_ENV)
+    if not target:
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"line": line, "at": time.time()}))
+        os.replace(tmp, path)
+    except OSError:  # the pipeline's out folder went away: progress is a nicety, the step goes on
+        tmp.unlink(missing_ok=True)
+
 
 
 def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -55,7 +78,13 @@ def show_file(path: str | Path, language: str | None = None) -> None:
     if not p.is_absolute():
         p = REPO_ROOT / p
     lang = language or {".sh": "sh", ".py": "python", ".json": "json"}.get(p.suffix, "dockerfile")
-    display(Markdown(f"**{p.name}**\n```{lang}\n{mask(p.read_text())}\n```"))
+    # The title is the name relative to the repository: an absolute path would put this
+    # machine's folders into the notebook's outputs.
+    try:
+        name = p.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        name = p.name
+    display(Markdown(f"**{name}**\n```{lang}\n{mask(p.read_text())}\n```"))
 
 
 def show_json(obj: Any) -> None:
@@ -192,6 +221,8 @@ def wait_for_samples(studio: Any, expected: Mapping[str, int], label: str | None
         counts = sample_counts(studio, list(expected), label)
         if on_poll:
             on_poll()
+        report_progress("collecting " + (f"{label} " if label else "") + "images: "
+                        + ", ".join(f"{d} {min(counts[d], n)}/{n}" for d, n in expected.items()))
         if all(counts[d] >= n for d, n in expected.items()):
             return counts
         if time.monotonic() > deadline:
@@ -207,11 +238,14 @@ def wait_for_samples(studio: Any, expected: Mapping[str, int], label: str | None
 class LivePlot:
     """Loss and validation F1 per epoch, redrawn in place (works headless: the last frame stays)."""
 
-    def __init__(self, title: str = "training"):
-        self.title, self.history, self._handle = title, [], None
+    def __init__(self, title: str = "training", epochs: int | None = None):
+        self.title, self.history, self._handle, self.epochs = title, [], None, epochs
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         self.history.append(dict(row))
+        of = f"/{self.epochs}" if self.epochs else ""
+        report_progress(f"training {self.title}: epoch {row.get('epoch')}{of}, loss {row.get('loss', float('nan')):.3f}, "
+                        f"validation F1 {row.get('val_f1', float('nan')):.3f}, {row.get('elapsed_s', 0):.0f} s")
         fig = self.figure()
         from IPython.display import display
 

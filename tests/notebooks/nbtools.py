@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = ROOT / "notebooks"  # what a person opens: workshop parameters, no outputs
+REFERENCE = ROOT / "tests" / "notebooks" / "reference"  # executed smoke runs nbval compares (make notebooks)
+SANITIZE = REFERENCE / "sanitize.cfg"
 
 # Unmasked secret shapes: a SAS key value, a SAS signature, an Edge Impulse or local studio key.
 SECRET_PATTERNS = [

@@ -1,4 +1,9 @@
-"""nbval re-executes the committed notebooks (01..06, in order, fresh workspace) and compares outputs."""
+"""nbval re-executes the reference notebooks (01..06, in order, fresh workspace) and compares outputs.
+
+The reference notebooks (tests/notebooks/reference/, written by `make notebooks`) are executed
+copies of a smoke run; the notebooks a person opens (notebooks/) carry the workshop's parameters
+and no outputs, and are never overwritten by a run.
+"""
 from __future__ import annotations
 
 import json
@@ -10,10 +15,9 @@ import sys
 import nbformat
 import pytest
 
-from nbtools import NOTEBOOKS, ROOT, leftovers, scan_for_secrets
+from nbtools import REFERENCE, ROOT, SANITIZE, scan_for_secrets
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
-SANITIZE = NOTEBOOKS / "sanitize.cfg"
 
 
 def _nbval(paths, workspace, timeout=1500):
@@ -26,7 +30,7 @@ def _nbval(paths, workspace, timeout=1500):
 def test_committed_notebooks_pass_nbval(tmp_path, stop_workspace):
     ws = tmp_path / "ws"
     stop_workspace(ws)
-    proc = _nbval(sorted(NOTEBOOKS.glob("0*.ipynb")), ws)
+    proc = _nbval(sorted(REFERENCE.glob("0*.ipynb")), ws)
     assert proc.returncode == 0, proc.stdout[-6000:]
 
 
@@ -34,7 +38,7 @@ def test_nbval_has_teeth(tmp_path, stop_workspace):
     """A deliberately altered stored output must fail the comparison."""
     ws = tmp_path / "ws"
     stop_workspace(ws)
-    nb = nbformat.read(NOTEBOOKS / "01_setup_hub.ipynb", as_version=4)
+    nb = nbformat.read(REFERENCE / "01_setup_hub.ipynb", as_version=4)
     altered = False
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -52,7 +56,7 @@ def test_nbval_has_teeth(tmp_path, stop_workspace):
 
 
 def test_committed_notebooks_hold_no_secret_and_no_secret_parameter():
-    files = sorted(NOTEBOOKS.glob("*.ipynb"))
+    files = sorted(REFERENCE.glob("*.ipynb"))
     assert len(files) == 6
     assert scan_for_secrets(files) == []
     for f in files:
@@ -62,8 +66,8 @@ def test_committed_notebooks_hold_no_secret_and_no_secret_parameter():
         assert not bad, f"{f.name}: secret-like papermill parameters {bad}"
 
 
-def test_committed_notebooks_carry_reference_outputs():
-    for f in sorted(NOTEBOOKS.glob("0*.ipynb")):
+def test_reference_notebooks_carry_outputs():
+    for f in sorted(REFERENCE.glob("0*.ipynb")):
         nb = nbformat.read(f, as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert outputs, f"{f.name} has no stored outputs: run `make notebooks`"
