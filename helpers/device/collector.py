@@ -59,6 +59,7 @@ CATEGORIES = ("training", "testing", "split")
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 15.0
 AUTH_BACKOFF_S = 30.0
+HUB_REPORT_S = 2.0  # the shortest time between two module twin reports (IoT Hub throttles twin updates)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -342,6 +343,11 @@ class Collector:
         self.camera_errors = 0
         self.last_camera_error: str | None = None
         self._load_state()
+        from helpers.device.module import ModuleHub
+
+        # counts go to the module twin through the IoT Edge SDK (at most every HUB_REPORT_S, and on changes of state)
+        self.hub = ModuleHub.from_environment()
+        self._hub_reported: tuple[float, str] = (0.0, "")
 
     def _load_state(self) -> None:
         try:
@@ -382,8 +388,14 @@ class Collector:
                 "captured": self.captured, "target": self.cfg.count, "rate_hz": self.cfg.rate_hz,
                 "camera_errors": self.camera_errors, "camera_error": self.last_camera_error, **up}
 
-    def write_progress(self) -> None:
-        write_json_atomic(self.cfg.workdir / "reported.json", self.progress())
+    def write_progress(self, final: bool = False) -> None:
+        progress = self.progress()
+        write_json_atomic(self.cfg.workdir / "reported.json", progress)
+        if self.hub is not None:
+            last, state = self._hub_reported
+            if final or progress["state"] != state or time.monotonic() - last >= HUB_REPORT_S:
+                self.hub.report(progress)
+                self._hub_reported = (time.monotonic(), progress["state"])
 
     def capture_one(self, camera: Any) -> None:
         """Read one frame and spool it with its upload metadata."""
@@ -455,7 +467,9 @@ class Collector:
             # an upload in flight is not waited for long: unacknowledged, it stays spooled and is
             # re-sent (and recognised as a duplicate) by the next start
             self.uploader.join(timeout=3.0)
-            self.write_progress()
+            self.write_progress(final=True)
+            if self.hub is not None:
+                self.hub.close()
         log.info("collector stopped: %d captured, %d still spooled for the next start", self.captured, len(self.spool))
         return 0
 

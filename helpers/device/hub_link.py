@@ -181,8 +181,11 @@ class ModuleRegistry:
         if not key:
             raise ServiceError(f"module {module_id!r} of {self.device_id!r} has no symmetric key (X.509 modules are "
                                "not run by this agent)", 400)
+        # GatewayHostName: where the module connects (edgeHub on a real device; here the hub itself),
+        # which the SDK's create_from_edge_environment() requires
         return Secret(f"HostName={self.endpoint.host};DeviceId={self.device_id};ModuleId={module_id};"
-                      f"SharedAccessKey={key}", f"connection_string[{self.device_id}/{module_id}]")
+                      f"SharedAccessKey={key};GatewayHostName={self.endpoint.host}",
+                      f"connection_string[{self.device_id}/{module_id}]")
 
 
 @dataclass

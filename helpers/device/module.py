@@ -74,6 +74,124 @@ def run_until_stopped(config: Any, worker_type: Callable[[Any], Any], logger: lo
     return worker.run()
 
 
+class ModuleHub:
+    """A module's link to its hub: `IoTHubModuleClient.create_from_edge_environment()`, nothing else.
+
+    On a real IoT Edge device the SDK reads the IoT Edge environment (edgeHub, the workload
+    API); a simulated device's agent gives the IoT Edge simulator's `EdgeHubConnectionString`
+    and `EdgeModuleCACertificateFile`. The client connects in a background thread (retrying
+    while the hub is away) so the module's own work never waits for it; `report()` keeps the
+    module twin's reported properties equal to the latest state (only the difference is sent,
+    and re-sent until acknowledged); `send()` queues a device-to-cloud message (the newest
+    `max_queue` are kept while the hub is away).
+
+    `ModuleHub.from_environment()` is None when neither environment is there (a module run by
+    hand or by a test without a hub): the module then works and reports nowhere.
+    """
+
+    def __init__(self, client: Any, max_queue: int = 100, retry_s: float = 2.0):
+        import collections
+        import threading
+
+        self.client = client
+        self.retry_s = retry_s
+        self._cond = threading.Condition()
+        self._target: dict[str, Any] | None = None
+        self._acked: dict[str, Any] = {}
+        self._messages: "collections.deque[tuple[bytes, dict[str, str]]]" = collections.deque(maxlen=max_queue)
+        self._closing = False
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="module-hub", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str] | None = None) -> "ModuleHub | None":
+        """The module's hub link from the IoT Edge (or simulator) environment, or None outside IoT Edge."""
+        env = dict(os.environ if env is None else env)
+        if not env.get("EdgeHubConnectionString") and not env.get("IOTEDGE_WORKLOADURI"):
+            log.info("no IoT Edge environment (EdgeHubConnectionString / IOTEDGE_WORKLOADURI): not reporting to a hub")
+            return None
+        from azure.iot.device import IoTHubModuleClient
+
+        logging.getLogger("azure.iot.device").setLevel(logging.WARNING)
+        try:
+            client = IoTHubModuleClient.create_from_edge_environment(keep_alive=30)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"the IoT Edge environment is not usable ({exc}): EdgeHubConnectionString must be a "
+                              "module connection string and EdgeModuleCACertificateFile a readable CA file") from None
+        return cls(client)
+
+    def report(self, state: dict[str, Any]) -> None:
+        """Make the module twin's reported properties equal `state` (sent in the background)."""
+        import json
+
+        with self._cond:
+            self._target = json.loads(json.dumps(state, default=str))
+            self._cond.notify_all()
+
+    def send(self, body: dict[str, Any], properties: dict[str, str] | None = None) -> None:
+        """Queue a device-to-cloud message (JSON body, application properties)."""
+        import json
+
+        with self._cond:
+            self._messages.append((json.dumps(body, default=str).encode(), dict(properties or {})))
+            self._cond.notify_all()
+
+    def close(self, flush_timeout_s: float = 3.0) -> None:
+        """Send what is pending (up to `flush_timeout_s`), then disconnect."""
+        deadline = time.monotonic() + flush_timeout_s
+        with self._cond:
+            while (self._messages or (self._target is not None and self._target != self._acked)) \
+                    and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=flush_timeout_s)
+        from azure.iot.device.exceptions import ClientError
+
+        try:
+            self.client.shutdown()
+        except (ClientError, OSError) as exc:
+            log.info("disconnecting from the hub: %s", mask(str(exc)))
+
+    def _run(self) -> None:
+        from azure.iot.device import Message
+        from azure.iot.device.exceptions import ClientError, OperationCancelled, OperationTimeout
+
+        from helpers.device.hub_link import diff_patch
+
+        errors = (ClientError, OperationCancelled, OperationTimeout, OSError)
+        while True:
+            with self._cond:
+                while not self._closing and not self._messages and (self._target is None or self._target == self._acked):
+                    self._cond.wait()
+                if self._closing:
+                    return
+                target = self._target
+                message = self._messages[0] if self._messages else None
+            try:
+                if not self.client.connected:
+                    self.client.connect()
+                if target is not None and target != self._acked:
+                    self.client.patch_twin_reported_properties(diff_patch(self._acked, target))
+                    with self._cond:
+                        self._acked = target
+                        self._cond.notify_all()
+                if message is not None:
+                    msg = Message(message[0], content_encoding="utf-8", content_type="application/json")
+                    msg.custom_properties.update(message[1])
+                    self.client.send_message(msg)
+                    with self._cond:
+                        if self._messages and self._messages[0] is message:
+                            self._messages.popleft()
+                        self.sent += 1
+                        self._cond.notify_all()
+            except errors as exc:
+                log.warning("hub: %s; retrying in %.0f s", mask(str(exc)) or type(exc).__name__, self.retry_s)
+                with self._cond:
+                    self._cond.wait(self.retry_s)
+
+
 def healthcheck(env: dict[str, str] | None = None) -> int:
     """The container HEALTHCHECK: 0 healthy, 1 unhealthy (reason on stderr)."""
     env = dict(os.environ if env is None else env)
@@ -142,4 +260,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["healthcheck", "main", "run_until_stopped"]
+__all__ = ["ModuleHub", "healthcheck", "main", "run_until_stopped"]

@@ -65,7 +65,7 @@ from helpers.device.collector import (
     utc_now,
     write_json_atomic,
 )
-from helpers.device.module import run_until_stopped
+from helpers.device.module import ModuleHub, run_until_stopped
 from helpers.errors import ConfigError, ModelError
 from helpers.geometry import BBox, iou
 
@@ -506,6 +506,8 @@ class Runner:
         self.cfg = cfg
         self.stop = threading.Event()
         self.state = RunnerState(cfg.device)
+        # reports go to the module twin and device-to-cloud messages through the IoT Edge SDK
+        self.hub = ModuleHub.from_environment()
         self.server: ThreadingHTTPServer | None = None
         self.uploader: Uploader | None = None
         self.sampled = 0
@@ -593,6 +595,10 @@ class Runner:
             body["sampling"] = {"band": list(self.cfg.sampling_band or ()), "sampled": self.sampled,
                                 **self.uploader.stats()}
         write_json_atomic(self.cfg.workdir / "reported.json", body)
+        if self.hub is not None:
+            self.hub.report(body)  # module twin: the model version and the latest window
+            if window:
+                self.hub.send(body, {"type": "telemetry", "model_version": str(body["model_version"])})
 
     def loop(self, detector: Any) -> None:
         from helpers.device.camera import CameraError, open_camera
@@ -651,6 +657,8 @@ class Runner:
             if self.server is not None:
                 self.server.shutdown()
                 self.server.server_close()
+            if self.hub is not None:
+                self.hub.close()
         log.info("runner stopped after %d frames", self.state.frames)
         return 0
 

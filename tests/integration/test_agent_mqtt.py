@@ -149,6 +149,10 @@ def test_agent_runs_its_module_twin_deployment_and_answers_methods(cloud, unique
         # the module runs with its own identity, created by the agent as IoT Edge does
         ident = svc.call("GET", f"/devices/{dev}/modules/collector").json()
         assert ident["managedBy"] == "IotEdge"
+        # ...and reports its counts itself, with IoTHubModuleClient.create_from_edge_environment()
+        counts = wait_for(lambda: (lambda r: r if r.get("captured", 0) >= 1 else None)(
+            svc.module_twin(dev, "collector")["properties"]["reported"]), what="the collector's own report")
+        assert counts["mode"] == "collect" and counts["label"] == "apple"
 
         # edgeAgent's direct methods through the service API
         assert svc.method(dev, "$edgeAgent", "ping") == {"status": 200, "payload": None}
