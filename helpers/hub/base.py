@@ -1,6 +1,7 @@
 """The `Hub` protocol: device identities, twins and IoT Edge deployments.
 
-Shapes follow Azure IoT Hub so the local backend and the Azure backend are interchangeable.
+One implementation (`helpers.hub.iothub.IoTHub`, on the `azure-iot-hub` SDK) serves both the
+local stand-in and Azure IoT Hub; these dataclasses are what the loop reads from it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Device:
     tags: dict[str, Any] = field(default_factory=dict)
     connection_state: str = "Disconnected"
     last_activity: str | None = None
+    auth: str = "sas"  # sas | selfSigned | certificateAuthority
 
 
 @dataclass
@@ -32,21 +34,26 @@ class Twin:
     tags: dict[str, Any] = field(default_factory=dict)
     desired: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
+    module_id: str | None = None  # set for a module twin
+    desired_version: int | None = None  # the desired properties' $version
+    reported_version: int | None = None
 
 
 @dataclass
 class ModuleStatus:
-    """What the device's edge agent reports for one module."""
+    """What the device's edge agent reports for one module (edgeAgent's reported schema)."""
 
     name: str
     runtime_status: str  # running | stopped | failed | backoff | unknown
     exit_code: int | None = None
     restart_count: int = 0
-    start_time: str | None = None
+    start_time: str | None = None  # lastStartTimeUtc
     image: str | None = None
     version: str | None = None
     host_port: int | None = None
-    telemetry: dict[str, Any] = field(default_factory=dict)
+    telemetry: dict[str, Any] = field(default_factory=dict)  # the module twin's reported properties
+    status_description: str | None = None
+    last_exit_time: str | None = None  # lastExitTimeUtc
 
 
 @dataclass
@@ -62,6 +69,9 @@ class DeviceStatus:
     desired_version: str | None = None
     reported_version: str | None = None
     modules: dict[str, ModuleStatus] = field(default_factory=dict)
+    # deployment name -> "Applied" | "Targeted", as the hub marks the $edgeAgent module twin
+    configurations: dict[str, str] = field(default_factory=dict)
+    source: str = "none"  # where modules came from: "moduleTwin" ($edgeAgent reported), "deviceTwin" (legacy agent) or "none"
 
 
 @dataclass
@@ -74,8 +84,10 @@ class Deployment:
     modules_content: dict[str, Any]
     created: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    # counts: targeted, applied, reportingSuccess, reportingFailure
+    # IoT Hub's system metrics: targetedCount, appliedCount, reportedSuccessfulCount, reportedFailedCount
     metrics: dict[str, int] = field(default_factory=dict)
+    custom_metrics: dict[str, int] = field(default_factory=dict)  # results of the deployment's metrics.queries
+    etag: str | None = None
 
 
 @runtime_checkable

@@ -6,8 +6,8 @@
     client.report({"edgeAgent": {...}})   # merge-patch of reported properties (the heartbeat)
 
 The service URL comes from `url=`, else the environment variable `EDGELOOP_HUB_URL`, else
-`http://<HostName>` of the connection string (the local cloud writes `127.0.0.1:<port>` there
-and reuses its port across restarts). With `workspace=`, a device that cannot reach the hub
+with `workspace=` the local cloud's plain-HTTP URL from `WORKSPACE/localcloud/service.json`,
+else `http://<HostName>` of the connection string. With `workspace=`, a device that cannot reach the hub
 re-reads `WORKSPACE/localcloud/service.json` once, in case the service moved to a new port.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DeviceClient:
         self.device_id = device_id
         self._key = key if isinstance(key, Secret) else Secret(key, "device_key")
         self.workspace = Path(workspace) if workspace else None
-        base = url or os.environ.get("EDGELOOP_HUB_URL") or (host if "://" in host else f"http://{host}")
+        base = url or os.environ.get("EDGELOOP_HUB_URL") or self._service_url() or (host if "://" in host else f"http://{host}")
         self.url = base.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
@@ -60,6 +60,15 @@ class DeviceClient:
     def _headers(self) -> dict[str, str]:
         token = generate_sas_token(f"{self.host}/devices/{self.device_id}", self._key)
         return {"Authorization": token.get_secret_value()}
+
+    def _service_url(self) -> str | None:
+        """The local cloud's plain-HTTP URL from the workspace's service.json (device connection
+        strings name the hub's bare address, where this HTTP client has no listener)."""
+        if self.workspace is None:
+            return None
+        from helpers.localcloud.service import read_service
+
+        return (read_service(self.workspace) or {}).get("url")
 
     def _reload_url(self) -> str | None:
         if self.workspace is None:

@@ -157,8 +157,9 @@ def test_invalid_manifest_reports_400_and_keeps_modules(cloud, devices, unique_n
     manifest["$edgeAgent"]["properties.desired"]["modules"]["collector"]["restartPolicy"] = "sometimes"
     db = sqlite3.connect(cloud.workspace / "localcloud" / "state.db", timeout=10)
     with db:
-        db.execute("UPDATE devices SET modules_content=?, modules_version=modules_version+1 WHERE device_id=?",
-                   (json.dumps(manifest), dev))
+        # the deployment lives in the $edgeAgent module twin's desired properties, as on IoT Hub
+        db.execute("UPDATE modules SET desired=?, desired_version=desired_version+1 WHERE device_id=? AND module_id='$edgeAgent'",
+                   (json.dumps(manifest["$edgeAgent"]["properties.desired"]), dev))
     db.close()
     st = wait_for(lambda: (lambda s: s if s.last_desired_status == 400 else None)(cloud.hub.device_status(dev)),
                   what="400 reported")
@@ -214,7 +215,9 @@ def test_sigterm_stops_modules_and_exits_0(cloud, unique_name, tmp_path):
     dev = unique_name("agent")
     cloud.hub.create_edge_device(dev)
     workdir = tmp_path / dev
-    env = {**os.environ, "IOTEDGE_CONNECTION_STRING": cloud.hub.connection_string(dev).get_secret_value()}
+    # the connection string names the hub's address (MQTT); this HTTP agent reaches the local cloud's HTTP listener
+    env = {**os.environ, "IOTEDGE_CONNECTION_STRING": cloud.hub.connection_string(dev).get_secret_value(),
+           "EDGELOOP_HUB_URL": cloud.url}
     proc = subprocess.Popen([sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), *FAST],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,22 +1,41 @@
-"""The local hub through the real service: identities, twins, deployments, device auth, status."""
+"""The loop's `Hub` (IoTHub on the azure-iot-hub SDK) against the local stand-in: identities, twins,
+deployments on IoT Hub's evaluation cycle, device status in both reported schemas, the HTTP
+device endpoints the simulated agent still uses, and the backend registry."""
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
 import pytest
 import requests
 
 from helpers.config import Secret
-from helpers.errors import BackendNotFound, Conflict, Forbidden, NotFound, ServiceError, Unauthorized
+from helpers.errors import BackendNotFound, ConfigError, Conflict, NotFound, ServiceError, Unauthorized
 from helpers.hub import Hub, get_hub
 from helpers.hub.device_client import DeviceClient
-from helpers.hub.local import LocalHub
+from helpers.hub.iothub import IoTHub
 from helpers.hub.manifest import build_manifest, module_spec
 from helpers.hub.sas import generate_sas_token
 
 
 def manifest(image: str = "edgeloop-device:1", name: str = "collector") -> dict:
     return build_manifest([module_spec(name, image)])
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def device(cloud, cs: Secret) -> DeviceClient:
+    """The HTTP device client, reaching the local cloud's HTTP listener (the connection string names the MQTT address)."""
+    return DeviceClient.from_connection_string(cs, url=cloud.url)
 
 
 def report_applied(client: DeviceClient, version: str, code: int = 200, module_state: str = "running") -> None:
@@ -27,9 +46,27 @@ def report_applied(client: DeviceClient, version: str, code: int = 200, module_s
                                                            "telemetry": {"uploaded": 3}}}}})
 
 
-def test_get_hub_registry(cloud):
+def applied(hub: IoTHub, dev: str, name: str) -> bool:
+    return hub.device_status(dev).configurations.get(name) == "Applied"
+
+
+def test_get_hub_is_one_class_for_local_and_azure(cloud, monkeypatch):
     hub = get_hub("local", workspace=cloud.workspace)
-    assert isinstance(hub, LocalHub) and isinstance(hub, Hub)
+    assert type(hub) is IoTHub and isinstance(hub, Hub)
+    assert hub.ca_file and hub.host.startswith(hub.device_host + ":")
+    # an Azure connection string builds the same class (no call is made until it is used)
+    monkeypatch.setenv("IOTHUB_CONNECTION_STRING",
+                       "HostName=example-hub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=ZmFrZS1rZXktZm9yLXRlc3RzLW9ubHk=")
+    monkeypatch.delenv("EDGELOOP_HUB", raising=False)
+    azure = get_hub(workspace=cloud.workspace)  # a set IOTHUB_CONNECTION_STRING selects Azure by default
+    assert type(azure) is type(hub) and azure.host == "example-hub.azure-devices.net" and azure.ca_file is None
+    monkeypatch.setenv("EDGELOOP_HUB", "local")
+    assert get_hub(workspace=cloud.workspace).host == hub.host
+    monkeypatch.setenv("IOTHUB_CONNECTION_STRING", "")
+    with pytest.raises(ConfigError, match="IOTHUB_CONNECTION_STRING"):
+        get_hub("azure", workspace=cloud.workspace)
+    with pytest.raises(ConfigError, match="service connection string"):
+        IoTHub("HostName=h;DeviceId=d;SharedAccessKey=ZmFrZQ==")
     with pytest.raises(BackendNotFound, match=r"valid: \['azure', 'local'\]"):
         get_hub("nope", workspace=cloud.workspace)
 
@@ -39,19 +76,44 @@ def test_device_identity_and_connection_string(cloud, unique_name):
     dev = unique_name("cam")
     d = hub.create_edge_device(dev, tags={"site": "lab"})
     assert d.device_id == dev and d.edge and d.tags == {"site": "lab"} and d.connection_state == "Disconnected"
+    assert hub.list_modules(dev) == ["$edgeAgent", "$edgeHub"]
     assert hub.create_edge_device(dev).device_id == dev  # exist_ok
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as exc:
         hub.create_edge_device(dev, exist_ok=False)
+    assert exc.value.error_code == "DeviceAlreadyExists"
     assert dev in [x.device_id for x in hub.list_devices()]
     cs = hub.connection_string(dev)
     value = cs.get_secret_value()
     assert isinstance(cs, Secret) and value.split("SharedAccessKey=")[1] not in repr(cs) + str(cs)
-    assert value.startswith(f"HostName=127.0.0.1:{cloud.info['port']};DeviceId={dev};SharedAccessKey=")
+    # devices connect to the hub's address on port 8883: no port in their HostName
+    assert value.startswith(f"HostName={hub.device_host};DeviceId={dev};SharedAccessKey=")
+    agent_cs = hub.connection_string(dev, "$edgeAgent").get_secret_value()
+    assert f";ModuleId=$edgeAgent;SharedAccessKey=" in agent_cs and agent_cs.split("SharedAccessKey=")[1] != value.split("SharedAccessKey=")[1]
     hub.delete_device(dev)
     with pytest.raises(NotFound):
         hub.get_device(dev)
     with pytest.raises(NotFound):
         hub.delete_device(dev)
+
+
+def test_x509_device_keeps_its_key_owner_only(cloud, unique_name):
+    import os
+    import stat
+
+    from helpers.localcloud.tls import thumbprint
+
+    hub = cloud.hub
+    dev = unique_name("x509")
+    d = hub.create_edge_device(dev, auth="x509")
+    assert d.auth == "selfSigned" and d.edge
+    cert, key = hub.device_certificate(dev)
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and stat.S_IMODE(os.stat(key.parent).st_mode) == 0o700
+    assert hub.connection_string(dev).get_secret_value().endswith(f"DeviceId={dev};x509=true")
+    from azure.iot.hub import IoTHubRegistryManager  # the hub holds the certificate's thumbprint
+
+    ident = hub._sdk("get", lambda: hub._registry.get_device(dev))
+    assert ident.authentication.x509_thumbprint.primary_thumbprint == thumbprint(cert.read_bytes())
+    assert IoTHubRegistryManager  # imported: the SDK is the client
 
 
 def test_twin_tags_desired_versions_and_etag(cloud, unique_name):
@@ -64,10 +126,10 @@ def test_twin_tags_desired_versions_and_etag(cloud, unique_name):
     t2 = hub.update_tags(dev, {"site": None})
     assert t2.tags == {"env": "prod"}
     t3 = hub.update_desired(dev, {"interval": 5}, etag=t2.etag)
-    assert t3.desired == {"interval": 5}
+    assert t3.desired == {"interval": 5} and t3.desired_version == t2.desired_version + 1
     with pytest.raises(Conflict) as exc:
         hub.update_desired(dev, {"interval": 6}, etag=t2.etag)  # stale etag -> 412
-    assert exc.value.status == 412
+    assert exc.value.status == 412 and exc.value.error_code == "PreconditionFailed"
     assert hub.get_twin(dev).desired == {"interval": 5}
 
 
@@ -76,7 +138,7 @@ def test_device_client_own_twin_only(cloud, unique_name):
     a, b = unique_name("cam"), unique_name("cam")
     hub.create_edge_device(a)
     hub.create_edge_device(b)
-    ca = DeviceClient.from_connection_string(hub.connection_string(a))
+    ca = device(cloud, hub.connection_string(a))
     assert ca.get_twin()["deviceId"] == a
     assert ca.get_deployment() is None
     ca.report({"edgeAgent": {"runtime": "process"}, "x": 1})
@@ -88,42 +150,41 @@ def test_device_client_own_twin_only(cloud, unique_name):
                          ("PATCH", f"/devices/{b}/twin/properties/reported"), ("GET", "/devices")):
         r = requests.request(method, cloud.url + path, headers={"Authorization": token}, json={"x": 1}, timeout=5)
         assert r.status_code == 403, path
-        assert r.json()["success"] is False and r.json()["field"]
-    # A signing for B with A's key: the signature does not match B's key: 401
-    with pytest.raises(Unauthorized):
+        assert r.json()["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;")
+    with pytest.raises(Unauthorized):  # A signing for B with A's key
         DeviceClient(ca.host, b, ca._key, url=cloud.url).get_twin()
-    # forged key: 401
-    forged = DeviceClient(ca.host, a, Secret("QUJDREVGR0hJSktMTU5PUA=="), url=cloud.url)
-    with pytest.raises(Unauthorized):
-        forged.get_twin()
+    with pytest.raises(Unauthorized):  # forged key
+        DeviceClient(ca.host, a, Secret("QUJDREVGR0hJSktMTU5PUA=="), url=cloud.url).get_twin()
 
 
 def test_no_or_wrong_credential_is_401(cloud):
-    for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": "SharedAccessSignature sr=h&sig=AAAA&se=9999999999&skn=iothubowner"}):
+    for headers in ({}, {"Authorization": "Bearer x"},
+                    {"Authorization": "SharedAccessSignature sr=h&sig=AAAA&se=9999999999&skn=iothubowner"}):
         r = requests.get(f"{cloud.url}/devices", headers=headers, timeout=5)
         assert r.status_code == 401, headers
-        assert r.json()["field"] == "Authorization" and r.json()["success"] is False
+        assert r.json()["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;") and r.headers["iothub-errorcode"]
     assert requests.get(f"{cloud.url}/openapi.json", timeout=5).status_code == 401
     r = requests.get(f"{cloud.url}/openapi.json", headers={"x-api-key": cloud.studio.api_key.get_secret_value()}, timeout=5)
     assert r.status_code == 200 and "/configurations/{name}" in r.json()["paths"]
 
 
-def test_bad_json_and_manifest_are_400(cloud, unique_name):
+def test_bad_input_is_400_with_the_reason(cloud, unique_name):
     hub = cloud.hub
     dev = unique_name("cam")
     hub.create_edge_device(dev)
-    headers = hub._headers()
-    r = requests.patch(f"{cloud.url}/twins/{dev}", data=b"{not json", headers=headers, timeout=5)
-    assert r.status_code == 400 and r.json()["field"] == "body"
     with pytest.raises(ServiceError) as exc:
         hub.set_modules(dev, {"$edgeAgent": {"properties.desired": {}}})
-    assert exc.value.status == 400 and "$edgeHub" in str(exc.value)
+    assert exc.value.status == 400 and "$edgeHub" in str(exc.value) and exc.value.error_code == "ArgumentInvalid"
     with pytest.raises(ServiceError) as exc:
         hub.create_deployment(unique_name("dep"), manifest(), "tags.env='prod' AND")
-    assert exc.value.status == 400 and exc.value.field == "targetCondition"
+    assert exc.value.status == 400 and "targetCondition" in str(exc.value)
     with pytest.raises(NotFound):
         hub.set_modules(unique_name("ghost"), manifest())
-    assert hub.effective_deployment(dev) is None  # nothing was written
+    assert hub.deployed_content(dev) is None  # nothing was written
+    plain = unique_name("leaf")
+    hub.create_edge_device(plain, edge=False)
+    with pytest.raises(ServiceError, match="not an IoT Edge device"):
+        hub.set_modules(plain, manifest())
 
 
 def test_set_modules_and_deployment_precedence(cloud, unique_name):
@@ -133,30 +194,35 @@ def test_set_modules_and_deployment_precedence(cloud, unique_name):
     hub.create_edge_device(d1, tags={"site": site, "env": "prod"})
     hub.create_edge_device(d2, tags={"site": site, "env": "dev"})
     hub.create_edge_device(d3, tags={"site": "elsewhere"})
-    hub.set_modules(d1, manifest("own:1"))
-    eff = hub.effective_deployment(d1)
-    assert eff["source"] == "device" and eff["version"] == "device:1"
+    hub.set_modules(d1, manifest("own:1"))  # written into the module twins at once
+    content = hub.deployed_content(d1)
+    assert content["$edgeAgent"]["properties.desired"]["modules"]["collector"]["settings"]["image"] == "own:1"
+    assert hub.device_status(d1).deployment == "device"
 
-    low = unique_name("low")
-    high = unique_name("high")
+    low, high = unique_name("low"), unique_name("high")
     hub.create_deployment(low, manifest("low:1"), f"tags.site='{site}'", priority=1)
     hub.create_deployment(high, manifest("high:1"), f"tags.site='{site}' AND (tags.env='prod' OR deviceId='{d3}')", priority=5)
-    # a deployment targeting d1 overrides its own content; the higher priority wins
-    assert hub.effective_deployment(d1)["source"] == high
-    assert hub.effective_deployment(d2)["source"] == low
-    assert hub.effective_deployment(d3) is None
+    # the hub's next evaluation: the higher priority wins and overwrites d1's own content
+    wait_for(lambda: applied(hub, d1, high) and applied(hub, d2, low), what="deployments applied")
+    assert hub.device_status(d1).configurations == {low: "Targeted", high: "Applied"}
+    image = lambda d: hub.deployed_content(d)["$edgeAgent"]["properties.desired"]["modules"]["collector"]["settings"]["image"]  # noqa: E731
+    assert image(d1) == "high:1" and image(d2) == "low:1"
+    assert hub.deployed_content(d3) is None and hub.device_status(d3).configurations == {}
     # a tie goes to the newest
     tie = unique_name("tie")
     hub.create_deployment(tie, manifest("tie:1"), f"tags.site='{site}'", priority=1)
-    assert hub.effective_deployment(d2)["source"] == tie
+    wait_for(lambda: applied(hub, d2, tie), what="the newer deployment of equal priority applied")
     with pytest.raises(Conflict):
         hub.create_deployment(tie, manifest("tie:2"), "*")
-    # device-level content returns once no deployment targets the device
-    for name in (low, high, tie):
+    # deleting the deployments leaves the modules running what they last received (as on Azure)
+    for name in (low, tie, high):  # an order in which no evaluation in between changes a winner
         hub.delete_deployment(name)
-    assert hub.effective_deployment(d1)["source"] == "device"
+    wait_for(lambda: hub.device_status(d1).configurations == {}, what="markers cleared")
+    assert image(d1) == "high:1" and image(d2) == "tie:1"
     with pytest.raises(NotFound):
         hub.delete_deployment(low)
+    hub.set_modules(d1, manifest("own:2"))  # and the device's own content applies again when set
+    assert image(d1) == "own:2"
 
 
 def test_deployment_metrics_and_device_status(cloud, unique_name):
@@ -167,18 +233,16 @@ def test_deployment_metrics_and_device_status(cloud, unique_name):
         hub.create_edge_device(d, tags={"site": site})
     name = unique_name("collect")
     dep = hub.create_deployment(name, manifest(), f"tags.site='{site}'", priority=10, labels={"stage": "collect"})
-    assert dep.metrics == {"targeted": 3, "applied": 3, "reportingSuccess": 0, "reportingFailure": 0}
-    clients = [DeviceClient.from_connection_string(hub.connection_string(d)) for d in devs]
+    assert dep.metrics["targetedCount"] == 3 and dep.labels == {"stage": "collect"} and dep.priority == 10
+    wait_for(lambda: hub.get_deployment(name).metrics["appliedCount"] == 3, what="applied to 3")
+    clients = [device(cloud, hub.connection_string(d)) for d in devs]
     version = clients[0].get_deployment()["version"]
-    assert clients[0].get_deployment()["modulesContent"]["$edgeAgent"]
+    assert clients[0].get_deployment()["modulesContent"]["$edgeAgent"] and clients[0].get_deployment()["source"] == name
     report_applied(clients[0], version)
     report_applied(clients[1], version, code=200, module_state="failed")
-    dep = next(d for d in hub.list_deployments() if d.name == name)
-    assert dep.metrics == {"targeted": 3, "applied": 3, "reportingSuccess": 1, "reportingFailure": 1}
-    assert dep.labels == {"stage": "collect"} and dep.priority == 10
 
     s0 = hub.device_status(devs[0])
-    assert s0.connected and s0.last_desired_status == 200 and s0.deployment == name
+    assert s0.connected and s0.last_desired_status == 200 and s0.deployment == name and s0.source == "deviceTwin"
     assert s0.desired_version == s0.reported_version == version
     m = s0.modules["collector"]
     assert m.runtime_status == "running" and m.host_port == 49120 and m.telemetry == {"uploaded": 3}
@@ -189,28 +253,52 @@ def test_deployment_metrics_and_device_status(cloud, unique_name):
     # a higher-priority deployment on one device: the first one no longer applies there
     other = unique_name("other")
     hub.create_deployment(other, manifest("other:1"), f"deviceId='{devs[0]}'", priority=20)
-    dep = hub.get_deployment(name)
-    assert dep.metrics["targeted"] == 3 and dep.metrics["applied"] == 2
+    wait_for(lambda: hub.get_deployment(name).metrics["appliedCount"] == 2, what="applied to 2")
+    assert hub.get_deployment(name).metrics["targetedCount"] == 3
     s0 = hub.device_status(devs[0])
     assert s0.deployment == other and s0.last_desired_status is None and "pending" in s0.last_desired_description
     hub.update_deployment(other, priority=0)
-    assert hub.device_status(devs[0]).deployment == name
+    wait_for(lambda: hub.device_status(devs[0]).deployment == name, what="the first deployment back")
     for n in (name, other):
         hub.delete_deployment(n)
 
 
-def test_connected_window(cloud, unique_name, monkeypatch):
-    from helpers.localcloud import hub_api
+def test_device_status_reads_the_edge_agent_module_twin(cloud, unique_name):
+    """Azure's edgeAgent reports on the $edgeAgent module twin; that report wins over the device twin's."""
+    from helpers.localcloud import hub_store
+    from helpers.localcloud.db import Store
 
     hub = cloud.hub
     dev = unique_name("cam")
     hub.create_edge_device(dev)
-    client = DeviceClient.from_connection_string(hub.connection_string(dev))
-    client.report({"edgeAgent": {"heartbeat": "now"}})
-    assert hub.device_status(dev).connected
-    # the window is the service's: check the rule on the JSON it computes
-    row = {"device_id": dev, "reported": "{}", "last_report_at": time.time() - hub_api.CONNECTED_WINDOW_S - 1}
-    assert hub_api.status_json(row, None)["connected"] is False
+    runner = build_manifest([module_spec("runner", "edgeloop-device:2", host_port=49130, version="2.0")])
+    hub.set_modules(dev, runner)
+    desired = hub.get_module_twin(dev, "$edgeAgent").desired_version
+    device(cloud, hub.connection_string(dev)).report({"edgeAgent": {"lastDesiredVersion": "old", "modules": {}}})
+    # what edgeAgent (or issue 14's MQTT agent) writes, through the hub's store
+    report = {"schemaVersion": "1.1", "lastDesiredVersion": desired, "lastDesiredStatus": {"code": 200, "description": ""},
+              "runtime": {"type": "docker"}, "systemModules": {"edgeAgent": {"runtimeStatus": "running"}},
+              "modules": {"runner": {"runtimeStatus": "running", "exitCode": 0, "restartCount": 2, "statusDescription": "running",
+                                     "lastStartTimeUtc": "2026-01-01T00:00:01Z", "lastExitTimeUtc": "2026-01-01T00:00:00Z",
+                                     "version": "2.0", "status": "running", "restartPolicy": "always", "type": "docker",
+                                     "settings": {"image": "edgeloop-device:2", "createOptions":
+                                                  '{"HostConfig":{"PortBindings":{"4912/tcp":[{"HostPort":"49130"}]}}}'}}}}
+    store = Store(cloud.workspace / "localcloud" / "state.db")
+    try:
+        with store.tx() as conn:
+            hub_store.patch_module_reported(conn, dev, "$edgeAgent", report)
+            hub_store.create_module(conn, dev, "runner", managed_by="IotEdge")
+            hub_store.patch_module_reported(conn, dev, "runner", {"model": {"version": 2}, "detections": {"apple": 4}})
+    finally:
+        store.close()
+    st = hub.device_status(dev)
+    assert st.source == "moduleTwin" and st.reported_version == st.desired_version == str(desired)
+    assert st.last_desired_status == 200 and st.connected
+    m = st.modules["runner"]
+    assert (m.runtime_status, m.exit_code, m.restart_count, m.version, m.image, m.host_port) == \
+        ("running", 0, 2, "2.0", "edgeloop-device:2", 49130)
+    assert m.start_time == "2026-01-01T00:00:01Z" and m.last_exit_time == "2026-01-01T00:00:00Z"
+    assert m.status_description == "running" and m.telemetry == {"model": {"version": 2}, "detections": {"apple": 4}}
 
 
 def test_backend_registry_errors(tmp_path, monkeypatch, cloud):
@@ -228,8 +316,6 @@ def test_backend_registry_errors(tmp_path, monkeypatch, cloud):
             get_hub("needs-sdk", workspace=cloud.workspace)
     finally:
         HUB_BACKENDS.pop("needs-sdk")
-    monkeypatch.setenv("EDGELOOP_HUB", "local")
-    assert isinstance(get_hub(workspace=cloud.workspace), LocalHub)
 
 
 def test_device_url_from_environment(cloud, unique_name, monkeypatch):
@@ -241,28 +327,29 @@ def test_device_url_from_environment(cloud, unique_name, monkeypatch):
     monkeypatch.setenv("EDGELOOP_HUB_URL", alias)
     client = DeviceClient.from_connection_string(cloud.hub.connection_string(dev))
     assert client.url == alias and client.get_twin()["deviceId"] == dev
-    from helpers.errors import ConfigError
-
     with pytest.raises(ConfigError, match="DeviceId"):
         DeviceClient.from_connection_string(cloud.hub.connection_string_service)
 
 
 def test_remove_deployments_clears_an_earlier_runs_lab_deployments(cloud, unique_name):
-    """A rerun of the workshop: the old at-scale deployment for the lab hides the device's own
-    content until `remove_deployments` removes it; deployments for other targets stay."""
+    """A rerun of the workshop: the old at-scale deployment for the lab would overwrite the
+    device's own content until `remove_deployments` removes it; deployments for other targets stay."""
     from helpers.deploy import remove_deployments
 
     hub = cloud.hub
     lab = unique_name("lab")
     dev = unique_name("cam")
     hub.create_edge_device(dev, tags={"lab": lab})
-    hub.create_deployment(unique_name("fruit-v2"), manifest("runner:2", "runner"), f"tags.lab='{lab}'", priority=12)
+    old = unique_name("fruit-v2")
+    hub.create_deployment(old, manifest("runner:2", "runner"), f"tags.lab='{lab}'", priority=12)
     other = unique_name("other")
     hub.create_deployment(other, manifest("other:1"), f"tags.lab='{lab}-b'", priority=1)
-    hub.set_modules(dev, manifest("collector:1"))
-    assert hub.effective_deployment(dev)["source"] != "device"
+    wait_for(lambda: applied(hub, dev, old), what="the old deployment applied")
     removed = remove_deployments(hub, f"tags.lab='{lab}'")
-    assert len(removed) == 1 and removed[0].startswith("fruit-v2")
-    assert hub.effective_deployment(dev)["source"] == "device"
+    assert removed == [old]
+    wait_for(lambda: hub.device_status(dev).configurations == {}, what="the removal evaluated")
+    hub.set_modules(dev, manifest("collector:1"))
+    time.sleep(1.5)  # at least one more evaluation cycle: nothing overwrites the device's content now
+    assert hub.device_status(dev).deployment == "device"
     assert other in [d.name for d in hub.list_deployments()]
     assert remove_deployments(hub, f"tags.lab='{lab}'") == []

@@ -1,0 +1,588 @@
+"""`IoTHub`: the one `Hub` implementation, on the official `azure-iot-hub` SDK.
+
+    hub = IoTHub.local(workspace)                    # the workspace's stand-in (helpers.localcloud)
+    hub = IoTHub.from_connection_string(cs)          # Azure IoT Hub (IOTHUB_CONNECTION_STRING)
+    hub = get_hub()                                  # either, from settings (helpers.hub.get_hub)
+
+Every call goes through `IoTHubRegistryManager`, `IoTHubConfigurationManager` and the SDK's query
+operation; nothing here speaks HTTP by hand. The only difference between the stand-in and Azure
+is the connection string and, for the stand-in, the CA to trust: it is set on these SDK clients'
+own connection settings (msrest `config.connection.verify`), never process-wide.
+
+Errors: the SDK raises `msrest.exceptions.HttpOperationError` (and `ClientRequestError` when the
+hub cannot be reached); `_sdk()` turns them, once, into `helpers.errors` classes whose message
+carries IoT Hub's error code and says what to do. Throttling (429) and transient 5xx answers
+are retried by the SDK's own transport (urllib3 `Retry`, honouring `Retry-After`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from helpers.config import Secret, mask, parse_connection_string
+from helpers.errors import ConfigError, Conflict, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unauthorized
+from helpers.hub.base import Deployment, Device, DeviceStatus, ModuleStatus, Twin
+
+log = logging.getLogger("helpers.hub")
+T = TypeVar("T")
+
+EDGE_AGENT = "$edgeAgent"
+_BY_STATUS: dict[int, type[ServiceError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 412: Conflict,
+                                             429: ServiceUnavailable, 502: ServiceUnavailable, 503: ServiceUnavailable,
+                                             504: ServiceUnavailable}
+_HINTS = {401: "check the hub connection string (IOTHUB_CONNECTION_STRING, or the workspace's credentials.json)",
+          403: "the connection string's policy lacks a permission; use an iothubowner connection string",
+          412: "the object changed since it was read: read it again for its current etag",
+          429: "the hub throttled the calls and the retries ran out; slow down or raise the hub's tier"}
+
+
+def modules_content_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Accept either `modulesContent` itself or `{"modulesContent": ...}` / `{"content": {...}}`."""
+    if "modulesContent" in manifest:
+        return manifest["modulesContent"]
+    if isinstance(manifest.get("content"), dict) and "modulesContent" in manifest["content"]:
+        return manifest["content"]["modulesContent"]
+    return manifest
+
+
+def _strip(props: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (props or {}).items() if not k.startswith("$")}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _iso(value: Any) -> str | None:
+    """ISO text of an SDK datetime (or text), None for IoT Hub's `0001-01-01` "never"."""
+    if value is None:
+        return None
+    text = value.isoformat() if isinstance(value, _dt.datetime) else str(value)
+    return None if text.startswith("0001-01-01") else text
+
+
+def _host_port(settings: dict[str, Any] | None) -> int | None:
+    """The host port bound to the module's first container port, from `settings.createOptions`."""
+    opts = (settings or {}).get("createOptions")
+    if isinstance(opts, str):
+        try:
+            opts = json.loads(opts)
+        except ValueError:
+            return None
+    bindings = ((opts or {}).get("HostConfig") or {}).get("PortBindings") or {}
+    for binds in bindings.values():
+        for b in binds or []:
+            if isinstance(b, dict) and str(b.get("HostPort", "")).isdigit():
+                return int(b["HostPort"])
+    return None
+
+
+def module_status(name: str, m: dict[str, Any], telemetry: dict[str, Any] | None = None) -> ModuleStatus:
+    """A `ModuleStatus` from edgeAgent's reported schema (Azure's, or the HTTP agent's older keys)."""
+    settings = m.get("settings") or {}
+    port = m.get("hostPort")
+    host_port = int(port) if str(port or "").isdigit() else _host_port(settings)
+    return ModuleStatus(
+        name=name, runtime_status=str(m.get("runtimeStatus", "unknown")), exit_code=m.get("exitCode"),
+        restart_count=int(m.get("restartCount") or 0), start_time=m.get("lastStartTimeUtc") or m.get("startTime"),
+        image=settings.get("image") or m.get("image"), version=None if m.get("version") is None else str(m.get("version")),
+        host_port=host_port, telemetry=telemetry if telemetry is not None else (m.get("telemetry") or {}),
+        status_description=m.get("statusDescription"), last_exit_time=m.get("lastExitTimeUtc") or m.get("lastExitTime"))
+
+
+def twin_from_sdk(t: Any) -> Twin:
+    """Our `Twin` from the SDK's `Twin` model."""
+    props = t.properties
+    desired = (props.desired if props else None) or {}
+    reported = (props.reported if props else None) or {}
+    return Twin(device_id=t.device_id, etag=t.etag or "", version=int(t.version or 0), tags=t.tags or {},
+                desired=_strip(desired), reported=_strip(reported), module_id=t.module_id,
+                desired_version=desired.get("$version"), reported_version=reported.get("$version"))
+
+
+def deployment_from_sdk(c: Any) -> Deployment:
+    """Our `Deployment` from the SDK's `Configuration` model."""
+    content = c.content.modules_content if c.content else None
+    return Deployment(name=c.id, target_condition=c.target_condition or "", priority=int(c.priority or 0),
+                      modules_content=content or {}, created=_iso(c.created_time_utc), labels=dict(c.labels or {}),
+                      metrics={k: int(v) for k, v in ((c.system_metrics.results if c.system_metrics else None) or {}).items()},
+                      custom_metrics={k: int(v) for k, v in ((c.metrics.results if c.metrics else None) or {}).items()},
+                      etag=c.etag)
+
+
+def make_device_certificate(device_id: str, folder: Path, days: int = 365) -> tuple[Path, Path, str]:
+    """A self-signed device certificate (CN = device id) and its key, for X.509 authentication.
+
+    The key is written owner-only (0600) into `folder` (0700). Returns (cert, key, SHA-1 thumbprint).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
+            .not_valid_after(now + _dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{device_id}.pem", folder / f"{device_id}.key"
+    for path, data in ((key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption())),
+                       (cert_path, cert.public_bytes(serialization.Encoding.PEM))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, 0o600)
+    thumb = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - IoT Hub's thumbprint format
+    return cert_path, key_path, thumb
+
+
+class IoTHub:
+    """An IoT hub (Azure IoT Hub or the workspace's stand-in) through the `azure-iot-hub` SDK.
+
+    Args:
+        connection_string: a service connection string with a shared access policy
+            (`HostName=...;SharedAccessKeyName=iothubowner;SharedAccessKey=...`).
+        ca_file: a CA certificate to trust for this hub only (the stand-in's); None: the system's.
+        workspace: where X.509 device keys are kept (`WORKSPACE/hub/x509/`); default from settings.
+        timeout: seconds per HTTP call.
+        retries: how often the SDK's transport retries a throttled (429) or failed (5xx) call.
+        reload: called when the hub cannot be reached; may return a new (connection string,
+            CA file) to try once more (the stand-in restarted on another port).
+    """
+
+    def __init__(self, connection_string: str | Secret, ca_file: str | Path | None = None, workspace: str | Path | None = None,
+                 timeout: float = 30.0, retries: int = 5,
+                 reload: Callable[[], tuple[Secret, str | None]] | None = None):
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self._reload = reload
+        self._workspace = Path(workspace).expanduser().resolve() if workspace else None
+        self._connect(connection_string, ca_file)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_connection_string(cls, connection_string: str | Secret, **kw: Any) -> "IoTHub":
+        """A hub from a service connection string (Azure's, from the portal or `az iot hub connection-string show`)."""
+        return cls(connection_string, **kw)
+
+    @classmethod
+    def local(cls, workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> "IoTHub":
+        """The workspace's local stand-in: its connection string and CA from `WORKSPACE/localcloud/`.
+
+        Raises:
+            ConfigError: the local cloud never started there (`autostart=True` starts it).
+        """
+        from helpers.localcloud import service
+
+        ws = service.resolve_workspace(workspace)
+        if autostart:
+            service.ensure_running(ws)
+
+        def creds() -> tuple[Secret, str | None]:
+            c = service.hub_credentials(ws)
+            return Secret(c["service_connection_string"], "service_connection_string"), c["ca_file"]
+
+        cs, ca = creds()
+        return cls(cs, ca_file=ca, workspace=ws, reload=creds, **kw)
+
+    def _connect(self, connection_string: str | Secret, ca_file: str | Path | None) -> None:
+        from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
+        from urllib3.util.retry import Retry
+
+        cs = connection_string if isinstance(connection_string, Secret) else Secret(str(connection_string), "connection_string")
+        parts = parse_connection_string(cs)
+        missing = [k for k in ("SharedAccessKeyName", "SharedAccessKey") if not parts.get(k)]
+        if missing or "DeviceId" in parts:
+            raise ConfigError("the hub needs a service connection string (HostName=...;SharedAccessKeyName=iothubowner;"
+                              "SharedAccessKey=...), not a device's: set IOTHUB_CONNECTION_STRING to the hub's iothubowner policy")
+        self._cs = cs
+        self.host: str = parts["HostName"]
+        self.ca_file = str(ca_file) if ca_file else None
+        self._registry = IoTHubRegistryManager.from_connection_string(cs.get_secret_value())
+        self._configs = IoTHubConfigurationManager.from_connection_string(cs.get_secret_value())
+        for protocol in (self._registry.protocol, self._configs.protocol):
+            conn = protocol.config.connection
+            conn.timeout = self.timeout
+            if self.ca_file:
+                conn.verify = self.ca_file  # this client only: never REQUESTS_CA_BUNDLE
+            # 429 and 5xx retried for every method, waiting Retry-After when the hub sends it
+            protocol.config.retry_policy.policy = Retry(
+                total=self.retries, connect=self.retries, read=2, status=self.retries, backoff_factor=0.5,
+                status_forcelist=[429, 500, 502, 503, 504], allowed_methods=None, respect_retry_after_header=True,
+                raise_on_status=False)
+
+    def __repr__(self) -> str:
+        return f"IoTHub(host={self.host!r}{', ca_file=' + repr(self.ca_file) if self.ca_file else ''})"
+
+    @property
+    def connection_string_service(self) -> Secret:
+        """The service connection string, masked."""
+        return self._cs
+
+    @property
+    def device_host(self) -> str:
+        """The host devices connect to (MQTT on 8883): the HostName without a port."""
+        return self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
+
+    @property
+    def workspace(self) -> Path:
+        if self._workspace is None:
+            from helpers.config import load_settings
+
+            self._workspace = load_settings().workspace
+        return self._workspace
+
+    # ------------------------------------------------------------------ the one place SDK errors are handled
+    def _error(self, what: str, exc: Any) -> ServiceError:
+        resp = getattr(exc, "response", None)
+        status = getattr(resp, "status_code", 0) or 0
+        code, message = "", ""
+        if resp is not None:
+            code = resp.headers.get("iothub-errorcode", "") if resp.headers is not None else ""
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                raw = str(body.get("Message") or body.get("message") or "")
+                if raw.startswith("ErrorCode:"):
+                    head, _, message = raw.partition(";")
+                    code = code or head[len("ErrorCode:"):]
+                else:
+                    message = raw
+            if not message:
+                message = (getattr(resp, "text", "") or getattr(resp, "reason", "") or "")[:300]
+        cls = _BY_STATUS.get(status, ServiceError)
+        hint = _HINTS.get(status)
+        text = f"{what}: HTTP {status}{' ' + code if code else ''}: {message}".rstrip(": ")
+        if hint:
+            text += f" ({hint})"
+        err = cls(mask(text), status, None)
+        err.error_code = code  # type: ignore[attr-defined]
+        return err
+
+    def _unreachable(self, what: str, exc: Exception) -> ServiceUnavailable:
+        hint = ("is the local cloud running? `python -m helpers.localcloud start --workspace ...`" if self._reload
+                else "check the network and the HostName of IOTHUB_CONNECTION_STRING")
+        inner = getattr(exc, "inner_exception", None) or exc
+        return ServiceUnavailable(mask(f"{what}: the hub at https://{self.host} cannot be reached ({type(inner).__name__}); {hint}"), 0)
+
+    def _sdk(self, what: str, call: Callable[[], T]) -> T:
+        """Run one SDK call; its errors become `helpers.errors` (retried once after a stand-in restart).
+
+        `call` reads `self._registry` / `self._configs` when it runs, so a retry after `_connect`
+        goes to the new clients.
+        """
+        from msrest.exceptions import ClientRequestError, HttpOperationError
+
+        for attempt in (0, 1):
+            try:
+                return call()
+            except HttpOperationError as exc:
+                raise self._error(what, exc) from None
+            except ClientRequestError as exc:
+                if attempt == 0 and self._reload is not None:
+                    cs, ca = self._reload()
+                    if cs.get_secret_value() != self._cs.get_secret_value() or ca != self.ca_file:
+                        self._connect(cs, ca)
+                        continue
+                raise self._unreachable(what, exc) from None
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ identities
+    def create_edge_device(self, device_id: str, tags: dict[str, Any] | None = None, exist_ok: bool = True,
+                           auth: str = "sas", edge: bool = True) -> Device:
+        """Register an IoT Edge device; with `exist_ok` an existing one is kept as it is.
+
+        Args:
+            auth: `sas` (symmetric keys, generated by the hub), `x509` (a self-signed device
+                certificate made here, its key kept owner-only in `WORKSPACE/hub/x509/`; the hub
+                stores its thumbprint) or `ca` (a certificate signed by a CA registered in the hub).
+            edge: the IoT Edge capability (the device gets `$edgeAgent` and `$edgeHub`).
+        """
+        if auth not in ("sas", "x509", "ca"):
+            raise ValueError(f"auth {auth!r}: use 'sas', 'x509' or 'ca'")
+        created = True
+        try:
+            if auth == "sas":
+                self._sdk(f"create device {device_id}", lambda: self._registry.create_device_with_sas(device_id, None, None, "enabled", iot_edge=edge))
+            elif auth == "x509":
+                existing = self._exists(device_id)
+                if existing:
+                    raise Conflict(f"create device {device_id}: HTTP 409 DeviceAlreadyExists", 409)
+                _, _, thumb = make_device_certificate(device_id, self.workspace / "hub" / "x509")
+                self._sdk(f"create device {device_id}", lambda: self._registry.create_device_with_x509(device_id, thumb, thumb, "enabled", iot_edge=edge))
+            else:
+                self._sdk(f"create device {device_id}", lambda: self._registry.create_device_with_certificate_authority(device_id, "enabled", iot_edge=edge))
+        except Conflict:
+            if not exist_ok:
+                raise
+            created = False
+        if tags:
+            self.update_tags(device_id, tags)
+        log.info("device %s %s", device_id, "created" if created else "exists")
+        return self.get_device(device_id)
+
+    def _exists(self, device_id: str) -> bool:
+        try:
+            self._sdk(f"get device {device_id}", lambda: self._registry.get_device(device_id))
+            return True
+        except NotFound:
+            return False
+
+    def device_certificate(self, device_id: str) -> tuple[Path, Path]:
+        """(certificate, key) files of a device created here with `auth="x509"`."""
+        folder = self.workspace / "hub" / "x509"
+        cert, key = folder / f"{device_id}.pem", folder / f"{device_id}.key"
+        if not cert.is_file() or not key.is_file():
+            raise NotFound(f"no X.509 certificate for {device_id!r} in {folder}: create the device with auth='x509'", 404)
+        return cert, key
+
+    def _device_from_twin(self, t: Any) -> Device:
+        return Device(device_id=t.device_id, edge=bool(t.capabilities and t.capabilities.iot_edge), status=t.status or "enabled",
+                      tags=t.tags or {}, connection_state=t.connection_state or "Disconnected",
+                      last_activity=_iso(t.last_activity_time), auth=t.authentication_type or "sas")
+
+    def list_devices(self) -> list[Device]:
+        """Every device, read with the query language (`SELECT * FROM devices`), as IoT Hub recommends."""
+        return [self._device_from_dict(d) for d in self.query("SELECT * FROM devices")]
+
+    def _device_from_dict(self, d: dict[str, Any]) -> Device:
+        return Device(device_id=d["deviceId"], edge=bool((d.get("capabilities") or {}).get("iotEdge")), status=d.get("status", "enabled"),
+                      tags=d.get("tags") or {}, connection_state=d.get("connectionState", "Disconnected"),
+                      last_activity=_iso(d.get("lastActivityTime")), auth=d.get("authenticationType") or "sas")
+
+    def get_device(self, device_id: str) -> Device:
+        """One device (identity and tags, from its twin)."""
+        return self._device_from_twin(self._sdk(f"get device {device_id}", lambda: self._registry.get_twin(device_id)))
+
+    def delete_device(self, device_id: str) -> None:
+        self._sdk(f"delete device {device_id}", lambda: self._registry.delete_device(device_id))
+
+    def connection_string(self, device_id: str, module_id: str | None = None) -> Secret:
+        """The device's (or module's) connection string for the device SDK, masked.
+
+        `HostName` is the hub's host without a port (devices connect to port 8883 of it);
+        X.509 identities get `...;x509=true` (the device presents its certificate instead).
+        """
+        if module_id is None:
+            ident = self._sdk(f"get device {device_id}", lambda: self._registry.get_device(device_id))
+        else:
+            ident = self._sdk(f"get module {device_id}/{module_id}", lambda: self._registry.get_module(device_id, module_id))
+        base = f"HostName={self.device_host};DeviceId={device_id}" + (f";ModuleId={module_id}" if module_id else "")
+        auth = ident.authentication
+        if auth is not None and auth.type == "sas" and auth.symmetric_key and auth.symmetric_key.primary_key:
+            value = f"{base};SharedAccessKey={auth.symmetric_key.primary_key}"
+        else:
+            value = f"{base};x509=true"
+        return Secret(value, f"connection_string[{device_id}{'/' + module_id if module_id else ''}]")
+
+    # ------------------------------------------------------------------ modules
+    def list_modules(self, device_id: str) -> list[str]:
+        """The device's module identities (IoT Edge devices: `$edgeAgent`, `$edgeHub`, and their modules)."""
+        return sorted(m.module_id for m in self._sdk(f"list modules of {device_id}", lambda: self._registry.get_modules(device_id)))
+
+    def create_module(self, device_id: str, module_id: str, managed_by: str | None = None, exist_ok: bool = True) -> str:
+        """Create a module identity with symmetric keys; returns its id."""
+        try:
+            self._sdk(f"create module {device_id}/{module_id}", lambda: self._registry.create_module_with_sas(device_id, module_id, managed_by, None, None))
+        except Conflict:
+            if not exist_ok:
+                raise
+        return module_id
+
+    def delete_module(self, device_id: str, module_id: str) -> None:
+        self._sdk(f"delete module {device_id}/{module_id}", lambda: self._registry.delete_module(device_id, module_id))
+
+    # ------------------------------------------------------------------ twins
+    def get_twin(self, device_id: str) -> Twin:
+        return twin_from_sdk(self._sdk(f"get twin {device_id}", lambda: self._registry.get_twin(device_id)))
+
+    def update_tags(self, device_id: str, tags: dict[str, Any], etag: str | None = None) -> Twin:
+        """Merge-patch the twin's tags (a None value deletes a tag); with `etag`, Conflict if the twin changed."""
+        from azure.iot.hub.models import Twin as SdkTwin
+
+        return twin_from_sdk(self._sdk(f"update tags of {device_id}", lambda: self._registry.update_twin(device_id, SdkTwin(tags=tags), etag or "*")))
+
+    def update_desired(self, device_id: str, desired: dict[str, Any], etag: str | None = None) -> Twin:
+        """Merge-patch desired properties; with `etag`, Conflict if the twin changed."""
+        from azure.iot.hub.models import Twin as SdkTwin, TwinProperties
+
+        return twin_from_sdk(self._sdk(f"update desired of {device_id}", lambda: self._registry.update_twin(device_id, SdkTwin(properties=TwinProperties(desired=desired)), etag or "*")))
+
+    def get_module_twin(self, device_id: str, module_id: str) -> Twin:
+        return twin_from_sdk(self._sdk(f"get module twin {device_id}/{module_id}", lambda: self._registry.get_module_twin(device_id, module_id)))
+
+    def update_module_desired(self, device_id: str, module_id: str, desired: dict[str, Any], etag: str | None = None,
+                              replace: bool = False) -> Twin:
+        """Patch (or with `replace`, replace) a module twin's desired properties; with `etag`, Conflict if it changed."""
+        from azure.iot.hub.models import Twin as SdkTwin, TwinProperties
+
+        twin = SdkTwin(properties=TwinProperties(desired=desired))
+        return twin_from_sdk(self._sdk(
+            f"update module twin {device_id}/{module_id}",
+            lambda: (self._registry.replace_module_twin if replace else self._registry.update_module_twin)(
+                device_id, module_id, twin, etag or "*")))
+
+    # ------------------------------------------------------------------ queries
+    def query(self, sql: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """Run an IoT Hub query and return every row as JSON, following continuation tokens.
+
+        The SDK's query operation is called with `raw=True`: `query_iot_hub` deserializes rows
+        into its `Twin` model, which drops fields the loop reads (`configurations`) and rows of
+        projections (`SELECT COUNT() AS n ...`).
+        """
+        from azure.iot.hub.models import QuerySpecification
+
+        rows: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            raw = self._sdk(f"query {sql[:80]!r}", lambda: self._registry.protocol.query.get_twins(QuerySpecification(query=sql), token, str(page_size), None, True))
+            rows.extend(raw.response.json())
+            token = raw.headers.get("x-ms-continuation") if raw.headers else None
+            if not token:
+                return rows
+
+    # ------------------------------------------------------------------ IoT Edge deployments
+    def set_modules(self, device_id: str, manifest: dict[str, Any]) -> None:
+        """Set the device's modulesContent (`applyConfigurationContent`); an at-scale deployment that
+        targets the device overwrites it at the hub's next evaluation."""
+        from azure.iot.hub.models import ConfigurationContent
+
+        self._sdk(f"set modules on {device_id}", lambda: self._configs.apply_configuration_on_edge_device(device_id, ConfigurationContent(modules_content=modules_content_of(manifest))))
+
+    def create_deployment(self, name: str, manifest: dict[str, Any], target_condition: str, priority: int = 0,
+                          labels: dict[str, str] | None = None, metrics: dict[str, str] | None = None) -> Deployment:
+        """Create an at-scale deployment (Conflict if the name exists: its content cannot change).
+
+        Args:
+            metrics: custom metric queries, name -> `SELECT deviceId FROM devices.modules WHERE ...`.
+        """
+        from azure.iot.hub.models import Configuration, ConfigurationContent, ConfigurationMetrics
+
+        config = Configuration(id=name, schema_version="1.0", labels=labels or {}, priority=priority,
+                               content=ConfigurationContent(modules_content=modules_content_of(manifest)),
+                               target_condition=target_condition,
+                               metrics=ConfigurationMetrics(queries=metrics or {}))
+        return deployment_from_sdk(self._sdk(f"create deployment {name}", lambda: self._configs.create_configuration(config)))
+
+    def update_deployment(self, name: str, target_condition: str | None = None, priority: int | None = None,
+                          labels: dict[str, str] | None = None) -> Deployment:
+        """Change a deployment's condition, priority or labels (with its etag; its content is immutable)."""
+        cur = self._sdk(f"get deployment {name}", lambda: self._configs.get_configuration(name))
+        if target_condition is not None:
+            cur.target_condition = target_condition
+        if priority is not None:
+            cur.priority = priority
+        if labels is not None:
+            cur.labels = labels
+        cur.system_metrics = None
+        return deployment_from_sdk(self._sdk(f"update deployment {name}", lambda: self._configs.update_configuration(cur, cur.etag)))
+
+    def list_deployments(self) -> list[Deployment]:
+        """The hub's IoT Edge deployments (configurations with modulesContent), with their metrics."""
+        return [deployment_from_sdk(c) for c in self._sdk("list deployments", lambda: self._configs.get_configurations())
+                if c.content and c.content.modules_content]
+
+    def get_deployment(self, name: str) -> Deployment:
+        return deployment_from_sdk(self._sdk(f"get deployment {name}", lambda: self._configs.get_configuration(name)))
+
+    def delete_deployment(self, name: str) -> None:
+        """Delete a deployment (the modules it put on devices keep running, as on Azure)."""
+        self._sdk(f"delete deployment {name}", lambda: self._configs.delete_configuration(name))
+
+    def test_queries(self, target_condition: str, metrics: dict[str, str] | None = None) -> dict[str, Any]:
+        """The hub's verdict on a target condition and metric queries: `{"targetCondition": error or "",
+        "metrics": {name: error or ""}}`."""
+        from azure.iot.hub.models import ConfigurationQueriesTestInput
+
+        res = self._sdk("test queries", lambda: self._configs.test_configuration_queries(ConfigurationQueriesTestInput(target_condition=target_condition, custom_metric_queries=metrics or {})))
+        return {"targetCondition": res.target_condition_error or "", "metrics": dict(res.custom_metric_query_errors or {})}
+
+    def deployed_content(self, device_id: str) -> dict[str, Any] | None:
+        """The modulesContent in the device's module twins now (what its edge agent runs), or None."""
+        rows = self.query(f"SELECT * FROM devices.modules WHERE deviceId = {_quote(device_id)}")
+        content = {r["moduleId"]: {"properties.desired": _strip((r.get("properties") or {}).get("desired"))}
+                   for r in rows if _strip((r.get("properties") or {}).get("desired"))}
+        return content if EDGE_AGENT in content else None
+
+    # ------------------------------------------------------------------ what the device reports
+    def device_status(self, device_id: str) -> DeviceStatus:
+        """Connection, deployment and module state of an IoT Edge device.
+
+        Reads the `$edgeAgent` module twin (Azure's edgeAgent schema: `lastDesiredVersion`,
+        `lastDesiredStatus`, `modules.<name>.runtimeStatus/exitCode/restartCount/lastStartTimeUtc/
+        lastExitTimeUtc/statusDescription/version/settings.image`), each module's own twin
+        (its reported properties are its telemetry), and, for the HTTP agent, the device twin's
+        `edgeAgent` reported properties; the module twin wins when it carries a report.
+        `last_desired_status` is 406 when the device is offline with a deployment pending.
+        """
+        twin = self._sdk(f"get twin {device_id}", lambda: self._registry.get_twin(device_id))
+        rows = {r.get("moduleId"): r for r in self.query(f"SELECT * FROM devices.modules WHERE deviceId = {_quote(device_id)}")}
+        agent_twin = rows.get(EDGE_AGENT) or {}
+        desired = (agent_twin.get("properties") or {}).get("desired") or {}
+        module_report = _strip((agent_twin.get("properties") or {}).get("reported"))
+        device_report = ((twin.properties.reported if twin.properties else None) or {}).get("edgeAgent") or {}
+        if module_report.get("lastDesiredVersion") is not None or module_report.get("modules") is not None:
+            report, source = module_report, "moduleTwin"
+            telemetry = {n: _strip((r.get("properties") or {}).get("reported")) for n, r in rows.items() if n and not n.startswith("$")}
+        elif device_report:
+            report, source, telemetry = device_report, "deviceTwin", {}
+        else:
+            report, source, telemetry = {}, "none", {}
+        connected = (twin.connection_state == "Connected") or agent_twin.get("connectionState") == "Connected"
+        desired_version = str(desired["$version"]) if _strip(desired) and desired.get("$version") is not None else None
+        reported_version = None if report.get("lastDesiredVersion") is None else str(report.get("lastDesiredVersion"))
+        lds = report.get("lastDesiredStatus") or {}
+        configurations = {k: str((v or {}).get("status", "")) for k, v in (agent_twin.get("configurations") or {}).items()}
+        applied = [k for k, v in configurations.items() if v == "Applied"]
+        if desired_version is not None and reported_version == desired_version:
+            code, desc = lds.get("code"), lds.get("description") or ""
+        elif desired_version is not None and not connected:
+            code, desc = 406, f"device offline: desired version {desired_version} is pending"
+        elif desired_version is not None:
+            code, desc = None, f"pending: the device has not applied desired version {desired_version} yet"
+        else:
+            code, desc = (lds.get("code"), lds.get("description") or "") if reported_version else (None, "")
+        modules = {}
+        for name, m in (report.get("modules") or {}).items():
+            if isinstance(m, dict):
+                modules[name] = module_status(name, m, telemetry.get(name) if source == "moduleTwin" else None)
+        last_seen = report.get("heartbeat") or _iso(agent_twin.get("lastActivityTime")) or _iso(twin.last_activity_time)
+        return DeviceStatus(device_id=device_id, connected=connected, last_seen=last_seen, last_desired_status=code,
+                            last_desired_description=desc,
+                            deployment=(applied[0] if applied else ("device" if desired_version else None)),
+                            desired_version=desired_version, reported_version=reported_version, modules=modules,
+                            configurations=configurations, source=source)
+
+
+def local_hub(workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> IoTHub:
+    """`get_hub("local")`: the workspace's stand-in (`IoTHub.local`)."""
+    return IoTHub.local(workspace, autostart=autostart, **kw)
+
+
+def azure_hub(workspace: str | Path | None = None, connection_string: str | Secret | None = None, **kw: Any) -> IoTHub:
+    """`get_hub("azure")`: Azure IoT Hub from `connection_string` or IOTHUB_CONNECTION_STRING.
+
+    Raises:
+        ConfigError: no connection string is set (the message names the variable).
+    """
+    if connection_string is None:
+        from helpers.config import load_settings
+
+        connection_string = load_settings(workspace).require("iothub_connection_string")
+    return IoTHub(connection_string, workspace=workspace, **kw)
+
+
+__all__ = ["IoTHub", "local_hub", "azure_hub", "make_device_certificate", "module_status", "twin_from_sdk", "deployment_from_sdk", "modules_content_of"]
