@@ -1,8 +1,13 @@
-"""Studio backends behind the `Studio` protocol, chosen by name.
+"""The studio behind the `Studio` protocol: one implementation on Edge Impulse's official clients.
 
     studio = get_studio()                  # settings (EDGELOOP_STUDIO), default "local"
     studio = get_studio("local", workspace="/tmp/ws")
-    studio = get_studio("edgeimpulse")     # a real Edge Impulse project (EI_API_KEY)
+    studio = get_studio("edgeimpulse")     # a real Edge Impulse project (EI_API_KEY, EI_PROJECT_ID)
+
+Both names give an `EdgeImpulseStudio` (helpers/studio/edgeimpulse.py): "local" points it at the
+workspace's local studio (the stand-in that answers the official clients), "edgeimpulse" at
+Edge Impulse. `LocalStudio` (helpers/studio/local.py) is the client of the local cloud's own
+extension endpoints (model registry, snapshots) that `EdgeImpulseStudio` uses for them.
 """
 from __future__ import annotations
 
@@ -13,8 +18,8 @@ from helpers.localcloud.registry import BackendRegistry
 from helpers.studio.base import ModelVersion, Sample, Snapshot, SnapshotItem, Studio, UploadResult
 
 STUDIO_BACKENDS: dict[str, str] = {
-    "local": "helpers.studio.local:LocalStudio",
-    "edgeimpulse": "helpers.studio.edgeimpulse:EdgeImpulseStudio",
+    "local": "helpers.studio.edgeimpulse:local_studio",
+    "edgeimpulse": "helpers.studio.edgeimpulse:edge_impulse_studio",
 }
 _REGISTRY = BackendRegistry("studio", STUDIO_BACKENDS, setting="studio_backend")
 
