@@ -323,6 +323,7 @@ class MqttBroker:
                     patch = diff_patch(base[0], desired)
                     s.desired_base = (desired, version)
                     patch["$version"] = version
+                    log.debug("%s: desired $version %s -> %s pushed", s.ident, base[1], version)
                     await self._deliver(s, f"$iothub/twin/PATCH/properties/desired/?$version={version}",
                                         json.dumps(patch).encode())
             except (OSError, KeyError) as exc:
