@@ -26,6 +26,7 @@ from helpers.localcloud.service import (
     ensure_credentials,
     now_iso,
     read_service,
+    secure_state,
     write_service,
 )
 
@@ -237,8 +238,11 @@ def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hu
     from helpers.localcloud import tls
 
     ws = Path(workspace).resolve()
+    # Everything this process writes (database, WAL, sample and model files, TLS keys) is owner-only,
+    # and what an earlier run or a person left looser is tightened now.
+    os.umask(0o077)
+    secure_state(ws)
     d = cloud_dir(ws)
-    d.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(MaskingFilter())

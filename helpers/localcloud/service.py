@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -47,6 +48,40 @@ def cloud_dir(workspace: str | Path | None) -> Path:
     return resolve_workspace(workspace) / "localcloud"
 
 
+#: WORKSPACE/localcloud/ holds the service key, device keys and manifests with API keys: owner-only.
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def make_cloud_dir(workspace: str | Path | None) -> Path:
+    """WORKSPACE/localcloud/, created (or tightened) owner-only."""
+    d = cloud_dir(workspace)
+    d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(d, DIR_MODE)
+    return d
+
+
+def secure_state(workspace: str | Path | None) -> int:
+    """Make WORKSPACE/localcloud/ and everything under it owner-only (directories 0700, files 0600).
+
+    The service runs it on every start, so a workspace made by an older version or loosened by
+    hand is tightened; symlinks are left alone (chmod would follow them out of the folder).
+
+    Returns:
+        How many modes it changed.
+    """
+    changed = 0
+    root = make_cloud_dir(workspace)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name, want in [(n, DIR_MODE) for n in dirnames] + [(n, FILE_MODE) for n in filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) == want:
+                continue
+            os.chmod(path, want)
+            changed += 1
+    return changed
+
+
 def service_file(workspace: str | Path | None) -> Path:
     return cloud_dir(workspace) / "service.json"
 
@@ -55,7 +90,7 @@ def credentials_file(workspace: str | Path | None) -> Path:
     return cloud_dir(workspace) / "credentials.json"
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+def _write_json_atomic(path: Path, data: dict[str, Any], mode: int = FILE_MODE) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as fh:
@@ -118,7 +153,7 @@ def ensure_credentials(workspace: Path, port: int, hub_host: str | None = None) 
     no HTTPS port is given.
     """
     path = credentials_file(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_cloud_dir(workspace)
     if path.is_file():
         raw = json.loads(path.read_text())
         parts = parse_connection_string(raw["service_connection_string"])
@@ -201,9 +236,8 @@ def status(workspace: str | Path | None = None) -> dict[str, Any]:
 
 @contextmanager
 def _lock(ws: Path) -> Iterator[None]:
-    d = cloud_dir(ws)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as fh:
+    d = make_cloud_dir(ws)
+    with os.fdopen(os.open(d / ".lock", os.O_WRONLY | os.O_CREAT, FILE_MODE), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -281,8 +315,8 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
 
 def _spawn(ws: Path, port: int, max_body_mb: float | None, hub_port: int | None = None,
            hub_settings: dict[str, Any] | None = None) -> subprocess.Popen:
-    d = cloud_dir(ws)
-    log = open(d / "service.log", "ab")
+    d = make_cloud_dir(ws)
+    log = os.fdopen(os.open(d / "service.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "ab")
     cmd = [sys.executable, "-m", "helpers.localcloud", "serve", "--workspace", str(ws), "--port", str(port)]
     if max_body_mb is not None:
         cmd += ["--max-body-mb", str(max_body_mb)]
