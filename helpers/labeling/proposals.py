@@ -70,6 +70,8 @@ class Proposal:
             return f"tracking from #{d['from_sample']}{back}"
         if self.source == "model" and d.get("model_version") is not None:
             return f"model v{d['model_version']}"
+        if self.source == COCO_SOURCE and d.get("weights"):
+            return f"COCO model ({d['weights']})"
         return self.source
 
     def describe(self) -> str:
@@ -212,6 +214,45 @@ def model_proposal(
     boxes = [b.clipped(w, h) for b in boxes]
     boxes = [b for b in boxes if b.width > 0 and b.height > 0]
     return Proposal("model", boxes, _mean_score(boxes), {"model_version": model_version})
+
+
+COCO_SOURCE = "coco"
+
+
+class CocoProposer:
+    """Label assist from the COCO-pretrained NanoDet (`make weights`), before any model of ours exists.
+
+    A proposer for `LabelQueue(proposers=[CocoProposer()])`: called with `(rgb, labels)`, it
+    returns a `coco` proposal with the boxes of the project's classes that COCO knows (apple,
+    banana, orange, ...; a class COCO lacks, such as lemon, is never proposed).
+
+    Args:
+        detector: an `OnnxDetector` of the zero-shot model; default: the cached one.
+        score_threshold: None uses the zero-shot card's threshold.
+        cache: the weights cache folder (default `EDGELOOP_CACHE` or `~/.cache/edgeloop`).
+
+    Raises:
+        WeightsMissing: the COCO weights were never fetched (the message names `make weights`).
+    """
+
+    def __init__(self, detector: Any = None, score_threshold: float | None = None, cache: Any = None):
+        if detector is None:
+            from helpers.detector import OnnxDetector
+            from helpers.train.pretrained import weights_info
+
+            info = weights_info(cache)
+            detector = OnnxDetector(info["paths"]["zero_shot"])
+            self.weights = f"{info['name']} {info['version']}"
+        else:
+            self.weights = str(getattr(detector, "card", {}).get("arch", "coco"))
+        self.detector = detector
+        self.score_threshold = score_threshold
+        self.known = set(getattr(detector, "labels", []))
+
+    def __call__(self, rgb: np.ndarray, labels: Iterable[str]) -> Proposal:
+        wanted = [lb for lb in labels if lb in self.known]
+        p = model_proposal(self.detector, rgb, labels=wanted, score_threshold=self.score_threshold)
+        return Proposal(COCO_SOURCE, p.boxes, p.score, {"weights": self.weights, "classes": wanted})
 
 
 def best_proposal(proposals: dict[str, Proposal]) -> str | None:

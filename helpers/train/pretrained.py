@@ -203,7 +203,9 @@ def append_decode(raw: Any, size: int) -> Any:
     import onnxruntime as ort
 
     # The outputs' shapes, measured (shape inference cannot see through the graph's Reshape(-1)).
-    sess = ort.InferenceSession(raw.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # shape-merge warnings about the Reshape(-1) outputs are expected
+    sess = ort.InferenceSession(raw.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     vals = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, size, size), np.float32)})
     outs = {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), vals)}
     del sess

@@ -60,6 +60,9 @@ class TrainParams:
     # 0.05-0.08 apple F1 on the two-class synthetic benchmark.
     min_epochs: int | None = None
     time_budget_s: float | None = None  # stop after this much training time, keep the best
+    # nanodet-ft only: "cpu" counts the process's CPU seconds instead of wall time. On a shared
+    # machine with threads=1 that is an upper bound of the wall time the run takes alone.
+    budget_clock: str = "wall"
     ema_decay: float = 0.99  # 0 turns weight averaging off
     score_thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -89,6 +92,8 @@ class TrainParams:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
 
     def first_stop_epoch(self) -> int:
         """The first epoch after which early stopping may end training."""

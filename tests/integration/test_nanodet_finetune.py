@@ -49,8 +49,12 @@ def test_real_conversion_matches_pytorch():
     # the cached zero-shot model: decoded boxes + scores, run by the runner's own class
     det = OnnxDetector(info["paths"]["zero_shot"])
     assert det.labels == list(COCO_LABELS) and det.head_type == "gfl" and det.input_size == 416
-    boxes = det.detect(np.full((240, 320, 3), 127, np.uint8), score_threshold=0.0001)
-    assert all(0 <= b.x <= 320 and 0 <= b.y <= 240 for b in boxes)
+    frame = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    raw_boxes, raw_scores = det.raw(frame)
+    assert raw_boxes.shape == (3549, 4) and raw_scores.shape == (3549, 80)  # 52^2 + 26^2 + 13^2 cells
+    assert (raw_boxes >= 0).all() and (raw_boxes <= 416).all() and (raw_boxes[:, 2:] >= raw_boxes[:, :2]).all()
+    boxes = det.detect(frame, score_threshold=0.01)
+    assert all(0 <= b.x and b.x + b.width <= 320 and 0 <= b.y and b.y + b.height <= 240 for b in boxes)
     card = json.loads((pretrained.weights_dir() / "coco-nanodet" / "model.json").read_text())
     assert card["pretrained"]["licence"].startswith("Apache-2.0") and card["pretrained"]["version"] == "3.0.4"
 
@@ -102,3 +106,23 @@ def test_finetune_two_steps_export_and_run(tmp_path):
     det = OnnxDetector(out)
     boxes = det.detect(_scenes(1)[0][0], score_threshold=0.0)
     assert boxes and all(b.label in ("apple", "banana") for b in boxes)
+
+
+def test_coco_proposer_offers_only_classes_coco_knows():
+    from helpers.labeling.proposals import COCO_SOURCE, CocoProposer
+
+    from pathlib import Path
+
+    from helpers.train.data import decode_image
+
+    _weights()
+    proposer = CocoProposer(score_threshold=0.02)
+    rgb = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    prop = proposer(rgb, ["apple", "lemon"])
+    assert prop.source == COCO_SOURCE and prop.detail["classes"] == ["apple"]
+    assert {b.label for b in prop.boxes} <= {"apple"}
+    assert prop.origin().startswith("COCO model (nanodet-g-coco 3.0.4")
+    photo = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "fruit-voc-train" / "apple_1.jpg"
+    if photo.is_file():  # a real apple photo (the shared set; optional): COCO proposes the apple
+        prop = CocoProposer()(decode_image(photo.read_bytes(), photo.name), ["apple", "banana"])
+        assert [b.label for b in prop.boxes][:1] == ["apple"]
