@@ -197,6 +197,7 @@ class IoTHub:
         return cls(cs, ca_file=ca, workspace=ws, reload=creds, **kw)
 
     def _connect(self, connection_string: str | Secret, ca_file: str | Path | None) -> None:
+        import requests
         from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
         from urllib3.util.retry import Retry
 
@@ -217,10 +218,17 @@ class IoTHub:
             if self.ca_file:
                 conn.verify = self.ca_file  # this client only: never REQUESTS_CA_BUNDLE
             # 429 and 5xx retried for every method, waiting Retry-After when the hub sends it
-            protocol.config.retry_policy.policy = Retry(
-                total=self.retries, connect=self.retries, read=2, status=self.retries, backoff_factor=0.5,
-                status_forcelist=[429, 500, 502, 503, 504], allowed_methods=None, respect_retry_after_header=True,
-                raise_on_status=False)
+            policy = Retry(total=self.retries, connect=self.retries, read=2, status=self.retries, backoff_factor=0.5,
+                           status_forcelist=[429, 500, 502, 503, 504], allowed_methods=None, respect_retry_after_header=True,
+                           raise_on_status=False, backoff_max=30)
+            policy.BACKOFF_MAX = 30  # msrest's ClientRetryPolicy reads the urllib3 1.x name when it logs
+            protocol.config.retry_policy.policy = policy
+            # msrest mounted its transport's session when the SDK client was built; a fresh session is
+            # initialised from config.retry_policy (msrest's RequestsHTTPSender.session setter)
+            driver = getattr(getattr(protocol.config.pipeline, "_sender", None), "driver", None)
+            if driver is None:
+                raise ConfigError("azure-iot-hub's msrest pipeline changed shape: pin azure-iot-hub==2.7.0 (pyproject.toml)")
+            driver.session = requests.Session()
 
     def __repr__(self) -> str:
         return f"IoTHub(host={self.host!r}{', ca_file=' + repr(self.ca_file) if self.ca_file else ''})"
