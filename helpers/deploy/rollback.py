@@ -311,7 +311,7 @@ def rollout_deployment(
     store = store or LastKnownGood(workspace)
     expect = dict(expect) if expect is not None else expect_from_manifest(manifest, absent)
     deploy_at_scale(hub, name, manifest, target_condition, priority)
-    result = wait_for_rollout(hub, device_ids, expect, timeout, **wait_options)
+    result = wait_for_rollout(hub, device_ids, expect, timeout, deployment=name, **wait_options)
     report = RolloutReport(result)
     if result.ok:
         store.record(key, manifest, expect, target_condition=target_condition, priority=priority)
@@ -328,7 +328,7 @@ def rollout_deployment(
     good = entry.restore(_secrets_for(manifest, secrets))
     deploy_at_scale(hub, name, good, entry.meta.get("target_condition", target_condition),
                     int(entry.meta.get("priority", priority)))
-    report.rollback_result = wait_for_rollout(hub, device_ids, entry.expect, timeout, **wait_options)
+    report.rollback_result = wait_for_rollout(hub, device_ids, entry.expect, timeout, deployment=name, **wait_options)
     return report
 
 

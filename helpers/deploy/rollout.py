@@ -241,14 +241,26 @@ class DeviceCheck:
 
 
 def check_device(status: Any, expect: Mapping[str, dict[str, Any] | None],
-                 health: bool | Iterable[str] = False, health_check: Callable[[int], tuple[bool, str]] = check_health) -> DeviceCheck:
-    """Judge one `DeviceStatus` against normalised expectations (see the module doc)."""
+                 health: bool | Iterable[str] = False, health_check: Callable[[int], tuple[bool, str]] = check_health,
+                 deployment: str | None = None) -> DeviceCheck:
+    """Judge one `DeviceStatus` against normalised expectations (see the module doc).
+
+    With `deployment` (an at-scale deployment's name), the device is first waiting for the hub:
+    until the hub marks that deployment Applied on the device's `$edgeAgent` module twin (IoT Hub
+    evaluates deployments on its own schedule, minutes on Azure), nothing the device reports counts.
+    """
+    configurations = getattr(status, "configurations", None) or {}
+    if deployment is not None and configurations.get(deployment) != "Applied":
+        other = next((n for n, v in configurations.items() if v == "Applied"), None)
+        why = f"waiting for the hub to apply deployment {deployment!r}" + (f" (now {other!r})" if other else "") + \
+            " (IoT Hub evaluates deployments on its own schedule: up to 5 minutes on Azure)"
+        return DeviceCheck("pending", why, status)
     code = status.last_desired_status
     applied = status.desired_version is not None and status.reported_version == status.desired_version
     if applied and code in REFUSED_CODES:
         return DeviceCheck("failed", f"device refused the deployment ({code}: {status.last_desired_description})", status)
     if not applied:
-        why = status.last_desired_description or "the device has not applied the deployment yet"
+        why = "waiting for the device: " + (status.last_desired_description or "it has not applied the deployment yet")
         if not status.connected:
             why = "device offline: " + why
         return DeviceCheck("pending", why, status)
@@ -374,6 +386,7 @@ def wait_for_rollout(
     health: bool | Iterable[str] = True,
     health_check: Callable[[int], tuple[bool, str]] = check_health,
     on_poll: Callable[[dict[str, DeviceCheck]], None] | None = None,
+    deployment: str | None = None,
 ) -> RolloutResult:
     """Poll the devices until each converged, failed, or `timeout` seconds passed.
 
@@ -391,6 +404,8 @@ def wait_for_rollout(
         health_check: the check (port -> (ok, reason)); the default is for the local runtime
             (127.0.0.1).
         on_poll: called after each poll with the per-device checks (the board refreshes here).
+        deployment: an at-scale deployment's name: a device first waits for the hub to apply it
+            ("waiting for the hub ..."), then for the device to run it ("waiting for the device: ...").
 
     Returns:
         A `RolloutResult`; it does not raise on failure (see `raise_for_failure`).
@@ -407,7 +422,7 @@ def wait_for_rollout(
         for d in device_ids:
             if d in outcomes:
                 continue
-            check = check_device(hub.device_status(d), norm, health, health_check)
+            check = check_device(hub.device_status(d), norm, health, health_check, deployment)
             last[d] = check
             if check.state == "failed":
                 outcomes[d] = DeviceOutcome(d, "failed", now - start, check.reason, check.status)
