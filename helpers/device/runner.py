@@ -12,7 +12,8 @@ loads it with `helpers.detector.OnnxDetector`, and loops camera -> detect, servi
                    "frame_index", "model_version", "captured_at"}`, plus `ground_truth` (box
                    dicts) when the camera is synthetic, for drift checks;
 - `/api/health`    model version, frames processed, fps, p50/p95 latency, last error; 503 with
-                   the reason while unhealthy (model loading or broken, camera failing);
+                   the reason while unhealthy (model loading or broken, camera failing); local
+                   paths cut to their file name (the page is for the network, the workspace is not);
 - `/api/info`      the model card, labels, input size, device.
 
 Telemetry goes to `$MODULE_WORKDIR/reported.json` every `TELEMETRY_INTERVAL_S` (the agent
@@ -31,7 +32,8 @@ version) makes `/api/health` answer 503 with the reason for `FAIL_GRACE_S` secon
 process exits with code 3, so the agent reports it failed / in backoff. It never hangs.
 
 Environment: STUDIO_URL, EI_API_KEY, MODEL_VERSION or MODEL_PATH, PORT (4912), BIND_HOST
-(127.0.0.1; the image sets 0.0.0.0), CAMERA_SOURCE (synthetic), CAMERA_DEVICE, CAMERA_PATH,
+(127.0.0.1; the agent passes the address the deployment publishes port 4912 on; the image sets
+0.0.0.0 inside its own container network), CAMERA_SOURCE (synthetic), CAMERA_DEVICE, CAMERA_PATH,
 INFER_RATE_HZ (5), SCORE_THRESHOLD (the card's), TELEMETRY_INTERVAL_S (10), LOW_CONFIDENCE
 (0.6), SAMPLING_BAND, SAMPLING_MAX_PER_MIN (6), FAIL_GRACE_S (5), THREADS (1),
 MODULE_WORKDIR, IOTEDGE_DEVICEID.
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -374,9 +376,38 @@ def page_csp(page: bytes) -> str:
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def make_handler(state: RunnerState) -> type[BaseHTTPRequestHandler]:
+# An absolute path's folders (not a URL's: no ':' or '/' just before the first slash).
+_PATH_DIRS = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`:;,()\[\]{}<>]+/)+(?=[^\s/'\"`:;,()\[\]{}<>])")
+
+
+def public_text(text: str, private_roots: Sequence[str | Path] = ()) -> str:
+    """`text` for a page anyone on the network may open: local paths cut to their file name.
+
+    A health reason such as `onnxruntime cannot load /home/me/ws/devices/cam-1/.../model.onnx`
+    becomes `... cannot load .../model.onnx`: still says which file, not where the workspace is.
+    `private_roots` (the module's folder, the model folder) are cut first, whatever they contain.
+    """
+    for root in sorted({str(r) for r in private_roots if r and str(r) != "/"}, key=len, reverse=True):
+        text = text.replace(root.rstrip("/") + "/", ".../").replace(root.rstrip("/"), "...")
+    return _PATH_DIRS.sub(".../", text)
+
+
+def public(value: Any, private_roots: Sequence[str | Path] = ()) -> Any:
+    """`public_text` applied to every string in a JSON-like value."""
+    if isinstance(value, str):
+        return public_text(value, private_roots)
+    if isinstance(value, dict):
+        return {k: public(v, private_roots) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public(v, private_roots) for v in value]
+    return value
+
+
+def make_handler(state: RunnerState, private_roots: Sequence[str | Path] = ()) -> type[BaseHTTPRequestHandler]:
+    """The runner's HTTP handler; `/api/health` and `/api/info` never show local paths (`public`)."""
     page = PAGE.read_bytes()
     csp = page_csp(page)
+    roots = [str(r) for r in private_roots if r] + [str(Path(r).resolve()) for r in private_roots if r]
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "edgeloop-runner/1"
@@ -406,9 +437,9 @@ def make_handler(state: RunnerState) -> type[BaseHTTPRequestHandler]:
                 self._json(200, state.results())
             elif path == "/api/health":
                 healthy, body = state.health()
-                self._json(200 if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
+                self._json(200 if healthy else HTTPStatus.SERVICE_UNAVAILABLE, public(body, roots))
             elif path == "/api/info":
-                self._json(200, state.info())
+                self._json(200, public(state.info(), roots))
             elif path == "/api/frame.jpg":
                 with state.lock:
                     jpeg = state.jpeg
@@ -516,7 +547,8 @@ class Runner:
     def serve(self) -> None:
         """Start the HTTP server in a thread (before the model loads: health says why it waits)."""
         try:
-            self.server = ThreadingHTTPServer((self.cfg.bind_host, self.cfg.port), make_handler(self.state))
+            handler = make_handler(self.state, [self.cfg.workdir, self.cfg.model_path or ""])
+            self.server = ThreadingHTTPServer((self.cfg.bind_host, self.cfg.port), handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {self.cfg.bind_host}:{self.cfg.port} ({exc}): set PORT to a free port") from exc
         self.server.daemon_threads = True

@@ -260,6 +260,16 @@ class ProcessHandle:
         return f"ProcessHandle({self.name!r}, pid={self.pid}, port={self.host_port}, exit={self._exit})"
 
 
+def published_host_ip(create_options: dict[str, Any] | None) -> str:
+    """The host address createOptions publish container port 4912 on: its binding's `HostIp`,
+    else 127.0.0.1 (a simulated device's page is for this machine unless the deployment says so)."""
+    bindings = ((create_options or {}).get("HostConfig") or {}).get("PortBindings") or {}
+    for entry in bindings.get(f"{CONTAINER_PORT}/tcp") or bindings.get(str(CONTAINER_PORT)) or []:
+        if isinstance(entry, dict) and entry.get("HostIp"):
+            return str(entry["HostIp"])
+    return "127.0.0.1"
+
+
 class ProcessRuntime:
     """Runs each module as `sh start.sh` in its own process group (no container engine).
 
@@ -294,12 +304,16 @@ class ProcessRuntime:
             "IOTEDGE_MODULEID": launch.name,
             "IOTEDGE_MODULEGENERATIONID": launch.generation,
         })
+        # the address the deployment publishes port 4912 on (loopback unless a binding names its
+        # HostIp); the manifest's own BIND_HOST wins, as in the container runtime's host network
+        env.setdefault("BIND_HOST", published_host_ip(launch.create_options))
         return env
 
     def start(self, launch: ModuleLaunch) -> ProcessHandle:
         """Start the module; its output goes to `<workdir>/module.log`."""
         launch.workdir.mkdir(parents=True, exist_ok=True)
-        port = free_port(launch.host_port)
+        ip = published_host_ip(launch.create_options)
+        port = free_port(launch.host_port, host=ip if ip != "0.0.0.0" else "127.0.0.1")
         log_path = launch.workdir / LOG_NAME
         if log_path.exists() and log_path.stat().st_size > LOG_MAX_BYTES:
             os.replace(log_path, log_path.with_suffix(".log.1"))
@@ -405,19 +419,38 @@ def registry_auth_for(credentials: dict[str, Any] | None, image: str) -> dict[st
     return None
 
 
-def env_file_binds(env: dict[str, str]) -> list[str]:
-    """Read-only binds for host files the module's environment names by absolute path.
+def env_file_binds(env: dict[str, str], workdir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """Make the host files the module's environment names by absolute path readable inside.
 
-    A value such as a CA bundle's path (`/work/ws/localcloud/tls/ca.pem`) means the same
-    file inside the container, as it does for a module run as a process; IoT Edge mounts its
-    trust bundle the same way.
+    A value such as the hub CA's path (`EdgeModuleCACertificateFile=/ws/localcloud/tls/ca.pem`)
+    means the same file inside the container, as it does for a module run as a process (IoT
+    Edge mounts its trust bundle likewise). A file others may read is bound read-only at the
+    same path; an owner-only one (the container's user could not read it through a bind) is
+    copied, 0400, into `workdir/.host-files/` (the module folder, mounted at `/data`, which the
+    runtime gives to the container's user) and the variable points there.
+
+    Returns:
+        (read-only binds, variables whose value changed).
     """
-    binds = []
-    for value in sorted(set(env.values())):
+    binds: list[str] = []
+    changed: dict[str, str] = {}
+    for key, value in sorted(env.items()):
         path = Path(value)
-        if value.startswith("/") and "\n" not in value and ":" not in value and path.is_file():
-            binds.append(f"{path}:{path}:ro")
-    return binds
+        if not value.startswith("/") or "\n" in value or ":" in value or not path.is_file():
+            continue
+        if path.stat().st_mode & 0o004 or workdir is None:
+            bind = f"{path}:{path}:ro"
+            if bind not in binds:
+                binds.append(bind)
+            continue
+        dest_dir = workdir / ".host-files"
+        dest_dir.mkdir(mode=0o700, exist_ok=True)
+        dest = dest_dir / f"{key}-{path.name}"
+        dest.unlink(missing_ok=True)
+        dest.write_bytes(path.read_bytes())
+        dest.chmod(0o400)
+        changed[key] = f"/data/.host-files/{dest.name}"
+    return binds, changed
 
 
 class ContainerHandle:
@@ -663,11 +696,13 @@ class ContainerRuntime:
                     if key == main_key and host_port is None:
                         host_port = port
                 ports[key] = published if len(published) > 1 else published[0]
+        file_binds, moved = env_file_binds(env, launch.workdir)
+        env.update(moved)
         volumes = [
             f"{launch.workdir.resolve()}:/data:rw",
             f"{launch.scene_file.parent.resolve()}:/device:ro",
             *[str(b) for b in host_config.get("Binds") or []],
-            *env_file_binds(env),
+            *file_binds,
         ]
         devices = [
             f"{d['PathOnHost']}:{d.get('PathInContainer', d['PathOnHost'])}:{d.get('CgroupPermissions', 'rwm')}"
