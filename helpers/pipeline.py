@@ -385,6 +385,7 @@ def run_pipeline(
     stop_at_end: bool = True,
     overrides: dict[str, dict[str, Any]] | None = None,
     progress_every_s: float = 20.0,
+    runtime: str | None = None,
 ) -> Summary:
     """Run the notebooks of `profile` in order and write executed notebooks and summary.json to `out`.
 
@@ -400,6 +401,9 @@ def run_pipeline(
         stop_at_end: stop the local cloud and simulated devices at the end.
         overrides: per-notebook parameter overrides (`parse_overrides`).
         progress_every_s: how often a long step prints a progress line.
+        runtime: the simulated devices' module runtime, `process` or `container` (default: the
+            `runtime` setting, `EDGELOOP_RUNTIME`); `container` needs a Docker-API engine
+            (`make containers`) and builds the device image in notebook 02.
     """
     global _progress
     import nbformat
@@ -423,6 +427,14 @@ def run_pipeline(
     os.environ["EDGELOOP_HUB"] = backend
     os.environ["EDGELOOP_STUDIO"] = backend
     os.environ[PROGRESS_ENV] = str(progress_file)
+    if runtime:
+        os.environ["EDGELOOP_RUNTIME"] = runtime
+    if (runtime or os.environ.get("EDGELOOP_RUNTIME")) in ("container", "docker"):
+        from helpers.device.runtime import docker_engine_available
+
+        ok, why = docker_engine_available()
+        if not ok:
+            raise ConfigError(f"runtime container: {why}")
     summary = Summary(profile=profile, backend=backend, workspace=str(workspace), seed=seed,
                       parameters={nb: params_by_nb[nb] for nb in chosen})
     summary.load_avg["start"] = [round(v, 2) for v in os.getloadavg()]
@@ -586,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", action="store_true",
                    help=f"write the executed notebooks to {REFERENCE_DIR.relative_to(REPO_ROOT)} (make notebooks)")
     p.add_argument("--stop", action="store_true", help="only stop what runs in --workspace")
+    p.add_argument("--runtime", choices=("process", "container"), default=None,
+                   help="module runtime of the simulated devices (default: EDGELOOP_RUNTIME, else process); "
+                        "container runs the device image (make containers on Linux without Docker)")
     args = p.parse_args(argv)
     if args.stop:
         stop_everything(Path(args.workspace).resolve())
@@ -596,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_pipeline(
             args.profile, args.workspace, args.out, only=args.only, backend=args.backend, seed=args.seed,
             cell_timeout=args.cell_timeout, fresh=args.fresh, stop_at_end=not args.keep_running, overrides=overrides,
+            runtime=args.runtime,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -152,6 +152,8 @@ def write_scene(path: str | os.PathLike, objects: Sequence[str], distractors: Se
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f)
             f.write("\n")
+        # mkstemp makes it 0600: a module in a container runs as another user and reads it
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from helpers.hub import manifest as mf
 
 pytestmark = pytest.mark.timeout(1500)
 
-FAST = ["--poll-interval", "0.5", "--heartbeat", "2", "--stop-timeout", "5", "--backoff-max", "4"]
+FAST = ["--stop-timeout", "5", "--backoff-max", "4"]
 RUNNER_ENV = {"INFER_RATE_HZ": "4", "TELEMETRY_INTERVAL_S": "1", "CAMERA_SIZE": "96x96"}
 
 
@@ -78,7 +78,7 @@ def engine(stack):
     client.close()
 
 
-def _wait(fn, timeout, what):
+def _wait(fn, timeout, what, logs=None):
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
@@ -86,7 +86,10 @@ def _wait(fn, timeout, what):
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}: {value!r}")
+    tails = ""
+    for path in sorted(logs.rglob("*.log")) if logs else []:
+        tails += f"\n--- {path.name}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:])
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}: {value!r}{tails}")
 
 
 def test_image_runs_as_non_root_with_only_the_device_stack(image, engine):
@@ -117,10 +120,11 @@ def test_collector_then_runner_as_containers_through_the_hub(cloud, image, engin
         collector = mf.collector_module(image, cloud.url, label="apple", count=3, rate_hz=5, camera=None)
         manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": cloud.studio.api_key})
         cloud.hub.set_modules(dev, mf.reveal_secrets(manifest))
-        samples = _wait(lambda: (lambda s: s if len(s) >= 3 else None)(cloud.studio.samples(device=dev)), 300,
-                        "3 samples from the collector container")
+        samples = _wait(lambda: (lambda s: s if len(s) >= 3 else None)(cloud.studio.samples(device=dev)), 180,
+                        "3 samples from the collector container", logs=ws / "devices" / dev)
         assert {s.metadata.get("source") for s in samples} == {"collector"}
-        assert cloud.hub.get_twin(dev).reported["edgeAgent"]["runtime"] == "container"
+        agent_twin = cloud.hub.get_module_twin(dev, "$edgeAgent").reported
+        assert agent_twin["runtime"]["moduleRuntime"] == "container"
         running = engine.containers.list(filters={"label": [f"{containers.MANAGED_LABEL}=true",
                                                             f"edgeloop.device={dev}"]})
         assert [c.labels["edgeloop.module"] for c in running] == ["collector"]
@@ -142,7 +146,7 @@ def test_collector_then_runner_as_containers_through_the_hub(cloud, image, engin
             return m if m and m.runtime_status == "running" and m.host_port and "collector" not in \
                 cloud.hub.device_status(dev).modules else None
 
-        module = _wait(runner_up, 300, "the runner container running")
+        module = _wait(runner_up, 300, "the runner container running", logs=ws / "devices" / dev)
         port = module.host_port
 
         def results():
@@ -153,7 +157,7 @@ def test_collector_then_runner_as_containers_through_the_hub(cloud, image, engin
             body = r.json() if r.status_code == 200 else {}
             return body if "bounding_boxes" in body and body.get("timing") else None
 
-        body = _wait(results, 180, "detections on the runner container's port")
+        body = _wait(results, 180, "detections on the runner container's port", logs=ws / "devices" / dev)
         assert isinstance(body["bounding_boxes"], list)
         info = requests.get(f"http://127.0.0.1:{port}/api/info", timeout=3).json()
         assert str(version) in json.dumps(info)

@@ -105,9 +105,19 @@ def test_runtime_setting_is_checked(monkeypatch, tmp_path):
         load_settings(tmp_path)
 
 
-def test_env_named_host_files_are_bound_read_only(tmp_path):
+def test_env_named_host_files_are_bound_or_copied(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    binds = env_file_binds({"CA_FILE": str(ca), "MODE": "infer", "MISSING": str(tmp_path / "nope"),
-                            "DIR": str(tmp_path), "URL": "https://127.0.0.1:1/x"})
-    assert binds == [f"{ca}:{ca}:ro"]
+    ca.chmod(0o644)
+    env = {"CA_FILE": str(ca), "MODE": "infer", "MISSING": str(tmp_path / "nope"), "DIR": str(tmp_path),
+           "URL": "https://127.0.0.1:1/x"}
+    assert env_file_binds(env, tmp_path / "m") == ([f"{ca}:{ca}:ro"], {})
+    # an owner-only file (an owner-only workspace): copied into the module folder, read-only
+    ca.chmod(0o600)
+    workdir = tmp_path / "m"
+    workdir.mkdir()
+    binds, moved = env_file_binds(env, workdir)
+    assert binds == [] and moved == {"CA_FILE": "/data/.host-files/CA_FILE-ca.pem"}
+    copy = workdir / ".host-files" / "CA_FILE-ca.pem"
+    assert copy.read_text() == ca.read_text() and copy.stat().st_mode & 0o777 == 0o400
+    assert env_file_binds(env, workdir)[1] == moved  # a restart replaces the copy
