@@ -51,7 +51,13 @@ def test_cli_start_status_stop(tmp_path):
         d = ws / "localcloud"
         assert stat.S_IMODE((d / "credentials.json").stat().st_mode) == 0o600
         creds = json.loads((d / "credentials.json").read_text())
-        assert creds["service_connection_string"].startswith(f"HostName=127.0.0.1:{first['port']};SharedAccessKeyName=iothubowner;SharedAccessKey=")
+        # the service connection string names the hub's HTTPS endpoint on the workspace's own address
+        assert creds["service_connection_string"].startswith(
+            f"HostName={first['hub_address']}:{first['hub_port']};SharedAccessKeyName=iothubowner;SharedAccessKey=")
+        assert first["hub_url"] == f"https://{first['hub_address']}:{first['hub_port']}" and first["hub_address"] != "127.0.0.1"
+        rc, hub_creds = cli("credentials", "--workspace", str(ws))
+        assert rc == 0 and hub_creds["service_connection_string"] == creds["service_connection_string"]
+        assert hub_creds["ca_file"] == str(d / "tls" / "ca.pem") and stat.S_IMODE(os.stat(hub_creds["ca_file"]).st_mode) == 0o600
         assert len(creds["studio_api_key"]) == 35 and creds["studio_api_key"].startswith("ei_")
         service = json.loads((d / "service.json").read_text())
         assert {"url", "pid", "host", "port", "started_at"} <= set(service)
@@ -131,7 +137,7 @@ def test_restart_on_new_port_device_follows_service_json(fresh_cloud):
         info = localcloud.ensure_running(fresh_cloud.workspace)
         assert info["port"] != old_port
         creds = json.loads((fresh_cloud.workspace / "localcloud" / "credentials.json").read_text())
-        assert f"127.0.0.1:{info['port']}" in creds["service_connection_string"]
+        assert f"HostName={info['hub_address']}:{info['hub_port']};" in creds["service_connection_string"]
         device.report({"alive": True})  # re-reads service.json once and retries
         assert device.url == info["url"]
         assert LocalHub(fresh_cloud.workspace).get_twin("cam-9").reported == {"alive": True}
@@ -159,7 +165,12 @@ def test_logs_hold_no_secrets_and_stop_leaves_no_process(fresh_cloud, make_jpeg)
     hub.create_edge_device("cam-log")
     cs = hub.connection_string("cam-log").get_secret_value()
     fresh_cloud.studio.upload([("l.jpg", make_jpeg(5))])
-    requests.get(f"{fresh_cloud.url}/twins/cam-log?sig=SECRETSIGNATUREVALUE123", headers=hub._headers(), timeout=5)
+    from helpers.config import parse_connection_string
+    from helpers.hub.sas import generate_sas_token
+
+    parts = parse_connection_string(hub.connection_string_service)
+    token = generate_sas_token(parts["HostName"], parts["SharedAccessKey"], "iothubowner").get_secret_value()
+    requests.get(f"{fresh_cloud.url}/twins/cam-log?sig=SECRETSIGNATUREVALUE123", headers={"Authorization": token}, timeout=5)
     pid = fresh_cloud.pid
     stopped = localcloud.stop(fresh_cloud.workspace)
     assert stopped["clean"] and not alive(pid)
