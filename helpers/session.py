@@ -97,6 +97,10 @@ def connect(backend: str | None = None, studio_backend: str | None = None, works
     from helpers.studio import get_studio
 
     settings = load_settings(workspace, hub_backend=backend, studio_backend=studio_backend)
+    if backend is None:  # a set IOTHUB_CONNECTION_STRING selects Azure unless EDGELOOP_HUB says otherwise
+        from helpers.hub import default_hub_name
+
+        settings.hub_backend = default_hub_name(settings.workspace)
     service: dict[str, Any] = {}
     if "local" in (settings.hub_backend, settings.studio_backend):
         from helpers import localcloud
