@@ -397,15 +397,47 @@ def add_local_cas(rootfs: Path, source: Path = LOCAL_CA_DIR) -> list[str]:
     return [c.name for c in certs]
 
 
-def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR) -> None:
-    """`localhost/edgeloop-base:bookworm` from debootstrap (minbase + python3), unless present."""
-    if run_podman(folder, "image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        say(f"base image: {BASE_IMAGE} already present")
+#: Docker platform -> Debian architecture
+DEBIAN_ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm/v7": "armhf"}
+
+
+def base_image_name(platform: str | None = None) -> str:
+    """The local base for `platform`: `localhost/edgeloop-base:bookworm` for this machine's,
+    `...:bookworm-arm64` (etc.) for another one."""
+    from helpers.images import host_platform
+
+    if platform is None or platform == host_platform():
+        return BASE_IMAGE
+    if platform not in DEBIAN_ARCH:
+        raise ContainerStackError(f"no Debian architecture for {platform}: use one of {sorted(DEBIAN_ARCH)}")
+    return f"{BASE_IMAGE}-{DEBIAN_ARCH[platform].replace('armhf', 'armv7')}"
+
+
+def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR, platform: str | None = None) -> None:
+    """The local base (debootstrap minbase + python3) for `platform` (default this machine's), unless present.
+
+    Another platform's base is debootstrapped for its Debian architecture, its second stage run
+    under qemu-user-static's binfmt emulation.
+
+    Raises:
+        ContainerStackError: another platform without emulation (the message says how to get it).
+    """
+    from helpers.images import can_emulate, host_platform
+
+    platform = platform or host_platform()
+    image = base_image_name(platform)
+    if run_podman(folder, "image", "exists", image, check=False).returncode == 0:
+        say(f"base image: {image} already present")
         return
+    ok, how = can_emulate(platform)
+    if not ok:
+        raise ContainerStackError(how)
+    arch = DEBIAN_ARCH.get(platform, "")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=folder / "tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), mirror]
+        cmd = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={','.join(BASE_PACKAGES)}", SUITE,
+               str(rootfs), mirror]
         say(f"base image: {' '.join(cmd)}")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
@@ -419,13 +451,18 @@ def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR) -> None:
             say(f"base image: trusts this machine's local CA certificate(s) {', '.join(trusted)}")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         env = {**os.environ, **podman_env(folder)}
-        proc2 = subprocess.run(["podman", "import", "--change", "CMD=/bin/bash", "-", BASE_IMAGE], stdin=tar.stdout,
+        os_name, _, rest = platform.partition("/")
+        cpu, _, variant = rest.partition("/")
+        cmd_import = ["podman", "import", "--change", "CMD=/bin/bash", "--os", os_name, "--arch", cpu]
+        if variant:
+            cmd_import += ["--variant", variant]
+        proc2 = subprocess.run([*cmd_import, "-", image], stdin=tar.stdout,
                                env=env, capture_output=True, text=True, timeout=600)
         tar.stdout.close()  # type: ignore[union-attr]
         tar.wait()
         if proc2.returncode != 0 or tar.returncode != 0:
             raise ContainerStackError(f"podman import of the base image failed: {proc2.stderr.strip()[-800:]}")
-    say(f"base image: {BASE_IMAGE} imported ({time.monotonic() - started:.0f} s)")
+    say(f"base image: {image} imported ({time.monotonic() - started:.0f} s, {how})")
 
 
 def start_service(folder: Path, say: Say) -> tuple[str, int]:
@@ -455,8 +492,12 @@ def start_service(folder: Path, say: Say) -> tuple[str, int]:
 # --------------------------------------------------------------------------- up / down
 
 
-def up(path: str | Path | None = None, say: Say = print, install: bool = True) -> Stack:
+def up(path: str | Path | None = None, say: Say = print, install: bool = True,
+       platforms: tuple[str, ...] = ()) -> Stack:
     """Set the stack up (idempotent) and return it; prints each step's outcome through `say`.
+
+    `platforms` adds local bases for other platforms (e.g. `("linux/arm64",)` for a Raspberry
+    Pi), built under qemu-user-static's binfmt emulation.
 
     Raises:
         ContainerStackError: a package is missing and cannot be installed, or a step failed
@@ -476,6 +517,8 @@ def up(path: str | Path | None = None, say: Say = print, install: bool = True) -
     write_configs(folder, registry, say)
     registry_pid = start_registry(folder, registry, say)
     ensure_base_image(folder, say)
+    for platform in platforms:
+        ensure_base_image(folder, say, platform=platform)
     docker_host, service_pid = start_service(folder, say)
     stack = Stack(str(folder), docker_host, registry, BASE_IMAGE, registry_pid, service_pid)
     _write_if_changed(folder / STACK_FILE, json.dumps(asdict(stack), indent=1) + "\n")
@@ -514,12 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--dir", default=None, help=f"the stack's folder (default ${STACK_DIR_ENV} or .containers/)")
     p.add_argument("--no-install", action="store_true", help="fail instead of apt-get installing missing packages")
+    p.add_argument("--platform", action="append", default=[], metavar="linux/arm64",
+                   help="also a base image for this platform (needs qemu-user-static's binfmt emulation)")
     args = p.parse_args(argv)
     say = lambda line: print(f"containers: {line}", flush=True)  # noqa: E731
     try:
         if args.action == "up":
             started = time.monotonic()
-            up(args.dir, say, install=not args.no_install)
+            up(args.dir, say, install=not args.no_install, platforms=tuple(args.platform))
             say(f"done in {time.monotonic() - started:.1f} s")
         elif args.action == "down":
             down(args.dir, say)

@@ -254,20 +254,39 @@ class DockerImageBuilder:
     def engine_available(self) -> tuple[bool, str]:
         return engine_available()
 
-    def _base_image(self) -> str:
-        """The explicit base, the local stack's when this builder talks to it, else the official one."""
+    def _base_image(self, platform: str) -> str:
+        """The explicit base; the local stack's for `platform` when this builder talks to that
+        stack; else the official one.
+
+        Raises:
+            ImageBuildError: the local stack has no base for `platform` (says how to add one).
+        """
         if self.base_image:
             return self.base_image
-        from helpers.containers import engine_endpoint, load_stack
+        from helpers.containers import base_image_name, engine_endpoint, load_stack
 
         stack = load_stack()
         if stack is None:
             return OFFICIAL_BASE
         if self._client is not None:
-            return stack.base_image if _same_socket(self._client, stack.docker_host) else OFFICIAL_BASE
-        base_url, _ = engine_endpoint()
-        target = base_url or os.environ.get("DOCKER_HOST", "")
-        return stack.base_image if target == stack.docker_host else OFFICIAL_BASE
+            local = _same_socket(self._client, stack.docker_host)
+        else:
+            base_url, _ = engine_endpoint()
+            local = (base_url or os.environ.get("DOCKER_HOST", "")) == stack.docker_host
+        if not local:
+            return OFFICIAL_BASE
+        name = base_image_name(platform)
+        if platform != host_platform():
+            from docker.errors import ImageNotFound
+
+            try:
+                self.client.images.get(name)
+            except ImageNotFound:
+                raise ImageBuildError(
+                    f"the local stack has no {platform} base ({name}): `python -m helpers.containers up --platform "
+                    f"{platform}` debootstraps one under qemu emulation; or build on the official base "
+                    f"({OFFICIAL_BASE}) where a registry serves it") from None
+        return name
 
     def _mask(self, text: str) -> str:
         secret = self.password.get_secret_value()
@@ -293,12 +312,7 @@ class DockerImageBuilder:
         ok, how = can_emulate(platform)
         if not ok:
             raise ImageBuildError(how)
-        base = self._base_image()
-        if base.startswith("localhost/") and platform != host_platform():
-            raise ImageBuildError(
-                f"the local base {base} holds {host_platform()} binaries only: build {platform} on the official "
-                f"base (DockerImageBuilder(base_image='{OFFICIAL_BASE}') with a registry that serves it), or on "
-                "the device itself")
+        base = self._base_image(platform)
         from docker.errors import APIError, DockerException
 
         yield f"building {ref} for {platform} ({how}) from {root / dockerfile}, base {base}"
