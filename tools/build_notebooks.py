@@ -80,6 +80,28 @@ print(ui.text_table([{"device": d.device_id, "edge": d.edge, "tags": ", ".join(f
                      for d in s.hub.list_devices() if d.device_id in device_ids]))
 """),
     md("""
+## Symmetric keys or certificates
+`pi-1` and `pi-2` authenticate with **symmetric keys**: the device's connection string carries
+the key itself, and the hub holds the same key. Whoever copies the string (from a notebook, a
+shell history, an SD card) *is* the device until the key is regenerated. The tutorial's advice
+for production is **X.509 certificates**: the private key is made for the device and never
+leaves it, the hub stores only the certificate's thumbprint (self-signed) or trusts a CA you
+register (CA-signed), and rotating means issuing a new certificate, not editing every copy of a
+secret. Below, one more device is registered with a self-signed certificate made here with the
+`cryptography` package; its key stays owner-only in the workspace (`hub/x509/`), and its
+connection string holds no key at all (`...;x509=true`).
+"""),
+    code("""
+cert_device = f"{device_ids[0]}-x509"
+s.hub.create_edge_device(cert_device, tags={"lab": f"{lab_tag}-certificates"}, exist_ok=True, auth="x509")
+cert_file, key_file = s.hub.device_certificate(cert_device)
+rows = [{"device": d.device_id, "authentication": {"sas": "symmetric key", "selfSigned": "X.509 self-signed"}.get(d.auth, d.auth)}
+        for d in s.hub.list_devices() if d.device_id in (*device_ids, cert_device)]
+print(ui.text_table(sorted(rows, key=lambda r: r["device"])))
+results.check(f"{cert_device} key file is owner-only", oct(key_file.stat().st_mode & 0o777) == "0o600")
+results.check(f"{cert_device} connection string holds no key", s.hub.connection_string(cert_device).get_secret_value().endswith("x509=true"))
+"""),
+    md("""
 Each device authenticates with its **connection string**. It is a secret: it is shown masked
 here and in every output. On a real Raspberry Pi (Raspberry Pi OS / Debian 11 or 12) these are
 the commands the tutorial runs:
