@@ -337,9 +337,9 @@ class _QueryParser(_Parser):
                     break
         if not self._word("from"):
             raise self._err("FROM")
-        src = self._accept("name")
-        if src is None or str(src.value).lower() not in ("devices", "devices.modules"):
+        if self.cur.kind != "name" or str(self.cur.value).lower() not in ("devices", "devices.modules"):
             raise self._err("devices or devices.modules (jobs are not mirrored)")
+        src = self._accept("name")
         source = str(src.value).lower()
         where: Predicate = lambda doc: True  # noqa: E731
         if self._word("where"):

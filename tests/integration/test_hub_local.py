@@ -353,3 +353,29 @@ def test_remove_deployments_clears_an_earlier_runs_lab_deployments(cloud, unique
     assert hub.device_status(dev).deployment == "device"
     assert other in [d.name for d in hub.list_deployments()]
     assert remove_deployments(hub, f"tags.lab='{lab}'") == []
+
+
+def test_azure_paced_evaluation_and_the_configuration_limit(tmp_path):
+    """With Azure's timing a new deployment is not applied at once: the rollout says it waits for
+    the hub. IoT Hub allows 100 configurations; the 101st is refused with the reason."""
+    from helpers import localcloud
+    from helpers.deploy.rollout import check_device
+
+    ws = tmp_path / "ws"
+    localcloud.ensure_running(ws, hub_settings={"deployment_timing": "azure"})
+    try:
+        hub = IoTHub.local(ws)
+        hub.create_edge_device("pi-slow", tags={"lab": "slow"})
+        dep = hub.create_deployment("slow-1", manifest("runner:1", "runner"), "tags.lab='slow'", priority=1)
+        assert dep.metrics["targetedCount"] == 1 and dep.metrics["appliedCount"] == 0
+        status = hub.device_status("pi-slow")
+        assert status.configurations == {} and status.desired_version is None
+        check = check_device(status, {"runner": {}}, deployment="slow-1")
+        assert check.state == "pending" and check.reason.startswith("waiting for the hub to apply deployment 'slow-1'")
+        for i in range(2, 101):
+            hub.create_deployment(f"slow-{i}", manifest(f"runner:{i}", "runner"), "tags.lab='nowhere'")
+        with pytest.raises(Conflict) as exc:
+            hub.create_deployment("slow-101", manifest(), "tags.lab='nowhere'")
+        assert exc.value.error_code == "ConfigurationCountLimitExceeded" and "100" in str(exc.value)
+    finally:
+        localcloud.stop(ws)
