@@ -97,7 +97,7 @@ def _check_id(device_id: str) -> str:
 
 
 def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, tags: dict[str, Any] | None = None,
-                  runtime: str | None = None, agent_args: Sequence[str] = (), hub_url: str | None = None) -> list[SimDevice]:
+                  runtime: str | None = None, agent_args: Sequence[str] = ()) -> list[SimDevice]:
     """Register (when needed) and start one edge agent per device; idempotent.
 
     Args:
@@ -108,8 +108,7 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         runtime: the agents' module runtime, `process` or `container` (default: the `runtime`
             setting, `EDGELOOP_RUNTIME`). Simulated containers share the host's network
             (`EDGELOOP_CONTAINER_NETWORK=host` unless set) so they reach the loopback stand-ins.
-        agent_args: extra agent command-line options (e.g. `["--poll-interval", "1"]`).
-        hub_url: the hub URL when the connection string's HostName is not reachable as is.
+        agent_args: extra agent command-line options (e.g. `["--stop-timeout", "5"]`).
 
     Returns:
         The devices, in the order given (already running agents are kept, not restarted).
@@ -142,8 +141,6 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         env = dict(os.environ)
         env["IOTEDGE_CONNECTION_STRING"] = cs.get_secret_value() if hasattr(cs, "get_secret_value") else str(cs)
         env.pop("EI_API_KEY", None)  # modules get their key from the deployment, not the host
-        if hub_url:
-            env["EDGELOOP_HUB_URL"] = hub_url
         env.setdefault("EDGELOOP_CONTAINER_NETWORK", "host")  # one machine: the stand-ins are on loopback
         cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--runtime", runtime,
                "--hub-workspace", str(ws), *agent_args]

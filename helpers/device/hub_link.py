@@ -98,7 +98,7 @@ class HubEndpoint:
             info = read_service(ws) or {}
             address = info.get("hub_address") or tls.read_hub_address(ws)
             url = info.get("hub_url") or info.get("url")
-            if address and url:
+            if address and url and host.lower() == str(address).lower():  # this device belongs to the stand-in
                 url = str(url).rstrip("/")
                 return cls(host=address, rest_url=url, rest_host=urlsplit(url).netloc, ca_file=tls.ca_file(ws))
         return cls(host=host, rest_url=f"https://{host}", rest_host=host, ca_file=None)

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,14 +64,22 @@ def run_until_stopped(config: Any, worker_type: Callable[[Any], Any], logger: lo
         stopping: what the log line says after "<SIGNAL> received: ".
     """
     config.workdir.mkdir(parents=True, exist_ok=True)
-    worker = worker_type(config)
+    requested = _EARLY_STOP  # set when a signal came while the module was still importing
+    worker: Any = None
 
     def _stop(signum: int, _frame: Any) -> None:
         logger.info("%s received: %s", signal.Signals(signum).name, stopping)
-        worker.stop.set()
+        requested.set()
+        if worker is not None:
+            worker.stop.set()
 
+    # installed before the worker is built (building it connects to the hub, which takes a moment):
+    # a SIGTERM meanwhile still ends in a clean stop, never in the default action
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    worker = worker_type(config)
+    if requested.is_set():
+        worker.stop.set()
     return worker.run()
 
 
@@ -192,6 +201,14 @@ class ModuleHub:
                     self._cond.wait(self.retry_s)
 
 
+_EARLY_STOP = threading.Event()
+
+
+def _early_stop(signum: int, _frame: Any) -> None:
+    """SIGTERM/SIGINT before the worker runs (while importing): remembered, the worker stops at once."""
+    _EARLY_STOP.set()
+
+
 def healthcheck(env: dict[str, str] | None = None) -> int:
     """The container HEALTHCHECK: 0 healthy, 1 unhealthy (reason on stderr)."""
     env = dict(os.environ if env is None else env)
@@ -236,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m helpers.device.module [--healthcheck] (got {argv})", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging()
+    signal.signal(signal.SIGTERM, _early_stop)  # the imports below take a while on a small device
+    signal.signal(signal.SIGINT, _early_stop)
     mode = os.environ.get("MODE", "")
     try:
         if mode == "collect":

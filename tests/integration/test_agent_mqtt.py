@@ -83,7 +83,7 @@ def device_cs(cloud, device_id: str) -> str:
 def start_agent(cloud, device_id: str, workdir: Path) -> subprocess.Popen:
     env = dict(os.environ, IOTEDGE_CONNECTION_STRING=device_cs(cloud, device_id))
     env.pop("EI_API_KEY", None)
-    cmd = [sys.executable, "-m", "helpers.device.agent_mqtt", "--workdir", str(workdir), "--hub-workspace",
+    cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--hub-workspace",
            str(cloud.workspace), "--backoff-max", "4", "--stop-timeout", "5", "--hub-backoff-max", "1"]
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "agent.log", "ab")

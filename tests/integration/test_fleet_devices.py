@@ -13,7 +13,7 @@ from helpers.device.runtime import pid_alive
 from helpers.hub.manifest import build_manifest, collector_module, reveal_secrets
 
 pytestmark = pytest.mark.timeout(120)
-FAST = ["--poll-interval", "0.5", "--heartbeat", "2", "--stop-timeout", "5"]
+FAST = ["--stop-timeout", "5"]
 
 
 def module_pid(ws, dev, name="collector"):

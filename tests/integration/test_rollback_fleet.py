@@ -28,8 +28,7 @@ from test_gate_models import models_cache, tiny_models
 pytestmark = pytest.mark.timeout(240)
 
 IMAGE = "local/edgeloop-device:process"
-FAST = ["--poll-interval", "0.5", "--heartbeat", "1", "--backoff-max", "4", "--stop-timeout", "5",
-        "--hub-backoff-max", "1", "--hub-timeout", "2"]
+FAST = ["--backoff-max", "4", "--stop-timeout", "5", "--hub-backoff-max", "1", "--hub-timeout", "2"]
 RUNNER_ENV = {"FAIL_GRACE_S": "1", "INFER_RATE_HZ": "4", "TELEMETRY_INTERVAL_S": "1", "CAMERA_SIZE": "96x96"}
 
 

@@ -162,7 +162,7 @@ def test_broken_model_answers_503_then_fails(cloud, tmp_path, unique_name):
     (broken / "model.json").write_text(json.dumps({"input_size": 64}))  # labels missing
     dev = unique_name("cam")
     fleet.start_devices(cloud.hub, [dev], cloud.workspace,
-                        agent_args=["--poll-interval", "0.5", "--heartbeat", "2", "--stop-timeout", "5"])
+                        agent_args=["--stop-timeout", "5"])
     try:
         env = {"MODE": "infer", "STUDIO_URL": cloud.url, "MODEL_PATH": str(broken), "FAIL_GRACE_S": "4",
                "TELEMETRY_INTERVAL_S": "1"}
