@@ -218,7 +218,7 @@ class IoTHub:
             if self.ca_file:
                 conn.verify = self.ca_file  # this client only: never REQUESTS_CA_BUNDLE
             # 429 and 5xx retried for every method, waiting Retry-After when the hub sends it
-            policy = Retry(total=self.retries, connect=self.retries, read=2, status=self.retries, backoff_factor=0.5,
+            policy = Retry(total=self.retries, connect=self.retries, read=min(2, self.retries), status=self.retries, backoff_factor=0.5,
                            status_forcelist=[429, 500, 502, 503, 504], allowed_methods=None, respect_retry_after_header=True,
                            raise_on_status=False, backoff_max=30)
             policy.BACKOFF_MAX = 30  # msrest's ClientRetryPolicy reads the urllib3 1.x name when it logs

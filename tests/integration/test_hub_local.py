@@ -379,3 +379,29 @@ def test_azure_paced_evaluation_and_the_configuration_limit(tmp_path):
         assert exc.value.error_code == "ConfigurationCountLimitExceeded" and "100" in str(exc.value)
     finally:
         localcloud.stop(ws)
+
+
+def test_client_follows_the_stand_in_to_a_new_port(fresh_cloud):
+    """The stand-in restarts and its old HTTPS port is taken: the same `IoTHub` re-reads the
+    workspace's credentials once and carries on; a stopped stand-in is ServiceUnavailable."""
+    import socket
+
+    from helpers import localcloud
+    from helpers.errors import ServiceUnavailable
+
+    hub = IoTHub.local(fresh_cloud.workspace, timeout=3, retries=1)  # the blocker below never answers: keep waits short
+    hub.create_edge_device("pi-move", tags={"site": "lab"})
+    old = localcloud.status(fresh_cloud.workspace)
+    localcloud.stop(fresh_cloud.workspace)
+    with pytest.raises(ServiceUnavailable, match="localcloud start"):
+        hub.get_twin("pi-move")
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind((old["hub_address"], old["hub_port"]))
+    blocker.listen()
+    try:
+        info = localcloud.ensure_running(fresh_cloud.workspace)
+        assert info["hub_port"] != old["hub_port"] and info["hub_address"] == old["hub_address"]
+        assert hub.get_twin("pi-move").tags == {"site": "lab"} and hub.host == f"{info['hub_address']}:{info['hub_port']}"
+    finally:
+        blocker.close()
