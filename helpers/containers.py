@@ -446,6 +446,12 @@ def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR, platform: st
             for item in (rootfs / junk).glob("*"):
                 if item.is_file():
                     item.unlink()
+        # as debian:bookworm-slim does: no manuals, no docs but each package's copyright file
+        for docs in ("usr/share/man", "usr/share/info"):
+            shutil.rmtree(rootfs / docs, ignore_errors=True)
+        for item in (rootfs / "usr/share/doc").glob("*/*"):
+            if item.name != "copyright":
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
         trusted = add_local_cas(rootfs)
         if trusted:
             say(f"base image: trusts this machine's local CA certificate(s) {', '.join(trusted)}")
