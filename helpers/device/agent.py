@@ -309,8 +309,13 @@ class EdgeAgent:
         log.info("edge agent for %s started: %s, workdir %s", self.device_id, self.runtime.describe(), self.workdir)
         try:
             while not self._stopping:
+                if self.link is not None:
+                    self.link.activity.clear()  # before step() drains the queues: nothing that arrives is missed
                 self.step()
-                time.sleep(self.config.tick_s)
+                if self.link is not None:  # a pushed patch or a method call wakes the loop at once
+                    self.link.activity.wait(self.config.tick_s)
+                else:
+                    time.sleep(self.config.tick_s)
         finally:
             self.shutdown()
         return 0

@@ -223,6 +223,7 @@ class AgentLink:
         self.patches: "queue.Queue[dict[str, Any]]" = queue.Queue()
         self.methods: "queue.Queue[MethodCall]" = queue.Queue()
         self.reconnected = threading.Event()
+        self.activity = threading.Event()  # set whenever something arrives: the agent's loop wakes at once
         self.report_retry_s = report_retry_s
         self._acked: dict[str, Any] | None = None
         self._target: dict[str, Any] | None = None
@@ -235,9 +236,16 @@ class AgentLink:
     # ------------------------------------------------------------ connection
     def connect(self) -> dict[str, Any]:
         """Connect, register the handlers and return the whole twin (`{"desired", "reported"}`)."""
-        self.client.on_twin_desired_properties_patch_received = self.patches.put
-        self.client.on_method_request_received = lambda req: self.methods.put(
-            MethodCall(req.name, req.payload, req, self.client))
+        def on_patch(patch: dict[str, Any]) -> None:
+            self.patches.put(patch)
+            self.activity.set()
+
+        def on_method(req: Any) -> None:
+            self.methods.put(MethodCall(req.name, req.payload, req, self.client))
+            self.activity.set()
+
+        self.client.on_twin_desired_properties_patch_received = on_patch
+        self.client.on_method_request_received = on_method
         self.client.on_connection_state_change = self._on_state
         self.client.connect()
         twin = self.client.get_twin()
@@ -251,6 +259,7 @@ class AgentLink:
         if self.client.connected:
             log.info("connected to the hub again")
             self.reconnected.set()
+            self.activity.set()
         else:
             log.warning("connection to the hub lost: modules keep running; the SDK reconnects")
 

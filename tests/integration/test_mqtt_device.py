@@ -289,3 +289,43 @@ def test_reconnect_after_kill_9_keeps_every_acknowledged_write(fresh_cloud, uniq
         assert got[0]["$version"] >= 2
     finally:
         client.shutdown()
+
+
+def test_x509_self_signed_device_connects_by_thumbprint(cloud, unique_name):
+    from azure.iot.device import X509
+
+    from helpers.hub.iothub import make_device_certificate
+
+    dev, other = unique_name("x509"), unique_name("x509-other")
+    cloud.hub.create_edge_device(dev, auth="x509")
+    cert, key = cloud.hub.device_certificate(dev)
+    ca = tls.ca_file(cloud.workspace).read_text()
+    address = tls.hub_address(cloud.workspace)
+    client = IoTHubDeviceClient.create_from_x509_certificate(X509(str(cert), str(key)), hostname=address,
+                                                             device_id=dev, server_verification_cert=ca)
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"auth": "x509"})
+        assert client.get_twin()["reported"]["auth"] == "x509"
+    finally:
+        client.shutdown()
+    # a certificate the TLS layer accepts but whose thumbprint is not the registered one is refused
+    cloud.hub.create_edge_device(other, auth="x509")
+    rogue_cert, rogue_key, _ = make_device_certificate(f"{other}-rogue", cloud.workspace / "hub" / "x509")
+    rogue = IoTHubDeviceClient.create_from_x509_certificate(X509(str(rogue_cert), str(rogue_key)), hostname=address,
+                                                            device_id=other, server_verification_cert=ca,
+                                                            connection_retry=False)
+    try:
+        with pytest.raises((CredentialError, ClientError)):
+            rogue.connect()
+    finally:
+        rogue.shutdown()
+    # and an X.509 device cannot connect as another device with its own certificate
+    thief = IoTHubDeviceClient.create_from_x509_certificate(X509(str(cert), str(key)), hostname=address,
+                                                            device_id=other, server_verification_cert=ca,
+                                                            connection_retry=False)
+    try:
+        with pytest.raises((CredentialError, ClientError)):
+            thief.connect()
+    finally:
+        thief.shutdown()
