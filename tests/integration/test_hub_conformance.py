@@ -233,7 +233,9 @@ def test_configurations_metrics_and_test_queries(target, names):
         rm.create_device_with_sas(d, None, None, "enabled", iot_edge=True)
         rm.update_twin(d, Twin(tags={"site": site}), "*")
     name = names("cfg")
-    ok_query = "SELECT deviceId FROM devices.modules WHERE moduleId = '$edgeAgent' AND properties.reported.lastDesiredStatus.code = 200"
+    # custom metrics count over the whole hub: the query names its deployment, as Azure's examples do
+    ok_query = ("SELECT deviceId FROM devices.modules WHERE moduleId = '$edgeAgent' AND "
+                f"configurations.[[{name}]].status = 'Applied' AND properties.reported.lastDesiredStatus.code = 200")
     config = Configuration(id=name, schema_version="1.0", labels={"stage": "conformance"}, priority=3,
                            target_condition=f"tags.site='{site}'", content=ConfigurationContent(modules_content=manifest()),
                            metrics=ConfigurationMetrics(queries={"ok": ok_query}))
@@ -277,7 +279,8 @@ def test_custom_metric_counts_what_the_edge_agent_reports(target, names):
     site, dev, name = names("site"), names("agent"), names("cfg")
     rm.create_device_with_sas(dev, None, None, "enabled", iot_edge=True)
     rm.update_twin(dev, Twin(tags={"site": site}), "*")
-    ok_query = "SELECT deviceId FROM devices.modules WHERE moduleId = '$edgeAgent' AND properties.reported.lastDesiredStatus.code = 200"
+    ok_query = ("SELECT deviceId FROM devices.modules WHERE moduleId = '$edgeAgent' AND "
+                f"configurations.[[{name}]].status = 'Applied' AND properties.reported.lastDesiredStatus.code = 200")
     cm.create_configuration(Configuration(id=name, priority=1, target_condition=f"tags.site='{site}'",
                                           content=ConfigurationContent(modules_content=manifest()),
                                           metrics=ConfigurationMetrics(queries={"ok": ok_query})))
