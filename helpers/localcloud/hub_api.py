@@ -20,9 +20,9 @@ HTTP agent, on the plain local listener. Shapes, status codes and error bodies a
 - errors as `{"Message": "ErrorCode:<Code>;<text>", "ExceptionMessage": ...}` with the
   `iothub-errorcode` header; throttling (off by default) answers 429 with `Retry-After`.
 
-Legacy device endpoints, kept while the HTTP edge agent uses them: `GET /devices/{id}/deployment`
-(the modulesContent in the device's module twins, 204 when none), `GET /devices/{id}/edgeStatus`,
-`PATCH /devices/{id}/twin/properties/reported`.
+Devices and modules talk to the hub over MQTT (`helpers.localcloud.mqtt`); with their own SAS
+token they may also read their twin and get or create their own module identities here (IoT
+Hub's device-scoped API, which IoT Edge uses).
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def runtime_of(request: Request) -> HubRuntime:
     return rt
 
 
-_LEGACY_DEVICE_PATHS = re.compile(r"^(/devices/[^/]+/(deployment|edgeStatus|twin/properties/reported)|/api/hub/stats)$")
+_LEGACY_DEVICE_PATHS = re.compile(r"^/api/hub/stats$")
 
 
 def throttle(request: Request) -> None:
@@ -639,24 +639,6 @@ async def put_module_twin(device_id: str, module_id: str, request: Request) -> d
     return await _update_module_twin(device_id, module_id, request, replace=True)
 
 
-@router.patch("/devices/{device_id}/twin/properties/reported", summary="Device (HTTP agent): merge-patch its reported properties")
-async def patch_reported(device_id: str, request: Request) -> dict[str, Any]:
-    p = require_device_or_service(request, device_id)
-    if p.kind != "device":
-        raise ApiError(403, "only the device itself writes reported properties (use its connection string)", "Authorization",
-                       "IotHubUnauthorizedAccess")
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "reported properties must be a JSON object", "body", "ArgumentInvalid")
-    ctx = ctx_of(request)
-
-    def work() -> dict[str, Any]:
-        with ctx.store.tx() as conn:
-            return {"$version": hub_store.patch_device_reported(conn, device_id, body)}
-
-    return await _run(work)
-
-
 # ---------------------------------------------------------------- edge configuration on one device
 @router.post("/devices/{device_id}/applyConfigurationContent", status_code=204,
              summary="Set a device's IoT Edge modulesContent (written into its module twins at once)")
@@ -683,59 +665,6 @@ async def apply_configuration(device_id: str, request: Request) -> Response:
     for module_id, push in await _run(work):
         hub_store.notify_desired(device_id, module_id, push)
     return Response(status_code=204)
-
-
-def module_content(conn: Any, device_id: str) -> dict[str, Any] | None:
-    """The modulesContent in the device's module twins (`{"$edgeAgent": {"properties.desired": ...}, ...}`), or None."""
-    rows = hub_store.list_modules(conn, device_id)
-    content = {r["module_id"]: {"properties.desired": loads(r["desired"], {})} for r in rows if loads(r["desired"], {})}
-    return content if "$edgeAgent" in content else None
-
-
-@router.get("/devices/{device_id}/deployment", summary="Device (HTTP agent): the modulesContent in its module twins (204 when none)")
-def get_effective_deployment(device_id: str, request: Request) -> Any:
-    require_device_or_service(request, device_id)
-    with ctx_of(request).store.read() as conn:
-        row = hub_store.device_row(conn, device_id)
-        content = module_content(conn, device_id)
-        if content is None:
-            return Response(status_code=204)
-        agent = hub_store.module_row(conn, device_id, "$edgeAgent")
-    return {"modulesContent": content, "source": row["applied_source"] or "device", "version": str(agent["desired_version"])}
-
-
-@router.get("/devices/{device_id}/edgeStatus", summary="Connection, deployment and module status of a device (legacy)")
-def get_status(device_id: str, request: Request) -> dict[str, Any]:
-    require_device_or_service(request, device_id)
-    with ctx_of(request).store.read() as conn:
-        row = hub_store.device_row(conn, device_id)
-        agent = conn.execute("SELECT * FROM modules WHERE device_id=? AND module_id='$edgeAgent'", (device_id,)).fetchone()
-    return status_json(row, agent)
-
-
-def status_json(row: Any, agent: Any | None, now: float | None = None) -> dict[str, Any]:
-    """The device's connection, deployment and module state as the hub sees it (legacy shape)."""
-    now = time.time() if now is None else now
-    reported = loads(row["reported"], {})
-    rep_agent = reported.get("edgeAgent") or {}
-    last = row["last_report_at"]
-    connected = last is not None and now - last <= CONNECTED_WINDOW_S
-    desired_version = str(agent["desired_version"]) if agent is not None and loads(agent["desired"], {}) else None
-    reported_version = rep_agent.get("lastDesiredVersion")
-    lds = rep_agent.get("lastDesiredStatus") or {}
-    if desired_version is not None and str(reported_version) == desired_version:
-        code, desc = lds.get("code"), lds.get("description", "")
-    elif desired_version is not None and not connected:
-        code, desc = 406, f"device offline: version {desired_version} is pending"
-    elif desired_version is not None:
-        code, desc = None, f"pending: the device has not applied version {desired_version} yet"
-    else:
-        code, desc = (lds.get("code"), lds.get("description", "")) if reported_version else (None, "")
-    return {"deviceId": row["device_id"], "connected": connected, "lastSeen": iso(last),
-            "lastDesiredStatus": {"code": code, "description": desc},
-            "deployment": (row["applied_source"] if "applied_source" in row.keys() else None) if desired_version else None,
-            "desiredVersion": desired_version, "reportedVersion": reported_version, "heartbeat": rep_agent.get("heartbeat"),
-            "runtime": rep_agent.get("runtime"), "modules": rep_agent.get("modules") or {}}
 
 
 # ---------------------------------------------------------------- configurations (at-scale deployments)
@@ -936,5 +865,5 @@ def hub_stats(request: Request) -> dict[str, Any]:
     return runtime_of(request).stats()
 
 
-__all__ = ["router", "status_json", "merge_patch", "validate_modules_content", "hub_principal", "twin_json", "device_json",
+__all__ = ["router", "merge_patch", "validate_modules_content", "hub_principal", "twin_json", "device_json",
            "azure_error_response", "is_hub_path", "HubRuntime", "TokenBucket", "API_VERSION", "CONNECTED_WINDOW_S"]

@@ -1,6 +1,6 @@
 """The loop's `Hub` (IoTHub on the azure-iot-hub SDK) against the local stand-in: identities, twins,
-deployments on IoT Hub's evaluation cycle, device status in both reported schemas, the HTTP
-device endpoints the simulated agent still uses, and the backend registry."""
+deployments on IoT Hub's evaluation cycle, device status from what `$edgeAgent` reports (over
+MQTT, with the `azure-iot-device` SDK), device-scoped REST access, and the backend registry."""
 from __future__ import annotations
 
 import time
@@ -10,9 +10,8 @@ import pytest
 import requests
 
 from helpers.config import Secret
-from helpers.errors import BackendNotFound, ConfigError, Conflict, NotFound, ServiceError, Unauthorized
+from helpers.errors import BackendNotFound, ConfigError, Conflict, NotFound, ServiceError
 from helpers.hub import Hub, get_hub
-from helpers.hub.device_client import DeviceClient
 from helpers.hub.iothub import IoTHub
 from helpers.hub.manifest import build_manifest, module_spec
 from helpers.hub.sas import generate_sas_token
@@ -33,17 +32,24 @@ def wait_for(fn: Callable[[], Any], timeout: float = 15.0, what: str = "conditio
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def device(cloud, cs: Secret) -> DeviceClient:
-    """The HTTP device client, reaching the local cloud's HTTP listener (the connection string names the MQTT address)."""
-    return DeviceClient.from_connection_string(cs, url=cloud.url)
+def edge_agent(cloud, dev: str) -> Any:
+    """The device's `$edgeAgent` over MQTT with the device SDK (what an edge agent connects as), connected."""
+    from azure.iot.device import IoTHubModuleClient
+
+    client = IoTHubModuleClient.create_from_connection_string(
+        cloud.hub.connection_string(dev, "$edgeAgent").get_secret_value(),
+        server_verification_cert=open(cloud.hub.ca_file).read(), connection_retry=False)
+    client.connect()
+    return client
 
 
-def report_applied(client: DeviceClient, version: str, code: int = 200, module_state: str = "running") -> None:
-    client.report({"edgeAgent": {"lastDesiredVersion": version, "lastDesiredStatus": {"code": code, "description": ""},
-                                 "heartbeat": "2026-01-01T00:00:00Z", "runtime": "process",
-                                 "modules": {"collector": {"runtimeStatus": module_state, "exitCode": 0, "restartCount": 0,
-                                                           "hostPort": 49120, "image": "edgeloop-device:1",
-                                                           "telemetry": {"uploaded": 3}}}}})
+def report_applied(client: Any, version: str, code: int = 200, module_state: str = "running") -> None:
+    """Report in Azure edgeAgent's schema on the `$edgeAgent` module twin (acknowledged when it returns)."""
+    client.patch_twin_reported_properties({
+        "schemaVersion": "1.1", "lastDesiredVersion": int(version), "lastDesiredStatus": {"code": code, "description": ""},
+        "runtime": {"type": "docker"},
+        "modules": {"collector": {"runtimeStatus": module_state, "exitCode": 0, "restartCount": 0, "hostPort": 49120,
+                                  "settings": {"image": "edgeloop-device:1"}}}})
 
 
 def applied(hub: IoTHub, dev: str, name: str) -> bool:
@@ -133,28 +139,31 @@ def test_twin_tags_desired_versions_and_etag(cloud, unique_name):
     assert hub.get_twin(dev).desired == {"interval": 5}
 
 
-def test_device_client_own_twin_only(cloud, unique_name):
+def test_device_token_reaches_its_own_device_only(cloud, unique_name):
+    """The REST API with a device's token (the device-scoped identity API an edge device uses)."""
+    from helpers.config import parse_connection_string
+
     hub = cloud.hub
     a, b = unique_name("cam"), unique_name("cam")
     hub.create_edge_device(a)
     hub.create_edge_device(b)
-    ca = device(cloud, hub.connection_string(a))
-    assert ca.get_twin()["deviceId"] == a
-    assert ca.get_deployment() is None
-    ca.report({"edgeAgent": {"runtime": "process"}, "x": 1})
-    ca.report({"x": None})
-    assert hub.get_twin(a).reported == {"edgeAgent": {"runtime": "process"}}
-    # device A's valid token on device B's twin, deployment or reported properties: 403
-    token = generate_sas_token(f"{ca.host}/devices/{a}", ca._key).get_secret_value()
-    for method, path in (("GET", f"/twins/{b}"), ("GET", f"/devices/{b}/deployment"),
-                         ("PATCH", f"/devices/{b}/twin/properties/reported"), ("GET", "/devices")):
-        r = requests.request(method, cloud.url + path, headers={"Authorization": token}, json={"x": 1}, timeout=5)
+    parts = parse_connection_string(hub.connection_string(a))
+    host, key = parts["HostName"], parts["SharedAccessKey"]
+
+    def call(method: str, path: str, token_device: str = a, token_key: str = key) -> requests.Response:
+        token = generate_sas_token(f"{host}/devices/{token_device}", token_key).get_secret_value()
+        return requests.request(method, cloud.url + path, headers={"Authorization": token}, json={}, timeout=5)
+
+    assert call("GET", f"/devices/{a}/modules/$edgeAgent").status_code == 200  # its own module identities
+    assert call("GET", f"/twins/{a}").json()["deviceId"] == a
+    # device A's valid token on device B's twin and identities, or on the registry: 403
+    for method, path in (("GET", f"/twins/{b}"), ("GET", f"/devices/{b}/modules/$edgeAgent"),
+                         ("PUT", f"/devices/{b}/modules/x"), ("GET", "/devices")):
+        r = call(method, path)
         assert r.status_code == 403, path
         assert r.json()["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;")
-    with pytest.raises(Unauthorized):  # A signing for B with A's key
-        DeviceClient(ca.host, b, ca._key, url=cloud.url).get_twin()
-    with pytest.raises(Unauthorized):  # forged key
-        DeviceClient(ca.host, a, Secret("QUJDREVGR0hJSktMTU5PUA=="), url=cloud.url).get_twin()
+    assert call("GET", f"/twins/{b}", token_device=b).status_code == 401  # A signing for B with A's key
+    assert call("GET", f"/twins/{a}", token_key="QUJDREVGR0hJSktMTU5PUA==").status_code == 401  # forged key
 
 
 def test_no_or_wrong_credential_is_401(cloud):
@@ -235,18 +244,21 @@ def test_deployment_metrics_and_device_status(cloud, unique_name):
     dep = hub.create_deployment(name, manifest(), f"tags.site='{site}'", priority=10, labels={"stage": "collect"})
     assert dep.metrics["targetedCount"] == 3 and dep.labels == {"stage": "collect"} and dep.priority == 10
     wait_for(lambda: hub.get_deployment(name).metrics["appliedCount"] == 3, what="applied to 3")
-    clients = [device(cloud, hub.connection_string(d)) for d in devs]
-    version = clients[0].get_deployment()["version"]
-    assert clients[0].get_deployment()["modulesContent"]["$edgeAgent"] and clients[0].get_deployment()["source"] == name
-    report_applied(clients[0], version)
-    report_applied(clients[1], version, code=200, module_state="failed")
+    version = str(hub.get_module_twin(devs[0], "$edgeAgent").desired_version)
+    assert hub.deployed_content(devs[0])["$edgeAgent"]
+    clients = [edge_agent(cloud, d) for d in devs[:2]]
+    try:
+        report_applied(clients[0], version)
+        report_applied(clients[1], version, code=200, module_state="failed")
 
-    s0 = hub.device_status(devs[0])
-    assert s0.connected and s0.last_desired_status == 200 and s0.deployment == name and s0.source == "deviceTwin"
-    assert s0.desired_version == s0.reported_version == version
-    m = s0.modules["collector"]
-    assert m.runtime_status == "running" and m.host_port == 49120 and m.telemetry == {"uploaded": 3}
-    assert hub.get_device(devs[0]).connection_state == "Connected"
+        s0 = hub.device_status(devs[0])
+        assert s0.connected and s0.last_desired_status == 200 and s0.deployment == name and s0.source == "moduleTwin"
+        assert s0.desired_version == s0.reported_version == version
+        m = s0.modules["collector"]
+        assert m.runtime_status == "running" and m.host_port == 49120 and m.image == "edgeloop-device:1"
+    finally:
+        for c in clients:
+            c.shutdown()
     # never reported + pending deployment: offline, 406
     s2 = hub.device_status(devs[2])
     assert not s2.connected and s2.last_desired_status == 406 and "pending" in s2.last_desired_description
@@ -274,7 +286,6 @@ def test_device_status_reads_the_edge_agent_module_twin(cloud, unique_name):
     runner = build_manifest([module_spec("runner", "edgeloop-device:2", host_port=49130, version="2.0")])
     hub.set_modules(dev, runner)
     desired = hub.get_module_twin(dev, "$edgeAgent").desired_version
-    device(cloud, hub.connection_string(dev)).report({"edgeAgent": {"lastDesiredVersion": "old", "modules": {}}})
     # what edgeAgent (or issue 14's MQTT agent) writes, through the hub's store
     report = {"schemaVersion": "1.1", "lastDesiredVersion": desired, "lastDesiredStatus": {"code": 200, "description": ""},
               "runtime": {"type": "docker"}, "systemModules": {"edgeAgent": {"runtimeStatus": "running"}},
@@ -286,6 +297,8 @@ def test_device_status_reads_the_edge_agent_module_twin(cloud, unique_name):
     store = Store(cloud.workspace / "localcloud" / "state.db")
     try:
         with store.tx() as conn:
+            # an old report on the device twin (as the earlier HTTP agent wrote) loses to the module twin's
+            hub_store.patch_device_reported(conn, dev, {"edgeAgent": {"lastDesiredVersion": "old", "modules": {}}})
             hub_store.patch_module_reported(conn, dev, "$edgeAgent", report)
             hub_store.create_module(conn, dev, "runner", managed_by="IotEdge")
             hub_store.patch_module_reported(conn, dev, "runner", {"model": {"version": 2}, "detections": {"apple": 4}})
@@ -316,19 +329,6 @@ def test_backend_registry_errors(tmp_path, monkeypatch, cloud):
             get_hub("needs-sdk", workspace=cloud.workspace)
     finally:
         HUB_BACKENDS.pop("needs-sdk")
-
-
-def test_device_url_from_environment(cloud, unique_name, monkeypatch):
-    dev = unique_name("cam")
-    cloud.hub.create_edge_device(dev)
-    # the device reaches the hub by another address than its HostName (a container network's
-    # alias, say); its tokens still name the hub's HostName
-    alias = cloud.url.replace("127.0.0.1", "localhost")
-    monkeypatch.setenv("EDGELOOP_HUB_URL", alias)
-    client = DeviceClient.from_connection_string(cloud.hub.connection_string(dev))
-    assert client.url == alias and client.get_twin()["deviceId"] == dev
-    with pytest.raises(ConfigError, match="DeviceId"):
-        DeviceClient.from_connection_string(cloud.hub.connection_string_service)
 
 
 def test_remove_deployments_clears_an_earlier_runs_lab_deployments(cloud, unique_name):

@@ -17,7 +17,6 @@ import requests
 from helpers import localcloud
 from helpers.errors import ServiceUnavailable
 from helpers.geometry import BBox
-from helpers.hub.device_client import DeviceClient
 from helpers.hub.local import LocalHub
 from helpers.hub.manifest import build_manifest, module_spec
 from helpers.studio.local import LocalStudio
@@ -28,6 +27,17 @@ REPO = Path(__file__).resolve().parents[2]
 def cli(*args: str) -> tuple[int, dict]:
     proc = subprocess.run([sys.executable, "-m", "helpers.localcloud", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     return proc.returncode, json.loads(proc.stdout or proc.stderr)
+
+
+def device_client(hub, device_id: str):
+    """The device's SDK client (MQTT on port 8883 of the hub's address, the workspace CA trusted), connected."""
+    from azure.iot.device import IoTHubDeviceClient
+
+    client = IoTHubDeviceClient.create_from_connection_string(
+        hub.connection_string(device_id).get_secret_value(), server_verification_cert=open(hub.ca_file).read(),
+        connection_retry=False)
+    client.connect()
+    return client
 
 
 def alive(pid: int) -> bool:
@@ -93,8 +103,11 @@ def test_kill9_keeps_acknowledged_writes_and_port(fresh_cloud, make_jpeg):
     hub.create_edge_device("cam-1", tags={"site": "lab"})
     hub.set_modules("cam-1", build_manifest([module_spec("collector", "edgeloop-device:1")]))
     hub.create_deployment("collect", build_manifest([module_spec("collector", "edgeloop-device:2")]), "tags.site='lab'")
-    device = DeviceClient.from_connection_string(hub.connection_string("cam-1"), workspace=fresh_cloud.workspace)
-    device.report({"edgeAgent": {"lastDesiredVersion": "x"}})
+    device = device_client(hub, "cam-1")
+    try:
+        device.patch_twin_reported_properties({"edgeAgent": {"lastDesiredVersion": "x"}})  # returns once acknowledged
+    finally:
+        device.shutdown()
     res = studio.upload([(f"k{i}.jpg", make_jpeg(700 + i)) for i in range(5)], boxes={"k0.jpg": [BBox("apple", 1, 1, 5, 5)]})
     snap = studio.snapshot()
     port = fresh_cloud.info["port"]
@@ -114,7 +127,11 @@ def test_kill9_keeps_acknowledged_writes_and_port(fresh_cloud, make_jpeg):
     assert hub.get_twin("cam-1").tags == {"site": "lab"}
     assert hub.get_twin("cam-1").reported == {"edgeAgent": {"lastDesiredVersion": "x"}}
     assert [d.name for d in hub.list_deployments()] == ["collect"]
-    assert device.get_deployment()["source"] == "collect"  # the old connection string still works
+    device = device_client(hub, "cam-1")  # the old connection string still works
+    try:
+        assert device.get_twin()["reported"]["edgeAgent"] == {"lastDesiredVersion": "x"}
+    finally:
+        device.shutdown()
     assert sorted(s.id for s in studio.samples()) == sorted(r.sample_id for r in res)
     assert studio.get_image(res[3].sample_id) == make_jpeg(703)
     assert studio.get_snapshot(snap.id).items == snap.items
@@ -123,8 +140,7 @@ def test_kill9_keeps_acknowledged_writes_and_port(fresh_cloud, make_jpeg):
 def test_restart_on_new_port_device_follows_service_json(fresh_cloud):
     hub = fresh_cloud.hub
     hub.create_edge_device("cam-9")
-    # the blocker below accepts connections but never answers: a short timeout keeps this fast
-    device = DeviceClient.from_connection_string(hub.connection_string("cam-9"), workspace=fresh_cloud.workspace, timeout=1)
+    cs = hub.connection_string("cam-9")
     old_port = fresh_cloud.info["port"]
     localcloud.stop(fresh_cloud.workspace)
     import socket
@@ -138,9 +154,15 @@ def test_restart_on_new_port_device_follows_service_json(fresh_cloud):
         assert info["port"] != old_port
         creds = json.loads((fresh_cloud.workspace / "localcloud" / "credentials.json").read_text())
         assert f"HostName={info['hub_address']}:{info['hub_port']};" in creds["service_connection_string"]
-        device.report({"alive": True})  # re-reads service.json once and retries
-        assert device.url == info["url"]
-        assert LocalHub(fresh_cloud.workspace).get_twin("cam-9").reported == {"alive": True}
+        # the device's connection string names the hub's address, whose MQTT port (8883) does not move
+        hub = LocalHub(fresh_cloud.workspace)
+        assert hub.connection_string("cam-9").get_secret_value() == cs.get_secret_value()
+        device = device_client(hub, "cam-9")
+        try:
+            device.patch_twin_reported_properties({"alive": True})
+        finally:
+            device.shutdown()
+        assert hub.get_twin("cam-9").reported == {"alive": True}
     finally:
         blocker.close()
 
