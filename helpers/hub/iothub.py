@@ -525,6 +525,15 @@ class IoTHub:
                    for r in rows if _strip((r.get("properties") or {}).get("desired"))}
         return content if EDGE_AGENT in content else None
 
+    def _module_twin_json(self, device_id: str, module_id: str) -> dict[str, Any] | None:
+        """A module twin as IoT Hub's JSON (the SDK's `Twin` model drops `configurations`), None when absent."""
+        try:
+            raw = self._sdk(f"get module twin {device_id}/{module_id}",
+                            lambda: self._registry.protocol.modules.get_twin(device_id, module_id, raw=True))
+        except NotFound:
+            return None
+        return raw.response.json()
+
     # ------------------------------------------------------------------ what the device reports
     def device_status(self, device_id: str) -> DeviceStatus:
         """Connection, deployment and module state of an IoT Edge device.
@@ -535,16 +544,21 @@ class IoTHub:
         (its reported properties are its telemetry), and, for the HTTP agent, the device twin's
         `edgeAgent` reported properties; the module twin wins when it carries a report.
         `last_desired_status` is 406 when the device is offline with a deployment pending.
+
+        Only twin reads, no query: IoT Hub allows many more twin reads than queries (S1: about
+        20 queries a minute per unit), and a rollout board polls every device every second.
         """
         twin = self._sdk(f"get twin {device_id}", lambda: self._registry.get_twin(device_id))
-        rows = {r.get("moduleId"): r for r in self.query(f"SELECT * FROM devices.modules WHERE deviceId = {_quote(device_id)}")}
-        agent_twin = rows.get(EDGE_AGENT) or {}
+        agent_twin = self._module_twin_json(device_id, EDGE_AGENT) or {}
         desired = (agent_twin.get("properties") or {}).get("desired") or {}
         module_report = _strip((agent_twin.get("properties") or {}).get("reported"))
         device_report = ((twin.properties.reported if twin.properties else None) or {}).get("edgeAgent") or {}
         if module_report.get("lastDesiredVersion") is not None or module_report.get("modules") is not None:
             report, source = module_report, "moduleTwin"
-            telemetry = {n: _strip((r.get("properties") or {}).get("reported")) for n, r in rows.items() if n and not n.startswith("$")}
+            telemetry = {}
+            for name in (report.get("modules") or {}):
+                module_twin = self._module_twin_json(device_id, name) or {}
+                telemetry[name] = _strip((module_twin.get("properties") or {}).get("reported"))
         elif device_report:
             report, source, telemetry = device_report, "deviceTwin", {}
         else:
