@@ -329,3 +329,31 @@ def test_x509_self_signed_device_connects_by_thumbprint(cloud, unique_name):
             thief.connect()
     finally:
         thief.shutdown()
+
+
+def test_module_identities_are_isolated(cloud, unique_name):
+    """A module connects only as itself, and publishes only on its own topics."""
+    dev = unique_name("mod")
+    cloud.hub.create_edge_device(dev)
+    cloud.hub.create_module(dev, "collector")
+    cloud.hub.create_module(dev, "runner")
+    key = parse_connection_string(cloud.hub.connection_string(dev, "collector"))["SharedAccessKey"]
+    # the collector's key cannot sign for the runner (a token for the runner's resource, the wrong key)
+    thief = paho_client(cloud, dev, key, module_id="runner")
+    try:
+        assert wait_for(lambda: events(thief, "connack"), what="CONNACK")[0] in (4, 5)
+    finally:
+        thief.loop_stop()
+    own = paho_client(cloud, dev, key, module_id="collector")
+    try:
+        assert wait_for(lambda: events(own, "connack"), what="CONNACK") == [0]
+        own.subscribe([(f"devices/{dev}/modules/runner/inputs/#", 1), (f"devices/{dev}/messages/devicebound/#", 1),
+                       (f"devices/{dev}/modules/collector/inputs/#", 1)])
+        assert wait_for(lambda: events(own, "suback"), what="SUBACK")[0] == [128, 128, 1]
+        own.publish(f"devices/{dev}/modules/collector/messages/events/", b'{"ok": 1}', qos=1).wait_for_publish(10)
+        assert [m["json"] for m in read_messages(cloud.workspace, device_id=dev, module_id="collector")] == [{"ok": 1}]
+        own.publish(f"devices/{dev}/modules/runner/messages/events/", b'{"forged": 1}', qos=1)
+        wait_for(lambda: events(own, "disconnect"), what="the broker closing the connection")
+        assert read_messages(cloud.workspace, device_id=dev, module_id="runner") == []
+    finally:
+        own.loop_stop()
