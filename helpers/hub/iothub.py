@@ -443,6 +443,45 @@ class IoTHub:
             lambda: (self._registry.replace_module_twin if replace else self._registry.update_module_twin)(
                 device_id, module_id, twin, etag or "*")))
 
+    # ------------------------------------------------------------------ direct methods
+    def invoke_method(self, device_id: str, method: str, payload: Any = None, module_id: str | None = None,
+                      timeout_s: int = 30, connect_timeout_s: int = 0) -> tuple[int, Any]:
+        """Call a direct method on a connected device or module; `(status, payload)` as it answered.
+
+        For an IoT Edge device, edgeAgent's built-in methods: `invoke_method(dev, "GetModuleLogs",
+        {"schemaVersion": "1.0", "items": [{"id": "runner", "filter": {"tail": 20}}]}, module_id="$edgeAgent")`,
+        `"RestartModule"` with `{"schemaVersion": "1.0", "id": "runner"}`, `"ping"`.
+
+        Raises:
+            NotFound: the device or module is not online (404 DeviceNotOnline) or not registered.
+            ServiceError: 504 when it did not answer within `timeout_s` (never retried: a method is not idempotent).
+        """
+        import requests
+        from azure.iot.hub import IoTHubRegistryManager
+        from azure.iot.hub.models import CloudToDeviceMethod
+        from urllib3.util.retry import Retry
+
+        registry = IoTHubRegistryManager.from_connection_string(self._cs.get_secret_value())
+        conn = registry.protocol.config.connection
+        conn.timeout = timeout_s + connect_timeout_s + 15
+        if self.ca_file:
+            conn.verify = self.ca_file
+        policy = Retry(total=2, connect=2, read=0, status=0, allowed_methods=None, raise_on_status=False)
+        policy.BACKOFF_MAX = 30
+        registry.protocol.config.retry_policy.policy = policy
+        driver = getattr(getattr(registry.protocol.config.pipeline, "_sender", None), "driver", None)
+        if driver is not None:
+            driver.session = requests.Session()
+        request = CloudToDeviceMethod(method_name=method, payload=payload, response_timeout_in_seconds=timeout_s,
+                                      connect_timeout_in_seconds=connect_timeout_s)
+        target = device_id if module_id is None else f"{device_id}/{module_id}"
+        if module_id is None:
+            result = self._sdk(f"invoke {method} on {target}", lambda: registry.invoke_device_method(device_id, request))
+        else:
+            result = self._sdk(f"invoke {method} on {target}",
+                               lambda: registry.invoke_device_module_method(device_id, module_id, request))
+        return int(result.status), result.payload
+
     # ------------------------------------------------------------------ queries
     def query(self, sql: str, page_size: int = 100) -> list[dict[str, Any]]:
         """Run an IoT Hub query and return every row as JSON, following continuation tokens.

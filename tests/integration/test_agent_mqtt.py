@@ -23,6 +23,7 @@ import requests
 pytest.importorskip("azure.iot.device")
 
 from helpers.config import parse_connection_string  # noqa: E402
+from helpers.errors import NotFound  # noqa: E402
 from helpers.hub.manifest import build_manifest, collector_module, module_spec, reveal_secrets  # noqa: E402
 from helpers.hub.sas import generate_sas_token  # noqa: E402
 from helpers.localcloud import tls  # noqa: E402
@@ -154,7 +155,8 @@ def test_agent_runs_its_module_twin_deployment_and_answers_methods(cloud, unique
             svc.module_twin(dev, "collector")["properties"]["reported"]), what="the collector's own report")
         assert counts["mode"] == "collect" and counts["label"] == "apple"
 
-        # edgeAgent's direct methods through the service API
+        # edgeAgent's direct methods through the service API (the Hub's SDK call, and the REST call it makes)
+        assert cloud.hub.invoke_method(dev, "ping", module_id="$edgeAgent") == (200, None)
         assert svc.method(dev, "$edgeAgent", "ping") == {"status": 200, "payload": None}
         wait_for(lambda: (workdir / "modules" / "collector" / "module.log").stat().st_size > 0, what="module log")
         logs = svc.method(dev, "$edgeAgent", "GetModuleLogs",
@@ -184,6 +186,8 @@ def test_agent_runs_its_module_twin_deployment_and_answers_methods(cloud, unique
         deploy(cloud, dev, [])
         rep = wait_for(lambda: (lambda r: r if r is not None and not r.get("modules") else None)(applied(svc, dev)()),
                        what="module removed")
+        with pytest.raises(NotFound):  # a device that is not online: 404 DeviceNotOnline
+            cloud.hub.invoke_method(dev, "ping", module_id="runner")
     finally:
         code = stop_agent(proc)
     assert code == 0, (workdir / "agent.log").read_text()[-3000:]
