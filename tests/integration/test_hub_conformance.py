@@ -146,6 +146,9 @@ def test_device_identities_with_each_authentication(target, names):
     assert status_of(exc.value)[0] == 412
     listed = {x.device_id for x in rm.get_devices(1000)}
     assert {sas, x509, ca, leaf} <= listed or target.kind == "azure"  # Azure lists at most 1000 of many
+    cert = rm.get_device(x509)
+    rotated = rm.update_device_with_x509(x509, cert.etag, THUMB_B, THUMB_A, "enabled", iot_edge=True)
+    assert rotated.authentication.x509_thumbprint.primary_thumbprint == THUMB_B  # certificate rotation
     rm.delete_device(leaf)
     with pytest.raises(HttpOperationError) as exc:
         rm.get_device(leaf)
@@ -167,6 +170,15 @@ def test_modules_of_an_edge_device(target, names):
     with pytest.raises(HttpOperationError) as exc:
         rm.create_module_with_sas(dev, "collector", None, None, None)
     assert status_of(exc.value) == (409, "ModuleAlreadyExistsOnDevice")
+    key = "c2VsZi1jaG9zZW4tbW9kdWxlLWtleS0wMTIzNDU2Nzg5"  # a 33-byte key the caller chose (base64)
+    renewed = rm.update_module_with_sas(dev, "collector", None, m.etag, key, key)
+    assert renewed.authentication.symmetric_key.primary_key == key and renewed.etag != m.etag
+    with pytest.raises(HttpOperationError) as exc:
+        rm.update_module_with_sas(dev, "collector", None, m.etag, key, key)  # stale etag
+    assert status_of(exc.value)[0] == 412
+    cert_module = rm.create_module_with_x509(dev, "camera", None, THUMB_A, THUMB_B)
+    assert cert_module.authentication.type == "selfSigned"
+    assert cert_module.authentication.x509_thumbprint.primary_thumbprint == THUMB_A
     rm.delete_module(dev, "collector")
     with pytest.raises(HttpOperationError) as exc:
         rm.get_module(dev, "collector")
