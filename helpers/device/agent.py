@@ -350,10 +350,13 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ hub
     def _try_connect(self) -> None:
+        link = None
         try:
             link = self._connect()
             twin = link.connect()
         except (EdgeLoopError, OSError, ValueError) + _sdk_errors() as exc:
+            if link is not None:
+                link.close(flush_timeout_s=0)  # its SDK client's threads end with it
             self._connect_failures += 1
             delay = min(self.config.hub_backoff_max_s, 0.5 * 2 ** (self._connect_failures - 1))
             self._next_connect = time.monotonic() + delay

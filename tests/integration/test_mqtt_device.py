@@ -357,3 +357,44 @@ def test_module_identities_are_isolated(cloud, unique_name):
         assert read_messages(cloud.workspace, device_id=dev, module_id="runner") == []
     finally:
         own.loop_stop()
+
+
+def _raw_connect(cloud, dev: str, keep_alive: int) -> ssl.SSLSocket:
+    """A bare TLS socket that sends MQTT CONNECT itself (what the SDK never does wrong)."""
+    from helpers.localcloud import mqtt_codec as mc
+
+    address = tls.hub_address(cloud.workspace)
+    key = device_key(cloud, dev)
+    body = (b"\x00\x04MQTT\x04\xc2" + keep_alive.to_bytes(2, "big")  # level 4, username+password+clean session
+            + mc._text(dev) + mc._text(f"{address}/{dev}/?api-version=2021-04-12")
+            + mc._text(generate_sas_token(f"{address}/devices/{dev}", key).get_secret_value()))
+    sock = tls.client_ssl_context(cloud.workspace).wrap_socket(socket.create_connection((address, 8883), 5),
+                                                                server_hostname=address)
+    sock.sendall(mc.packet(0x10, body))
+    assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+    return sock
+
+
+def test_keep_alive_and_qos2_close_the_connection(cloud, unique_name):
+    from helpers.localcloud import mqtt_codec as mc
+
+    dev = unique_name("ka")
+    cloud.hub.create_edge_device(dev)
+    sock = _raw_connect(cloud, dev, keep_alive=1)
+    try:
+        sock.sendall(mc.packet(0xC0, b""))  # PINGREQ
+        assert sock.recv(2) == b"\xd0\x00"  # PINGRESP
+        sock.settimeout(5)
+        t0 = time.monotonic()
+        assert sock.recv(1) == b""  # silent past 1.5 x keep-alive: the broker closes
+        assert 1.0 <= time.monotonic() - t0 < 4.5
+    finally:
+        sock.close()
+    sock = _raw_connect(cloud, dev, keep_alive=30)
+    try:  # QoS 2, which IoT Hub does not support
+        sock.sendall(mc.publish(f"devices/{dev}/messages/events/", b"{}", qos=2, packet_id=7))
+        sock.settimeout(5)
+        assert sock.recv(1) == b""
+        assert read_messages(cloud.workspace, device_id=dev) == []
+    finally:
+        sock.close()
