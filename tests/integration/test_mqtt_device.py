@@ -398,3 +398,36 @@ def test_keep_alive_and_qos2_close_the_connection(cloud, unique_name):
         assert read_messages(cloud.workspace, device_id=dev) == []
     finally:
         sock.close()
+
+
+def test_module_client_from_the_iot_edge_environment(cloud, unique_name, monkeypatch):
+    """What a module runs on a simulated device: `create_from_edge_environment()` with the IoT Edge
+    simulator's variables, then twin, desired push, a method on the module, and messages."""
+    from azure.iot.device import IoTHubModuleClient
+
+    dev = unique_name("env")
+    cloud.hub.create_edge_device(dev)
+    cloud.hub.create_module(dev, "runner")
+    cs = cloud.hub.connection_string(dev, "runner").get_secret_value() + f";GatewayHostName={tls.hub_address(cloud.workspace)}"
+    monkeypatch.setenv("EdgeHubConnectionString", cs)
+    monkeypatch.setenv("EdgeModuleCACertificateFile", str(tls.ca_file(cloud.workspace)))
+    client = IoTHubModuleClient.create_from_edge_environment()
+    try:
+        client.connect()
+        patches: list[dict[str, Any]] = []
+        client.on_twin_desired_properties_patch_received = patches.append
+        client.on_method_request_received = lambda req: client.send_method_response(
+            MethodResponse.create_from_method_request(req, 200, {"model_version": 3}))
+        client.patch_twin_reported_properties({"model_version": 3, "detections_per_class": {"apple": 2}})
+        assert cloud.hub.get_module_twin(dev, "runner").reported["model_version"] == 3
+        cloud.hub.update_module_desired(dev, "runner", {"threshold": 0.4})
+        assert wait_for(lambda: [p for p in patches if p.get("threshold") == 0.4], what="the module's desired patch")
+        time.sleep(0.3)
+        assert cloud.hub.invoke_method(dev, "info", module_id="runner") == (200, {"model_version": 3})
+        msg = Message(json.dumps({"window_frames": 10}), content_type="application/json", content_encoding="utf-8")
+        msg.custom_properties["type"] = "telemetry"
+        client.send_message(msg)
+        stored = read_messages(cloud.workspace, device_id=dev, module_id="runner")
+        assert [(m["json"], m["properties"]) for m in stored] == [({"window_frames": 10}, {"type": "telemetry"})]
+    finally:
+        client.shutdown()
