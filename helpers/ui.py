@@ -55,7 +55,8 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
         "<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(mask(str(r.get(c, ''))))}</td>" for c in columns) + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f"<div style='max-width:100%;overflow-x:auto'><table style='word-break:break-word'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

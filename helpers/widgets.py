@@ -116,4 +116,7 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
         )
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    return f"<table style='border-collapse:collapse'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # Wrapped so a wide table (the rollout board's ten columns) scrolls inside the output area
+    # instead of overflowing the notebook's width; long values (deployment names) may break.
+    return (f"<div style='max-width:100%;overflow-x:auto'><table style='border-collapse:collapse;word-break:break-word'>"
+            f"{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
