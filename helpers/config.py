@@ -144,6 +144,7 @@ _FIELDS: dict[str, tuple[str, Any, bool]] = {
     "torch_threads": ("EDGELOOP_TORCH_THREADS", "2", False),
     "iothub_connection_string": ("IOTHUB_CONNECTION_STRING", "", True),
     "ei_api_key": ("EI_API_KEY", "", True),
+    "ei_device_api_key": ("EI_DEVICE_API_KEY", "", True),
     "ei_project_id": ("EI_PROJECT_ID", "", False),
     "ei_ingestion_url": ("EI_INGESTION_URL", "https://ingestion.edgeimpulse.com", False),
     "ei_studio_url": ("EI_STUDIO_URL", "https://studio.edgeimpulse.com", False),
@@ -166,6 +167,8 @@ class Settings:
     torch_threads: int = 2
     iothub_connection_string: Secret = field(default_factory=lambda: Secret("", "IOTHUB_CONNECTION_STRING"))
     ei_api_key: Secret = field(default_factory=lambda: Secret("", "EI_API_KEY"))
+    #: the key devices get on a real project (an ingestion-only key); the local studio derives its own
+    ei_device_api_key: Secret = field(default_factory=lambda: Secret("", "EI_DEVICE_API_KEY"))
     ei_project_id: str = ""
     ei_ingestion_url: str = "https://ingestion.edgeimpulse.com"
     ei_studio_url: str = "https://studio.edgeimpulse.com"

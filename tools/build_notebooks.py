@@ -173,8 +173,9 @@ print("lab devices:", devices)
 ## The device image
 One image for both modules, on `python:3.11-slim` (arm64 and amd64), with only the device's
 dependencies (onnxruntime, OpenCV headless, numpy, requests; no torch), a non-root user, a
-health check and port 4912. No key is baked in: the studio API key arrives at deploy time as
-the `EI_API_KEY` environment variable of the module.
+health check and port 4912. No key is baked in: a *device key* arrives at deploy time as the
+`EI_API_KEY` environment variable of the module. It may only upload samples (and, for the
+runner, download the model version it runs); the studio's management key never leaves here.
 """),
     code("""
 ui.show_file("Dockerfile.device")
@@ -209,7 +210,7 @@ every display of the manifest.
 per_device = max(1, apple_images // len(devices))
 collector = mf.collector_module(s.device_image, s.studio.url, label="apple", count=per_device, rate_hz=capture_rate_hz,
                                 camera_source="synthetic")
-manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key},
+manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.device_key()},
                              registry=images.registry_credentials(s.settings, s.device_image))
 warnings = mf.validate_manifest(manifest)
 print("validation warnings:", warnings or "none")
@@ -559,7 +560,7 @@ beside them) in front of the cameras.
 per_device = max(1, banana_images // len(devices))
 collector = mf.collector_module(s.device_image, s.studio.url, label="banana", count=per_device, rate_hz=capture_rate_hz,
                                 camera_source="synthetic", version="2.0")
-manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.api_key},
+manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.device_key()},
                              registry=images.registry_credentials(s.settings, s.device_image))
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana", "apple"], mix=story_scenes("apples_bananas"))

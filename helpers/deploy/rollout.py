@@ -1,7 +1,7 @@
 """Deploy modules to the fleet and wait until each device runs what was asked.
 
-- `runner_manifest(...)`: the inference runner's deployment manifest, with the studio API key
-  as a deploy-time secret (never a literal in the image or the builder's arguments).
+- `runner_manifest(...)`: the inference runner's deployment manifest, with the runner's device key
+  (uploads + its model version only) as a deploy-time secret (never in the image or build args).
 - `apply(hub, device_ids, manifest)`: per-device deployment (`Hub.set_modules`).
 - `deploy_at_scale(hub, name, manifest, target_condition, priority)`: an at-scale deployment.
 - `wait_for_rollout(hub, device_ids, expect, timeout)`: polls each device's reported state until
@@ -49,14 +49,15 @@ def _studio_url(studio: Any) -> str:
     )
 
 
-def _studio_key(studio: Any) -> Any:
-    for attr in ("api_key", "studio_api_key", "key"):
-        value = getattr(studio, attr, None)
-        if value:
-            return value
+def _studio_key(studio: Any, model_version: int) -> Any:
+    """The device key for a runner of `model_version`: it may upload samples and download that
+    version, nothing else (the studio's management key never goes to a device)."""
+    device_key = getattr(studio, "device_key", None)
+    if callable(device_key):
+        return device_key(int(model_version))
     raise RolloutError(
-        f"cannot find the studio API key on {type(studio).__name__}: pass api_key=Secret(...) to runner_manifest "
-        "(from EI_API_KEY, or WORKSPACE/localcloud/credentials.json for the local studio)"
+        f"{type(studio).__name__} cannot give a device key: pass api_key=Secret(...) to runner_manifest, a key "
+        "that may only upload data and download the model (EI_DEVICE_API_KEY), never the management key"
     )
 
 
@@ -80,7 +81,8 @@ def runner_manifest(
         studio: the studio the runner downloads the model from (its URL and API key are used
             unless given).
         studio_url: the studio URL as seen from the device (default: the studio's own).
-        api_key: the studio API key (`Secret` or str); default: the studio's. It goes into the
+        api_key: the key the runner gets (`Secret` or str); default `studio.device_key(model_version)`,
+            which may upload samples and download this model version only. It goes into the
             module's env at deploy time as `EI_API_KEY` and stays masked in every repr.
         extra_modules: more module specs to deploy beside the runner.
         registry: private registry credentials (see `build_manifest`).
@@ -91,7 +93,7 @@ def runner_manifest(
         The manifest (`modulesContent`), validated.
     """
     url = studio_url or _studio_url(studio)
-    key = api_key if api_key is not None else _studio_key(studio)
+    key = api_key if api_key is not None else _studio_key(studio, model_version)
     runner = mf.runner_module(image, int(model_version), url, **runner_options)
     manifest = mf.build_manifest([runner, *extra_modules], registry=registry, secrets={mf.ENV_API_KEY: key})
     mf.validate_manifest(manifest)

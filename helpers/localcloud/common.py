@@ -1,7 +1,6 @@
 """Pieces the hub and studio routers share: the service context, errors, authentication."""
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from helpers.config import Secret, parse_connection_string
 from helpers.errors import ServiceError, Unauthorized
 from helpers.hub.sas import ParsedToken, parse_sas_token, verify_sas_token
 from helpers.localcloud.db import Store
+from helpers.localcloud.keys import endpoint_access, key_role
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
 
@@ -81,6 +81,8 @@ class Principal:
 
     kind: str  # service | device | studio
     device_id: str | None = None
+    role: str | None = None  # studio keys: management | device
+    model_version: int | None = None  # a device key's model version (None: ingest only)
 
 
 def ctx_of(request: Request) -> Context:
@@ -153,13 +155,29 @@ def require_device_or_service(request: Request, device_id: str) -> Principal:
 
 
 def require_studio(request: Request) -> Principal:
-    """Dependency: a studio call with the right `x-api-key` header."""
+    """Dependency: a studio call with a valid `x-api-key`, allowed for the key's role.
+
+    The management key may call everything. A device key (`helpers.localcloud.keys`) may call
+    only the endpoints marked with `device_access` (403 elsewhere), and a `model` endpoint with
+    a `version` path parameter only for the version its key names.
+    """
     key = request.headers.get("x-api-key")
     if not key:
         raise ApiError(401, "missing x-api-key header: send the studio API key (credentials.json studio_api_key)", "x-api-key")
-    if not hmac.compare_digest(key.encode(), ctx_of(request).studio_api_key.get_secret_value().encode()):
+    role = key_role(key, ctx_of(request).studio_api_key)
+    if role is None:
         raise ApiError(401, "wrong x-api-key: use the studio API key from the workspace's credentials.json", "x-api-key")
-    return Principal("studio")
+    if role.role == "management":
+        return Principal("studio", role="management")
+    access = endpoint_access(request.scope.get("endpoint"))
+    if access is None or (access == "model" and role.model_version is None):
+        raise ApiError(403, f"a device key may only upload samples{' and download its model' if role.model_version else ''}; "
+                            f"{request.method} {request.url.path} needs the studio's management API key", "x-api-key")
+    version = request.path_params.get("version")
+    if access == "model" and version is not None and str(version) != str(role.model_version):
+        raise ApiError(403, f"this device key may download model version {role.model_version} only, not {version}; "
+                            "deploy the runner with the key for the version it runs (studio.device_key(version))", "x-api-key")
+    return Principal("studio", role="device", model_version=role.model_version)
 
 
 def require_any(request: Request) -> Principal:

@@ -33,6 +33,7 @@ from starlette.formparsers import MultiPartException
 
 from helpers.localcloud.common import ApiError, Context, ctx_of, fsync_dir, json_body, require_studio, write_file_durable
 from helpers.localcloud.db import dumps, loads
+from helpers.localcloud.keys import device_access
 from helpers.localcloud.service import now_iso
 
 CATEGORIES = ("training", "testing")
@@ -164,6 +165,7 @@ def _get_sample(conn: Any, sample_id: int) -> Any:
 
 # ---------------------------------------------------------------- ingestion
 @router.post("/api/{category}/files", summary="Upload images (Edge Impulse ingestion API)", openapi_extra=_UPLOAD_DOC)
+@device_access("ingest")
 async def ingest(category: str, request: Request) -> dict[str, Any]:
     if category not in CATEGORIES + ("split",):
         raise ApiError(404, f"unknown category {category!r}; use /api/training/files, /api/testing/files or /api/split/files",
@@ -618,6 +620,7 @@ def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/models/{version}", summary="One model version")
+@device_access("model")
 def get_model(version: int, request: Request) -> dict[str, Any]:
     with ctx_of(request).store.read() as conn:
         return {"success": True, "model": model_json(_get_model(conn, version))}
@@ -625,6 +628,7 @@ def get_model(version: int, request: Request) -> dict[str, Any]:
 
 @router.get("/api/models/{version}/onnx", summary="Download the ONNX file (x-sha256 header)",
             responses={200: {"content": {"application/octet-stream": {}}}})
+@device_access("model")
 def download_model(version: int, request: Request) -> Response:
     ctx = ctx_of(request)
     with ctx.store.read() as conn:

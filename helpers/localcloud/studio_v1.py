@@ -41,6 +41,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from helpers.localcloud.common import ApiError, Context, ctx_of, json_body, require_studio
+from helpers.localcloud.keys import device_access
 from helpers.localcloud.db import dumps, loads
 from helpers.localcloud.service import now_iso
 
@@ -136,6 +137,7 @@ def list_projects(request: Request) -> dict[str, Any]:
 
 
 @router.get("/projects/api-key-info", summary="Role and project of the calling key (ProjectsApi.get_current_api_key_info)")
+@device_access("info")
 def api_key_info(request: Request) -> dict[str, Any]:
     ctx = ctx_of(request)
     return ok(apiKeyId=1, projectId=project_id(ctx), role=key_role(request))
@@ -874,6 +876,7 @@ def _model_dir_for(ctx: Context, learn_id: int) -> Path | None:
 
 @router.get("/{pid}/learn-data/{learn_id}/model/{download_id}", summary="Download the trained model "
             "(LearnApi.download_learn_model): ids 'onnx' and 'card'")
+@device_access("model")
 def download_learn_model(pid: int, learn_id: int, download_id: str, request: Request) -> Any:
     ctx = check_project(request, pid)
     if download_id not in MODEL_DOWNLOADS:
@@ -888,6 +891,7 @@ def download_learn_model(pid: int, learn_id: int, download_id: str, request: Req
 
 @router.get("/{pid}/deployment/download", summary="Download a deployment (DeploymentApi.download_build): "
             "type runner-linux-x86_64 gives the trained model as an .eim executable")
+@device_access("model")
 def download_build(pid: int, request: Request, type: str) -> Any:
     from helpers.studio.eim import build_eim
 

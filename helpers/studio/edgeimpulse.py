@@ -108,7 +108,7 @@ class EdgeImpulseStudio:
 
     Attributes:
         url: the ingestion base URL devices upload to (their `STUDIO_URL`).
-        api_key: the key devices are given (`Secret`; env `EI_API_KEY` in their manifest).
+        api_key: the project's management key (`Secret`); devices get `device_key()` instead.
         project_id: the project's id.
     """
 
@@ -159,6 +159,23 @@ class EdgeImpulseStudio:
 
     def __repr__(self) -> str:
         return f"EdgeImpulseStudio(target={self.target!r}, api_url={self.api_url!r}, api_key={self.api_key!r})"
+
+    def device_key(self, model_version: int | None = None) -> Secret:
+        """The API key a device is given (its `EI_API_KEY`): it may only upload samples and, with
+        `model_version`, download that model version; never the project's management key.
+
+        Raises:
+            ConfigError: a real project without `EI_DEVICE_API_KEY` (an ingestion-only key).
+        """
+        if self.target == "local":
+            from helpers.localcloud.keys import device_key
+
+            return device_key(self.api_key, model_version)
+        key = self.settings.ei_device_api_key
+        if not key:
+            raise ConfigError("EI_DEVICE_API_KEY is not set: devices get a key that may only upload data, never the "
+                              "project's admin key; create one with the ingestion role (Dashboard > Keys) and export it")
+        return key
 
     # ------------------------------------------------------------ the generated client
     @property

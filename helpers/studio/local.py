@@ -50,7 +50,7 @@ class LocalStudio(LocalCloudClient):
 
     Attributes:
         url: the studio base URL (also the ingestion base URL for devices).
-        api_key: the studio API key (`Secret`), passed to devices as env `EI_API_KEY`.
+        api_key: the studio's management API key (`Secret`); devices get `device_key()`.
     """
 
     name = "local"
@@ -65,6 +65,13 @@ class LocalStudio(LocalCloudClient):
 
     def __repr__(self) -> str:
         return f"LocalStudio(url={self.url!r}, api_key={self.api_key!r})"
+
+    def device_key(self, model_version: int | None = None) -> Secret:
+        """The key a device is given (`EI_API_KEY` in its manifest): uploads only, and with
+        `model_version` the download of that version (see `helpers.localcloud.keys`)."""
+        from helpers.localcloud.keys import device_key
+
+        return device_key(self.api_key, model_version)
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self.api_key.get_secret_value()}

@@ -24,13 +24,18 @@ from helpers.hub.base import DeviceStatus, ModuleStatus
 
 class _Studio:
     url = "http://127.0.0.1:9999"
-    api_key = Secret("ei_0123456789abcdef0123", "EI_API_KEY")
+    api_key = Secret("ei_management_key_0000000000", "EI_API_KEY")
+
+    def device_key(self, model_version=None):
+        return Secret(f"ei_dev_v{model_version}_0123456789abcdef0123", "EI_API_KEY")
 
 
 def test_runner_manifest_carries_key_as_masked_secret():
     m = runner_manifest(3, "me/edgeloop-device:1", _Studio(), host_port=None, camera=None)
     runner = m["$edgeAgent"]["properties.desired"]["modules"]["runner"]
     assert isinstance(runner["env"]["EI_API_KEY"]["value"], Secret)
+    # the runner gets the device key for its model version, never the studio's management key
+    assert runner["env"]["EI_API_KEY"]["value"].get_secret_value() == "ei_dev_v3_0123456789abcdef0123"
     assert "0123456789abcdef" not in repr(m) and "0123456789abcdef" not in json.dumps(mf.redact_manifest(m))
     env = mf.module_env(runner)
     assert env["MODEL_VERSION"] == "3" and env["STUDIO_URL"] == "http://127.0.0.1:9999"
