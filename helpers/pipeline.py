@@ -317,8 +317,20 @@ def _kernel_manager_class():
 
     class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kw: Any):
+            import tempfile
+
             kw.setdefault("transport", "ipc")
+            # jupyter_client's default IPC name is `kernel-ipc-<n>` in the working directory, with
+            # n counted from 1: two pipelines (or a pipeline and a test) starting kernels at the
+            # same time took each other's sockets ("Invalid Signature"). A private folder per kernel.
+            self._ipc_dir = tempfile.mkdtemp(prefix="edgeloop-kernel-")
+            kw.setdefault("ip", os.path.join(self._ipc_dir, "k"))
             super().__init__(**kw)
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
         async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             if now or not self.has_kernel:
