@@ -22,6 +22,7 @@ properties with `$version`s, a twin `version` and `etag`, and `configurations`
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import secrets
 import threading
 import time
@@ -181,7 +182,7 @@ def module_json(row: Any, with_keys: bool = True) -> dict[str, Any]:
         "moduleId": row["module_id"],
         "deviceId": row["device_id"],
         "managedBy": row["managed_by"],
-        "generationId": f"{abs(hash((row['device_id'], row['module_id'], row['created_at']))) % 10**18:018d}",
+        "generationId": str(int(hashlib.sha256(f"{row['device_id']}|{row['module_id']}|{row['created_at']}".encode()).hexdigest()[:15], 16)),
         "etag": row["etag"],
         "connectionState": "Connected" if connected else "Disconnected",
         "connectionStateUpdatedTime": iso(row["last_activity_at"]) or "0001-01-01T00:00:00Z",
