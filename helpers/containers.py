@@ -413,6 +413,32 @@ def base_image_name(platform: str | None = None) -> str:
     return f"{BASE_IMAGE}-{DEBIAN_ARCH[platform].replace('armhf', 'armv7')}"
 
 
+def unmount_below(root: Path) -> list[str]:
+    """Unmount every mount point under `root` (deepest first), so deleting the tree never
+    reaches into a mounted /proc, /sys or /dev.
+
+    Raises:
+        ContainerStackError: something stays mounted (then nothing may delete the tree).
+    """
+    prefix = str(root.resolve()) + "/"
+    def mounted() -> list[str]:
+        points = []
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            point = line.split()[1].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+        return sorted(set(points), key=len, reverse=True)
+    done = []
+    for point in mounted():
+        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        done.append(point)
+    left = mounted()
+    if left:
+        raise ContainerStackError(f"still mounted under {root}: {left}; unmount them before deleting {root}")
+    return done
+
+
 def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR, platform: str | None = None) -> None:
     """The local base (debootstrap minbase + python3) for `platform` (default this machine's), unless present.
 
@@ -434,14 +460,29 @@ def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR, platform: st
         raise ContainerStackError(how)
     arch = DEBIAN_ARCH.get(platform, "")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=folder / "tmp") as tmp:
+    # emulated, debootstrap's second stage (dpkg under qemu) takes many times longer
+    timeout = 1200 if platform == host_platform() else 3600
+    tmp = Path(tempfile.mkdtemp(dir=folder / "tmp"))
+    try:
         rootfs = Path(tmp) / "rootfs"
         cmd = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={','.join(BASE_PACKAGES)}", SUITE,
                str(rootfs), mirror]
         say(f"base image: {' '.join(cmd)}")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its chroot'ed dpkg children go with it
+            proc.wait()
+            unmount_below(rootfs)  # a killed debootstrap leaves /proc mounted in the tree
+            raise ContainerStackError(
+                f"debootstrap for {platform} did not finish in {timeout} s ({how}); on a busy or small machine "
+                "run it again later, or build the image on a machine of that platform") from None
         if proc.returncode != 0:
-            raise ContainerStackError(f"debootstrap failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1200:]}")
+            unmount_below(rootfs)
+            raise ContainerStackError(f"debootstrap failed ({proc.returncode}): {output[-1200:]}")
+        unmount_below(rootfs)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (rootfs / junk).glob("*"):
                 if item.is_file():
@@ -468,6 +509,10 @@ def ensure_base_image(folder: Path, say: Say, mirror: str = MIRROR, platform: st
         tar.wait()
         if proc2.returncode != 0 or tar.returncode != 0:
             raise ContainerStackError(f"podman import of the base image failed: {proc2.stderr.strip()[-800:]}")
+    finally:
+        # never delete through a mount: unmount_below raises while anything stays mounted
+        unmount_below(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
     say(f"base image: {image} imported ({time.monotonic() - started:.0f} s, {how})")
 
 
@@ -553,6 +598,13 @@ def down(path: str | Path | None = None, say: Say = print) -> None:
             say("podman storage: reset")
         else:
             say(f"podman storage: reset failed ({proc.stderr.decode(errors='replace').strip()[-300:]}); removing files")
+    try:
+        unmounted = unmount_below(folder)  # never delete through a mount
+    except ContainerStackError as exc:
+        say(f"not removing {folder}: {exc}")
+        return
+    if unmounted:
+        say(f"unmounted {len(unmounted)} leftover mount(s) under {folder}")
     shutil.rmtree(folder, ignore_errors=True)
     say(f"removed {folder}" if not folder.exists() else f"could not remove all of {folder}")
 

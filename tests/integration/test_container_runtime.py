@@ -236,3 +236,22 @@ def _get(url):
             return resp.read().decode() if resp.status == 200 else None
     except OSError:
         return None
+
+
+def test_unmount_below_clears_mounts_before_any_delete(tmp_path):
+    """A killed debootstrap leaves /proc mounted in its tree: nothing may delete through it."""
+    import subprocess
+
+    from helpers.containers import unmount_below
+
+    inner = tmp_path / "rootfs" / "proc"
+    inner.mkdir(parents=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "none", str(inner)]).returncode != 0:
+        pytest.skip("mounting needs root (as debootstrap does)")
+    try:
+        (inner / "canary").write_text("inside the mount")
+        assert unmount_below(tmp_path) == [str(inner)]
+        assert not (inner / "canary").exists()  # the mount is gone, its file with it
+        assert str(inner) not in open("/proc/self/mounts").read()
+    finally:
+        subprocess.run(["umount", str(inner)], capture_output=True)
