@@ -85,12 +85,12 @@ def phase_zeroshot(info, labels, val, test) -> dict:
                                (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55))
     preds = coco_predict(det, test, labels, 0.01)
     per, overall = detection_counts([b for _, b in test], [[b for b in p if b.value >= thr] for p in preds], labels)
-    maps = coco_map([b for _, b in test], preds, labels)
+    map50, map_, per_ap = coco_map([b for _, b in test], preds, labels, [(r.shape[1], r.shape[0]) for r, _ in test])
     return {"score_threshold_from_val": thr, "overall_f1": round(overall.f1, 4),
             "precision": round(overall.precision, 4), "recall": round(overall.recall, 4),
             "per_class": {k: {"f1": round(v.f1, 4), "precision": round(v.precision, 4), "recall": round(v.recall, 4)}
                           for k, v in per.items() if k in labels},
-            "map": maps, "seconds": round(time.perf_counter() - t0, 1), "load_avg": os.getloadavg()}
+            "map50": map50, "map": map_, "ap_per_class": per_ap, "seconds": round(time.perf_counter() - t0, 1), "load_avg": os.getloadavg()}
 
 
 def phase_assist(info, labels, items) -> dict:
@@ -212,6 +212,7 @@ def main() -> None:
     out: dict = {"params": vars(args), "weights": {k: v for k, v in info.items() if k != "paths"}}
     if "runner" in phases:
         out["runner"] = phase_runner(args, info)
+        write_result(name, {**out, "partial": True})  # the later phases take a while
     if any(p in phases for p in ("zeroshot", "assist", "finetune")):
         if not src.is_dir():
             print(write_result(name, {**out, "skipped": f"dataset folder {src} is absent"}))
@@ -221,6 +222,7 @@ def main() -> None:
         if "zeroshot" in phases:
             out["zero_shot"] = phase_zeroshot(info, labels, val, test)
             print("zero-shot", out["zero_shot"], flush=True)
+            write_result(name, {**out, "partial": True})
         if "assist" in phases:
             out["label_assist"] = phase_assist(info, labels, train + val + test)
             print("assist", out["label_assist"], flush=True)
