@@ -61,6 +61,7 @@ from helpers.localcloud.hub_deploy import (
     MAX_CONFIGURATIONS,
     DeploymentTiming,
     execute,
+    forget_configuration,
     metrics_json,
     write_content,
 )
@@ -834,6 +835,7 @@ def delete_configuration(name: str, request: Request) -> Response:
         if if_match not in (None, "*") and if_match != row["etag"]:
             raise ApiError(412, "If-Match does not match the configuration's etag; read it again", "If-Match", "PreconditionFailed")
         conn.execute("DELETE FROM deployments WHERE name=?", (name,))
+        forget_configuration(conn, name)  # the marks go now; the modules keep running what they have
     rt = runtime_of(request)
     if rt.evaluator is not None:
         rt.evaluator.poke()

@@ -16,7 +16,9 @@ The rules (Azure's):
      twin's `configurations` shows `{"<name>": {"status": "Applied"}}` for the winner and
      `"Targeted"` for other matching deployments.
   3. When no deployment targets a device any more (deleted, or its tags changed), nothing is
-     written: the modules keep running what they last received.
+     written: the modules keep running what they last received. A deleted deployment's marks
+     go at once (`forget_configuration`), so one re-created under the same name waits for the
+     next evaluation like a new one.
 
 Metrics are IoT Hub's system metric queries, evaluated when a configuration is read:
 `targetedCount` (IoT Edge devices matching the condition), `appliedCount` ($edgeAgent twins
@@ -154,6 +156,28 @@ def write_content(conn: Any, device_id: str, content: dict[str, Any]) -> list[tu
     return pushes
 
 
+def forget_configuration(conn: Any, name: str) -> int:
+    """Remove a deleted configuration's `Applied`/`Targeted` marks from every twin at once.
+
+    The module twins keep their desired content (the modules keep running); only the marks go,
+    so a deployment re-created under the same name (a rollback) is "not applied yet" until the
+    next evaluation writes its content. Returns how many twins changed.
+    """
+    changed = 0
+    for table, key in (("modules", "device_id, module_id"), ("devices", "device_id")):
+        for row in conn.execute(f"SELECT {key}, configurations FROM {table} WHERE configurations LIKE ?", (f'%"{name}"%',)).fetchall():
+            marks = loads(row["configurations"], {})
+            if name not in marks:
+                continue
+            marks.pop(name)
+            if table == "modules":
+                hub_store.set_module_configurations(conn, row["device_id"], row["module_id"], marks)
+            else:
+                conn.execute("UPDATE devices SET configurations=? WHERE device_id=?", (dumps(marks), row["device_id"]))
+            changed += 1
+    return changed
+
+
 def evaluate(store: Store, now: float | None = None) -> dict[str, str]:
     """One evaluation of every due deployment against every IoT Edge device.
 
@@ -243,5 +267,5 @@ class Evaluator:
             self._wake.clear()
 
 
-__all__ = ["DeploymentTiming", "Evaluator", "evaluate", "execute", "count", "metrics_json", "write_content",
+__all__ = ["DeploymentTiming", "Evaluator", "evaluate", "forget_configuration", "execute", "count", "metrics_json", "write_content",
            "MAX_CONFIGURATIONS", "SYSTEM_METRICS"]

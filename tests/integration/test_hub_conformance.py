@@ -396,3 +396,28 @@ def test_throttling_answers_429_and_the_client_backs_off(tmp_path):
         assert err.value.status == 429 and err.value.error_code == "ThrottlingException"
     finally:
         localcloud.stop(ws)
+
+
+def test_a_deployment_recreated_under_its_name_waits_for_the_hub(tmp_path):
+    """The stand-in only (Azure's marks are not observable this fast): a rollback deletes and
+    re-creates a deployment under the same name; until the hub evaluates it, the device is not
+    marked Applied, so a rollout cannot mistake the old content's report for the new one's."""
+    from helpers import localcloud
+    from helpers.hub.iothub import IoTHub
+
+    ws = tmp_path / "ws"
+    localcloud.ensure_running(ws, hub_settings={"deployment_timing": "3,300"})
+    try:
+        hub = IoTHub.local(ws)
+        hub.create_edge_device("pi-rb", tags={"lab": "rb"})
+        hub.create_deployment("fruit", manifest("runner:bad"), "tags.lab='rb'")
+        wait_for(lambda: hub.device_status("pi-rb").configurations.get("fruit") == "Applied", 20, "first version applied")
+        hub.delete_deployment("fruit")
+        assert hub.device_status("pi-rb").configurations == {}  # marks gone at once; content stays
+        assert "runner:bad" in str(hub.deployed_content("pi-rb"))
+        hub.create_deployment("fruit", manifest("runner:good"), "tags.lab='rb'")
+        assert hub.device_status("pi-rb").configurations == {}  # not applied before the hub's evaluation (3 s)
+        wait_for(lambda: hub.device_status("pi-rb").configurations.get("fruit") == "Applied", 20, "second version applied")
+        assert "runner:good" in str(hub.deployed_content("pi-rb"))
+    finally:
+        localcloud.stop(ws)
