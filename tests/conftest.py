@@ -4,7 +4,8 @@ Fixtures (names are stable; other test modules rely on them):
 
 - ``cloud`` (session scope): one running local cloud for the whole test session. Yields a
   ``CloudHandle`` with ``.workspace`` (Path), ``.url`` (str), ``.pid`` (int), ``.hub``
-  (``LocalHub``), ``.studio`` (``LocalStudio``) and ``.info`` (the status dict). Shared by
+  (``LocalHub``), ``.studio`` (``get_studio("local")``: ``EdgeImpulseStudio`` on the official
+  Edge Impulse clients) and ``.info`` (the status dict). Shared by
   every test: use unique device ids / deployment names / image bytes (``unique_name``
   helps) and do not stop it.
 - ``fresh_cloud`` (function scope): a new, empty local cloud in its own workspace for
@@ -42,22 +43,22 @@ class CloudHandle:
         """Re-read service.json (after a restart) and rebuild the clients."""
         from helpers.hub.local import LocalHub
         from helpers.localcloud import status
-        from helpers.studio.local import LocalStudio
+        from helpers.studio import get_studio
 
         self.info = status(self.workspace)
         self.url, self.pid = self.info["url"], self.info["pid"]
-        self.hub, self.studio = LocalHub(self.workspace), LocalStudio(self.workspace)
+        self.hub, self.studio = LocalHub(self.workspace), get_studio("local", workspace=self.workspace)
         return self
 
 
 def _start(workspace: Path, **kw: Any) -> CloudHandle:
     from helpers.hub.local import LocalHub
     from helpers.localcloud import ensure_running
-    from helpers.studio.local import LocalStudio
+    from helpers.studio import get_studio
 
     info = ensure_running(workspace, **kw)
     return CloudHandle(workspace=workspace, url=info["url"], pid=info["pid"], hub=LocalHub(workspace),
-                       studio=LocalStudio(workspace), info=info)
+                       studio=get_studio("local", workspace=workspace), info=info)
 
 
 def _stop(handle: CloudHandle) -> None:

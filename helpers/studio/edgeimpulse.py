@@ -186,6 +186,12 @@ class EdgeImpulseStudio:
                 import edgeimpulse_api as api
 
                 config = api.Configuration(host=self.api_url)
+                if self.target == "local":
+                    # loopback: fail fast and let _call follow a restarted local cloud (the client's own
+                    # default, 10 retries with exponential backoff, waits minutes for a port nobody serves)
+                    import urllib3
+
+                    config.retries = urllib3.Retry(total=2, read=0, backoff_factor=0.1)
                 config.api_key["ApiKeyAuthentication"] = self.api_key.get_secret_value()
                 client = api.ApiClient(config)
                 client.user_agent += " edgeloop"
@@ -320,14 +326,26 @@ class EdgeImpulseStudio:
             samples.append(EiSample(data=io.BytesIO(data), filename=name, category=category, label=label,
                                     bounding_boxes=[_int_box(b) for b in bs] if bs is not None else None,
                                     metadata=_encode_meta(meta) or None))
-        with _SDK_LOCK:
-            saved = ei.INGESTION_ENDPOINT
-            ei.INGESTION_ENDPOINT = self.url
-            try:
-                resp = ei.data.upload_samples(samples, allow_duplicates=False, api_key=self.api_key.get_secret_value(),
-                                              timeout_sec=self.timeout, max_workers=1)  # ids in file order
-            finally:
-                ei.INGESTION_ENDPOINT = saved
+        import requests
+
+        for attempt in (0, 1):
+            with _SDK_LOCK:
+                saved = ei.INGESTION_ENDPOINT
+                ei.INGESTION_ENDPOINT = self.url
+                try:
+                    resp = ei.data.upload_samples(samples, allow_duplicates=False, api_key=self.api_key.get_secret_value(),
+                                                  timeout_sec=self.timeout, max_workers=1)  # ids in file order
+                    break
+                except (requests.ConnectionError, requests.Timeout) as e:
+                    if attempt == 1 or not self._reconnect():
+                        raise ServiceUnavailable(mask(f"upload: {self.url} cannot be reached ({type(e).__name__}); "
+                                                      + ("is the local cloud running? `python -m helpers.localcloud start`"
+                                                         if self.target == "local" else "check the network and EI_INGESTION_URL")),
+                                                 0) from None
+                    for smp, (_, data) in zip(samples, items):
+                        smp.data = io.BytesIO(data)  # the failed attempt may have read the stream
+                finally:
+                    ei.INGESTION_ENDPOINT = saved
         by_name: dict[str, UploadResult] = {}
         for r in resp.successes:
             by_name[r.sample.filename] = UploadResult(filename=r.sample.filename, sample_id=int(r.sample_id))

@@ -315,3 +315,39 @@ def test_moving_a_dataset_both_ways_is_idempotent_by_content_hash(fresh_cloud, t
         assert len(src.samples()) == len(dst.samples()) == 4
     finally:
         stop(other)
+
+
+def test_client_follows_the_local_cloud_to_a_new_port(fresh_cloud):
+    """The same studio object keeps working after the local cloud restarted on another port."""
+    import socket
+
+    from helpers import localcloud
+    from helpers.studio.edgeimpulse import EdgeImpulseStudio
+
+    studio = EdgeImpulseStudio(fresh_cloud.workspace, timeout=2)
+    sid = studio.upload([("before.jpg", _jpeg(80))])[0].sample_id
+    old_port = fresh_cloud.info["port"]
+    localcloud.stop(fresh_cloud.workspace)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", old_port))  # another program listens there now: the service moves
+    blocker.listen()
+    try:
+        info = localcloud.ensure_running(fresh_cloud.workspace)
+        assert info["port"] != old_port
+        assert studio.get_sample(sid).filename == "before.jpg"  # re-reads service.json once and retries
+        assert studio.api_url == info["url"] + "/v1"
+        after = EdgeImpulseStudio(fresh_cloud.workspace, timeout=2)
+        localcloud.stop(fresh_cloud.workspace)
+        blocker2 = socket.socket()
+        blocker2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker2.bind(("127.0.0.1", info["port"]))
+        blocker2.listen()
+        try:
+            info2 = localcloud.ensure_running(fresh_cloud.workspace)
+            assert after.upload([("after.jpg", _jpeg(81))])[0].sample_id  # the upload follows too
+            assert after.url == info2["url"]
+        finally:
+            blocker2.close()
+    finally:
+        blocker.close()

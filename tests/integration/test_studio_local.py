@@ -32,8 +32,10 @@ def post(cloud, category="training", files=None, headers=None, key=None):
 
 
 def test_get_studio_registry(cloud):
+    from helpers.studio.edgeimpulse import EdgeImpulseStudio
+
     s = get_studio("local", workspace=cloud.workspace)
-    assert isinstance(s, LocalStudio) and isinstance(s, Studio)
+    assert isinstance(s, EdgeImpulseStudio) and isinstance(s, Studio) and s.target == "local"
     assert cloud.studio.api_key.get_secret_value().startswith("ei_") and "ei_" not in repr(s)
     with pytest.raises(BackendNotFound, match="edgeimpulse"):
         get_studio("nope", workspace=cloud.workspace)
@@ -149,9 +151,11 @@ def test_bad_uploads_write_nothing(cloud, make_jpeg, unique_name, case):
 def test_client_errors_map_to_classes(cloud):
     with pytest.raises(Unauthorized):
         IngestionClient(cloud.url, "ei_" + "1" * 32).upload("training", [("a.jpg", b"x")])
-    with pytest.raises(ServiceError) as exc:
-        cloud.studio.upload([("a.jpg", b"not an image")])
-    assert exc.value.status == 400 and exc.value.field == "data"
+    # the SDK reports a refused file per file (Edge Impulse's upload_samples fails list), nothing is stored
+    (bad,) = cloud.studio.upload([("a.jpg", b"not an image")])
+    assert bad.sample_id is None and "not a readable image" in bad.error
+    r = post(cloud, files=[("data", ("a.jpg", b"not an image", "image/jpeg"))])
+    assert r.status_code == 400 and r.json()["field"] == "data"
     with pytest.raises(NotFound):
         cloud.studio.get_model(9999)
 
