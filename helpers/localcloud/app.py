@@ -176,8 +176,11 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         return response
 
     @app.get("/api/health", tags=["service"], summary="Liveness and identity of this service")
-    def health(_=Depends(require_any)) -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), "port": port, "workspace": str(ws), "started_at": started_at, "version": VERSION}
+    def health(caller=Depends(require_any)) -> dict[str, Any]:
+        body = {"status": "ok", "started_at": started_at, "version": VERSION}
+        if caller.kind == "service" or caller.role == "management":  # the owner: which process, which workspace
+            body.update(pid=os.getpid(), port=port, workspace=str(ws))
+        return body
 
     @app.get("/openapi.json", tags=["service"], include_in_schema=False)
     def openapi(_=Depends(require_any)) -> dict[str, Any]:

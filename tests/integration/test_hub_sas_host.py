@@ -50,3 +50,16 @@ def test_device_token_for_another_host_is_refused(cloud, unique_name):
         assert host in r.json()["error"], r.text
     r = _get(url, generate_sas_token(f"{host}/devices/{dev}", key))
     assert r.status_code == 200 and r.json()["deviceId"] == dev
+
+
+def test_health_tells_a_device_nothing_about_the_machine(cloud, unique_name):
+    host, key = _owner(cloud)
+    dev = unique_name("sas")
+    cloud.hub.create_edge_device(dev)
+    dev_key = parse_connection_string(cloud.hub.connection_string(dev))["SharedAccessKey"]
+    r = _get(f"{cloud.url}/api/health", generate_sas_token(f"{host}/devices/{dev}", dev_key))
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert "pid" not in r.json() and "workspace" not in r.json() and str(cloud.workspace) not in r.text, r.text
+    # the owner (service token) still sees which process answers (service.status() relies on it)
+    owner = _get(f"{cloud.url}/api/health", generate_sas_token(host, key, "iothubowner")).json()
+    assert owner["pid"] == cloud.pid and owner["workspace"] == str(cloud.workspace)
