@@ -101,15 +101,27 @@ def podman_env(folder: Path) -> dict[str, str]:
     }
 
 
+_answered: dict[str, float] = {}  # socket -> when it last answered (a busy machine answers slowly)
+
+
 def load_stack(path: str | Path | None = None) -> Stack | None:
-    """The stack described by `stack.json` when its Docker-API socket answers, else None."""
+    """The stack described by `stack.json` when its Docker-API socket answers, else None.
+
+    A socket that answered in the last 30 s counts as answering (one ping, up to 10 s, per
+    half minute: several calls per build on a loaded machine stay cheap).
+    """
     folder = stack_dir(path)
     try:
         data = json.loads((folder / STACK_FILE).read_text())
         stack = Stack(**data)
     except (OSError, ValueError, TypeError):
         return None
-    return stack if _socket_answers(stack.docker_host) else None
+    if time.monotonic() - _answered.get(stack.docker_host, -1e9) < 30:
+        return stack
+    if _socket_answers(stack.docker_host, timeout=10.0):
+        _answered[stack.docker_host] = time.monotonic()
+        return stack
+    return None
 
 
 def engine_endpoint() -> tuple[str | None, str]:
@@ -580,6 +592,7 @@ def up(path: str | Path | None = None, say: Say = print, install: bool = True,
 def down(path: str | Path | None = None, say: Say = print) -> None:
     """Stop the service and the registry, remove the stack's containers and its folder."""
     folder = stack_dir(path)
+    _answered.clear()
     if not folder.exists():
         say(f"nothing to remove: {folder} does not exist")
         return

@@ -235,6 +235,7 @@ class DockerImageBuilder:
         self.username = username
         self.password = password if isinstance(password, Secret) else Secret(password or "", "REGISTRY_PASSWORD")
         self._client = client
+        self._own_client = client is None  # made from engine_endpoint() on first use
         self._docker = docker
         self.base_image = base_image
 
@@ -268,7 +269,7 @@ class DockerImageBuilder:
         stack = load_stack()
         if stack is None:
             return OFFICIAL_BASE
-        if self._client is not None:
+        if self._client is not None and not self._own_client:
             local = _same_socket(self._client, stack.docker_host)
         else:
             base_url, _ = engine_endpoint()
@@ -375,8 +376,10 @@ class DockerImageBuilder:
 
 def _same_socket(client: Any, docker_host: str) -> bool:
     """Whether the docker SDK `client` talks to the unix socket `docker_host`."""
-    base = str(getattr(getattr(client, "api", None), "base_url", "") or "")
-    return bool(docker_host) and docker_host.split("://", 1)[-1] in base.replace("http+docker://", "")
+    api = getattr(client, "api", None)
+    # a unix-socket client's base_url is "http+docker://localhost"; its adapter knows the path
+    path = getattr(getattr(api, "_custom_adapter", None), "socket_path", None)
+    return bool(docker_host) and path is not None and docker_host.split("://", 1)[-1] == str(path)
 
 
 def _progress_lines(chunk: dict[str, Any]) -> list[str]:

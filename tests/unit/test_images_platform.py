@@ -121,3 +121,18 @@ def test_env_named_host_files_are_bound_or_copied(tmp_path):
     copy = workdir / ".host-files" / "CA_FILE-ca.pem"
     assert copy.read_text() == ca.read_text() and copy.stat().st_mode & 0o777 == 0o400
     assert env_file_binds(env, workdir)[1] == moved  # a restart replaces the copy
+
+
+def test_same_socket_reads_the_unix_adapter_path(tmp_path):
+    import docker
+
+    from helpers.images import _same_socket
+
+    sock = tmp_path / "podman.sock"
+    client = docker.DockerClient(base_url=f"unix://{sock}", version="1.41")  # no connection needed
+    try:
+        assert _same_socket(client, f"unix://{sock}")
+        assert not _same_socket(client, f"unix://{tmp_path / 'other.sock'}")
+        assert not _same_socket(object(), f"unix://{sock}")
+    finally:
+        client.close()
