@@ -57,10 +57,20 @@ function render({ model, el }) {
   const focusImage = () => {
     const w = image();
     if (w && w.offsetParent !== null) { w.focus({ preventScroll: true }); return true; }
-    const next = root && root.querySelector(".edgeloop-next button:not([disabled])");
+    const next = root && Array.from(root.querySelectorAll(".edgeloop-next button:not([disabled])"))
+      .find((b) => b.offsetParent !== null);
     if (next) { next.focus({ preventScroll: true }); return true; }
+    if (root) { root.focus({ preventScroll: true }); return true; }  // the end of the queue: keys stay here
     return false;
   };
+  // Widget state arrives through a promise chain and a custom message can overtake it: try
+  // again for half a second, unless the person has gone elsewhere meanwhile.
+  const requestFocus = () => [0, 60, 200, 500].forEach((t) => setTimeout(() => {
+    const a = document.activeElement, w = image();
+    if (w && w.offsetParent !== null && a === w) return;
+    if (a && a !== document.body && root && !root.contains(a)) return;
+    focusImage();
+  }, t));
   const send = (action) => model.send({ type: "key", action });
   const aspect = () => root && root.style.setProperty("--edgeloop-aspect", String(model.get("aspect") || 1));
   function capture(e) {
@@ -72,7 +82,6 @@ function render({ model, el }) {
     if (e.code === "Enter" || e.code === "NumpadEnter" || e.code === "Space" || e.code === "KeyU") {
       e.preventDefault(); e.stopPropagation();
       send(e.code === "KeyU" ? "undo" : e.code === "Space" ? "skip" : "save");
-      focusImage();
       return;
     }
     const w = image();
@@ -96,30 +105,53 @@ function render({ model, el }) {
     }
     if (!(e.ctrlKey || e.metaKey || e.altKey)) e.stopPropagation();
   }
+  // The panel is "in use" from a pointer press in it until one elsewhere (or Esc). While in use,
+  // a key that finds nothing focused (a button just hidden, a redraw) is the panel's too.
+  let inUse = false;
+  function pointer(e) { inUse = !!(root && root.contains(e.target)); }
+  function orphan(e) {
+    const a = document.activeElement;
+    if (!inUse || !root || !root.isConnected || (a && a !== document.body && a !== root)) return;
+    if (e.code === "Escape") { inUse = false; return; }
+    if (e.altKey || e.metaKey || (e.ctrlKey && e.code !== "KeyZ")) return;
+    e.preventDefault(); e.stopPropagation();
+    focusImage();
+    const action = { Enter: "save", NumpadEnter: "save", Space: "skip", KeyU: "undo", KeyZ: "undo" }[e.code];
+    if (action) { send(action); return; }
+    const w = image();
+    if (w && w === document.activeElement) {
+      w.dispatchEvent(new KeyboardEvent("keydown", { code: e.code, key: e.key, shiftKey: e.shiftKey, bubbles: true }));
+    }
+  }
   function click(e) {
     if (e.target.closest(TEXT)) return;
     // after a button or a click on the panel's text, the image has the focus: never the button
-    setTimeout(focusImage, 0);
+    requestFocus();
   }
   function attach() {
     root = el.closest(".edgeloop-label-panel");
     if (!root) { if (tries++ < 200) setTimeout(attach, 50); return; }
     root.setAttribute("data-lm-suppress-shortcuts", "true");
+    if (!root.hasAttribute("tabindex")) root.setAttribute("tabindex", "-1");
     root.addEventListener("keydown", capture, true);
     root.addEventListener("keydown", bubble, false);
     root.addEventListener("keyup", keyup, false);
     root.addEventListener("click", click, false);
+    document.addEventListener("pointerdown", pointer, true);
+    document.addEventListener("keydown", orphan, true);
     aspect();
   }
   attach();
   model.on("change:aspect", aspect);
-  model.on("msg:custom", (msg) => { if (msg && msg.type === "focus") setTimeout(focusImage, 0); });
+  model.on("msg:custom", (msg) => { if (msg && msg.type === "focus") requestFocus(); });
   return () => {
     if (!root) return;
     root.removeEventListener("keydown", capture, true);
     root.removeEventListener("keydown", bubble, false);
     root.removeEventListener("keyup", keyup, false);
     root.removeEventListener("click", click, false);
+    document.removeEventListener("pointerdown", pointer, true);
+    document.removeEventListener("keydown", orphan, true);
   };
 }
 export default { render };
@@ -204,7 +236,7 @@ class LabelPanel:
         self.progress = w.HTML()
         self.offer = w.HTML(layout=w.Layout(min_height="40px"))
         self.source = w.ToggleButtons(options=[("tracking", "tracking"), ("model", "model")], value=None,
-                                      description="proposal", style={"button_width": "84px"},
+                                      style={"button_width": "84px"}, layout=w.Layout(width="auto"),
                                       tooltips=["boxes of the previous frame, moved", "detections of the current model"])
         self.class_picker = w.Dropdown(options=labels, value=labels[0] if labels else None, description="class",
                                        layout=w.Layout(width="190px"))
@@ -220,9 +252,9 @@ class LabelPanel:
         self.add_button = w.Button(description="Add", icon="plus")
         self.message = w.HTML()
         self.end_text = w.HTML()
-        self.back_button = w.Button(description="Back to the skipped", icon="backward",
+        self.back_button = w.Button(description="Back to the skipped", icon="backward", layout=w.Layout(width="auto"),
                                     tooltip="reload the images you skipped and label them now")
-        self.dataset_button = w.Button(description="Show the dataset", icon="table",
+        self.dataset_button = w.Button(description="Show the dataset", icon="table", layout=w.Layout(width="auto"),
                                        tooltip="plots of the labeled dataset, under the panel")
         self.end_box = w.VBox([self.end_text, w.HBox([self.back_button, self.dataset_button])],
                               layout=w.Layout(display="none"))
@@ -249,8 +281,8 @@ class LabelPanel:
         self.actions = w.HBox([self.save_button, self.skip_button, self.undo_button, self.delete_button],
                               layout=w.Layout(flex_flow="row wrap"))
         # fixed height: the row does not jump when the proposal toggle gets a second option
-        self.choices = w.HBox([self.source, self.class_picker],
-                              layout=w.Layout(height="36px", overflow="hidden", flex_flow="row nowrap"))
+        self.choices = w.HBox([w.Label("proposal", layout=w.Layout(width="72px")), self.source, self.class_picker],
+                              layout=w.Layout(min_height="36px", align_items="center", flex_flow="row nowrap"))
         self.widget = w.VBox([
             self.header,
             self.progress,
@@ -293,6 +325,10 @@ class LabelPanel:
                 self.keys.aspect = float(rgb.shape[1]) / float(rgb.shape[0])
                 self.bbox.image = data_url(encode_jpeg(rgb, quality=92))
                 proposal = self.queue.proposal()
+                # a new frame starts with no box selected (else Tab would step past the first box)
+                # (sent even when unchanged here: the browser may have selected a box without telling)
+                self.bbox.selected_index = -1
+                self.bbox.send_state("selected_index")
                 self.bbox.bboxes = boxes_to_widget(proposal.boxes) if proposal is not None else []
                 options = [(s, s) for s in item.proposals]
                 self.source.options = options
@@ -300,6 +336,7 @@ class LabelPanel:
                 self.source.disabled = len(options) < 2
                 self.offer.value = self._offer_html(item)
                 self.end_box.layout.display = "none"
+                self.choices.layout.display = None
                 self.bbox.layout.display = None
                 for b in (self.save_button, self.skip_button, self.delete_button):
                     b.disabled = False
@@ -338,6 +375,7 @@ class LabelPanel:
         self.offer.value = ""
         self.source.options = []
         self.source.disabled = True
+        self.choices.layout.display = "none"
         for b in (self.save_button, self.skip_button, self.delete_button):
             b.disabled = True
 
@@ -354,6 +392,10 @@ class LabelPanel:
 
     def _show_error(self, err: Exception) -> None:
         self.message.value = f"<span style='color:#c00'>{_e(type(err).__name__)}: {_e(err)}</span>"
+
+    def _refocus(self) -> None:
+        """Put the focus back on the image (or the end-of-queue buttons) after the panel redrew."""
+        self.keys.send({"type": "focus"})
 
     def _say(self, text: str) -> None:
         self.message.value = f"<span style='color:#555'>{_e(text)}</span>"
@@ -376,6 +418,7 @@ class LabelPanel:
             return
         self.message.value = ""
         self.render()
+        self._refocus()
 
     def _on_skip(self, _button: Any = None) -> None:
         if self.queue.done:
@@ -388,6 +431,7 @@ class LabelPanel:
             return
         self.message.value = ""
         self.render()
+        self._refocus()
 
     def _on_delete(self, _button: Any = None) -> None:
         if self.queue.done:
@@ -400,6 +444,7 @@ class LabelPanel:
             return
         self._say(f"deleted frame #{sample_id}: Undo (U) brings it back")
         self.render()
+        self._refocus()
 
     def _on_undo(self, _button: Any = None) -> None:
         try:
@@ -409,6 +454,7 @@ class LabelPanel:
             return
         self._say(f"undone: sample #{item.sample_id} is back on screen")
         self.render()
+        self._refocus()
 
     def _on_back(self, _button: Any = None) -> None:
         try:
@@ -418,6 +464,7 @@ class LabelPanel:
             return
         self._say(f"{n} image(s) back in the queue")
         self.render()
+        self._refocus()
 
     def _on_show_dataset(self, _button: Any = None) -> None:
         from IPython.display import display
