@@ -472,7 +472,8 @@ print("module runtime:", s.settings.runtime, "| image:", s.device_image)
 board = deploy.RolloutBoard(s.hub, devices)
 display(board.widget)
 report = deploy.rollout(s.hub, devices, manifest, absent=["collector"], workspace=s.workspace,
-                        timeout=rollout_timeout_s, on_poll=board.on_poll)
+                        timeout=rollout_timeout_s, on_poll=board.on_poll,
+                        secrets={"EI_API_KEY": s.studio.device_key})  # a rollback gets the old module's device key
 print(report.summary())
 """, "nbval-ignore-output"),
     md("""
@@ -627,7 +628,7 @@ manifest = deploy.runner_manifest(candidate.version, s.device_image, s.studio, c
                                   registry=images.registry_credentials(s.settings, s.device_image))
 rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manifest, f"tags.lab='{lab_tag}'", devices,
                                     priority=10 + candidate.version, absent=["collector"], workspace=s.workspace,
-                                    timeout=rollout_timeout_s)
+                                    timeout=rollout_timeout_s, secrets={"EI_API_KEY": s.studio.device_key})
 print(rollout.summary())
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))

@@ -76,8 +76,12 @@ class GoodEntry:
     recorded_at: str
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def restore(self, secrets: Mapping[str, Secret | str]) -> dict[str, Any]:
+    def restore(self, secrets: Mapping[str, Any]) -> dict[str, Any]:
         """The manifest with its secret variables set from `secrets`.
+
+        A value may be a callable such as `studio.device_key`: each module then gets
+        `value(model_version)` for the `MODEL_VERSION` it runs (None for a module without one),
+        so a runner rolled back to an older model gets the device key for that model.
 
         Raises:
             RolloutError: a needed secret is not in `secrets`.
@@ -88,10 +92,14 @@ class GoodEntry:
         if missing:
             raise RolloutError(
                 f"the last-known-good manifest of {self.key} needs secret(s) {missing} to be re-applied: "
-                "pass secrets={'EI_API_KEY': settings.ei_api_key} (they are never stored on disk)"
+                "pass secrets={'EI_API_KEY': studio.device_key} (they are never stored on disk)"
             )
         for module, names in self.secret_env.items():
-            manifest = mf.with_secret_env(manifest, {n: secrets[n] for n in names}, modules=[module])
+            spec = manifest_modules(manifest).get(module) or {}
+            version = mf.module_env(spec).get(mf.ENV_MODEL_VERSION, "").strip()
+            values = {n: secrets[n](int(version) if version.isdigit() else None) if callable(secrets[n]) else secrets[n]
+                      for n in names}
+            manifest = mf.with_secret_env(manifest, values, modules=[module])
         return manifest
 
 
@@ -198,7 +206,7 @@ def _secrets_for(manifest: Mapping[str, Any], secrets: Mapping[str, Secret | str
     return out
 
 
-def rollback(hub: Any, device_ids: Sequence[str], store: LastKnownGood, *, secrets: Mapping[str, Secret | str] | None = None,
+def rollback(hub: Any, device_ids: Sequence[str], store: LastKnownGood, *, secrets: Mapping[str, Any] | None = None,
              timeout: float = 120.0, wait: bool = True, **wait_options: Any) -> tuple[dict[str, str], RolloutResult | None]:
     """Re-apply each device's last-known-good manifest now.
 
@@ -232,7 +240,7 @@ def rollout(
     absent: Iterable[str] = (),
     store: LastKnownGood | None = None,
     workspace: str | Path | None = None,
-    secrets: Mapping[str, Secret | str] | None = None,
+    secrets: Mapping[str, Any] | None = None,
     timeout: float = 120.0,
     auto_rollback: bool = True,
     rollback_timeout: float | None = None,
@@ -248,7 +256,9 @@ def rollout(
         absent: modules that must be gone afterwards (e.g. `["collector"]`).
         store: where last-known-good manifests live (default: in `workspace`).
         workspace: workspace folder for the default store.
-        secrets: secret env values for re-applied manifests (default: those in `manifest`).
+        secrets: secret env values for re-applied manifests (default: those in `manifest`);
+            `{"EI_API_KEY": studio.device_key}` gives a rolled-back runner the device key for the
+            model version it goes back to (the new manifest's key fetches only the new version).
         timeout: the rollout window in seconds.
         auto_rollback: re-apply the last good manifest on devices that failed or timed out.
         rollback_timeout: window for the rollback to converge (default: `timeout`).
@@ -297,7 +307,7 @@ def rollout_deployment(
     absent: Iterable[str] = (),
     store: LastKnownGood | None = None,
     workspace: str | Path | None = None,
-    secrets: Mapping[str, Secret | str] | None = None,
+    secrets: Mapping[str, Any] | None = None,
     timeout: float = 120.0,
     auto_rollback: bool = True,
     **wait_options: Any,

@@ -51,3 +51,15 @@ def test_corrupt_store_says_how_to_fix(tmp_path):
     store.path.write_text("{not json")
     with pytest.raises(RolloutError, match="delete it"):
         store.get("dev1")
+
+
+def test_restore_gives_each_module_the_device_key_for_its_model_version(tmp_path):
+    """A runner rolled back to model 1 needs the key for model 1, not the newer manifest's."""
+    from helpers.localcloud.keys import device_key, key_role
+
+    management = Secret("ei_management_key_for_this_test_0000", "EI_API_KEY")
+    store = LastKnownGood(tmp_path)
+    store.record("dev1", _manifest(1))
+    restored = store.get("dev1").restore({"EI_API_KEY": lambda version: device_key(management, version)})
+    env = mf.module_env(mf.reveal_secrets(restored)["$edgeAgent"]["properties.desired"]["modules"]["runner"])
+    assert key_role(env["EI_API_KEY"], management).model_version == 1
