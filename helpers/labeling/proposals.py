@@ -301,6 +301,9 @@ class SceneChange:
 # shuffle the old template's best match is 0.32-0.80, and after a camera move 70-99 % changed.
 SCENE_MIN_MATCH = 0.85
 SCENE_MAX_FRAME_CHANGE = 0.25
+# A frame labeled empty has no box to match: there, a few percent of the frame changing means
+# something was put down (between shuffles an empty table changes by at most ~2 %).
+SCENE_MAX_EMPTY_CHANGE = 0.03
 _DIFF_SIDE = 64
 _DIFF_LEVEL = 12.0
 
@@ -318,6 +321,7 @@ def detect_scene_change(
     *,
     min_match: float = SCENE_MIN_MATCH,
     max_frame_change: float = SCENE_MAX_FRAME_CHANGE,
+    max_empty_change: float = SCENE_MAX_EMPTY_CHANGE,
 ) -> SceneChange:
     """Did the scene change between `prev_rgb` (with its saved boxes) and `rgb`?
 
@@ -328,6 +332,7 @@ def detect_scene_change(
         tracked: `tracking_proposal(prev_rgb, prev_boxes, rgb, ...)`.
         min_match: a tracked box correlating below this means its object is not there any more.
         max_frame_change: more of the frame than this changed: the camera moved or the light changed.
+        max_empty_change: the same when the tracked-from frame was labeled empty (no box).
 
     Returns:
         A `SceneChange`; `changed` is True when any of the three tests fires.
@@ -344,7 +349,7 @@ def detect_scene_change(
         reasons.append(f"{lost} tracked box{'es' if lost != 1 else ''} not found")
     if lowest is not None and lowest < min_match:
         reasons.append(f"a tracked box matches at {lowest:.2f} only")
-    if frame_change > max_frame_change:
+    if frame_change > (max_frame_change if prev_boxes else max_empty_change):
         reasons.append(f"{frame_change:.0%} of the frame changed")
     return SceneChange(bool(reasons), "; ".join(reasons), lowest, lost, frame_change)
 
