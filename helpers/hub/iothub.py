@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -481,6 +482,40 @@ class IoTHub:
             result = self._sdk(f"invoke {method} on {target}",
                                lambda: registry.invoke_device_module_method(device_id, module_id, request))
         return int(result.status), result.payload
+
+    def module_logs(self, device_id: str, module_id: str, tail: int = 20, since: str | None = None) -> str:
+        """The last `tail` lines of a module's log on an IoT Edge device (edgeAgent's `GetModuleLogs`)."""
+        filt: dict[str, Any] = {"tail": int(tail)}
+        if since:
+            filt["since"] = since
+        status, payload = self.invoke_method(device_id, "GetModuleLogs", {
+            "schemaVersion": "1.0", "items": [{"id": module_id, "filter": filt}], "encoding": "none",
+            "contentType": "text"}, module_id="$edgeAgent")
+        if status != 200:
+            raise ServiceError(f"GetModuleLogs on {device_id}: edgeAgent answered {status}: {payload}", status)
+        return "\n".join(str(item.get("payload", "")) for item in payload or [] if item.get("id") == module_id)
+
+    def restart_module(self, device_id: str, module_id: str, timeout: float = 90.0) -> ModuleStatus:
+        """Restart a module through edgeAgent's `RestartModule`; returns its status once it runs again.
+
+        Raises:
+            ServiceError: edgeAgent refused (unknown module) or the module did not run again within `timeout`.
+        """
+        before = self.device_status(device_id).modules.get(module_id)
+        count = before.restart_count if before is not None else 0
+        status, payload = self.invoke_method(device_id, "RestartModule", {"schemaVersion": "1.0", "id": module_id},
+                                             module_id="$edgeAgent")
+        if status != 200:
+            raise ServiceError(f"RestartModule {module_id} on {device_id}: edgeAgent answered {status}: {payload}", status)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.device_status(device_id).modules.get(module_id)
+            if m is not None and m.restart_count > count and m.runtime_status == "running":
+                return m
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"{module_id} on {device_id} did not report running again within {timeout:.0f} s "
+                                   f"after RestartModule (last: {m.runtime_status if m else 'not reported'})", 504)
+            time.sleep(1.0)
 
     # ------------------------------------------------------------------ queries
     def query(self, sql: str, page_size: int = 100) -> list[dict[str, Any]]:

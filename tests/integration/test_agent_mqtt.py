@@ -172,6 +172,10 @@ def test_agent_runs_its_module_twin_deployment_and_answers_methods(cloud, unique
                        what="restart reported")
         assert rep["modules"]["collector"]["runtimeStatus"] == "running"
         assert svc.method(dev, "$edgeAgent", "RestartModule", {"id": "nope"})["status"] == 400
+        # the same through the Hub, as notebook 05 does
+        assert "collector" in cloud.hub.module_logs(dev, "collector", tail=50)
+        restarted_again = cloud.hub.restart_module(dev, "collector", timeout=60)
+        assert restarted_again.runtime_status == "running" and restarted_again.restart_count >= 2
 
         # an invalid deployment is refused (400) and what runs keeps running
         resp = svc.call("PATCH", f"/twins/{dev}/modules/$edgeAgent",
