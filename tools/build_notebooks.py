@@ -506,6 +506,16 @@ s.studio.set_model_stage(model.version, "production")
 results.record("05_deploy", model_version=model.version, apples_detected=apples, rollout_s=report.result.duration_s if hasattr(report.result, "duration_s") else None,
                ok=report.ok)
 """),
+    md("""
+## A module's log, from the notebook
+IoT Edge's agent answers direct methods: `GetModuleLogs` returns a module's log and
+`RestartModule` restarts it (`s.hub.restart_module(device, "runner")`). The hub relays the call
+to the device: here over MQTT to the simulated agent, on Azure IoT Hub to the Raspberry Pi's
+edgeAgent, so the same cell works against either.
+"""),
+    code("""
+print(s.hub.module_logs(devices[0], "runner", tail=8))
+""", "nbval-ignore-output"),
 ]
 
 NB["06_retrain_banana"] = [
