@@ -351,3 +351,23 @@ def test_client_follows_the_local_cloud_to_a_new_port(fresh_cloud):
             blocker2.close()
     finally:
         blocker.close()
+
+
+def test_device_key_only_ingests(studio):
+    """A device's key uploads (the SDK) but every management call through the generated client is refused."""
+    from helpers.errors import Forbidden, Unauthorized
+    from helpers.studio.edgeimpulse import EdgeImpulseStudio
+
+    if studio.target != "local" and not os.environ.get("EI_DEVICE_API_KEY"):
+        pytest.skip("EI_DEVICE_API_KEY (an ingestion-only key of the project) is not set")
+    device = EdgeImpulseStudio(studio.workspace, target=studio.target, api_key=studio.device_key(), project_id=studio.project_id,
+                               api_url=studio.api_url, ingestion_url=studio.url)
+    (r,) = device.upload([(f"dev-{uuid.uuid4().hex[:8]}.jpg", _jpeg(90))])
+    assert r.sample_id
+    studio._test_created.append(r.sample_id)  # noqa: SLF001
+    assert device.key_role() in ("ingestion_deployment", "ingestiononly")
+    for call in (lambda: device.samples(), lambda: device.get_sample(r.sample_id), lambda: device.delete_sample(r.sample_id),
+                 lambda: device.set_boxes(r.sample_id, []), lambda: device.project_info(), lambda: device.label_queue()):
+        with pytest.raises((Forbidden, Unauthorized)):
+            call()
+    assert studio.get_sample(r.sample_id).filename.startswith("dev-")  # still there, untouched
