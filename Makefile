@@ -29,9 +29,10 @@ test: $(STAMP) ## the whole test suite: unit, integration, notebooks (papermill 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render)
+lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render), on the workspace last run (WORKSPACE=DIR to choose)
 	$(VENV)/bin/jupyter trust notebooks/*.ipynb
-	$(VENV)/bin/jupyter lab notebooks/
+	@ws="$$($(PY) tools/lab_workspace.py $(if $(filter command line,$(origin WORKSPACE)),--workspace '$(WORKSPACE)'))" && \
+	  EDGELOOP_WORKSPACE="$$ws" $(VENV)/bin/jupyter lab notebooks/
 
 notebooks: $(STAMP) ## rebuild notebooks/ from tools/build_notebooks.py and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
 	$(PY) tools/build_notebooks.py
