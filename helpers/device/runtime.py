@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -454,7 +455,8 @@ def env_file_binds(env: dict[str, str], workdir: Path | None = None) -> tuple[li
 
 
 class ContainerHandle:
-    """A module running as a container; its output is copied to `module.log` when it exits."""
+    """A module running as a container; its output goes to `module.log` as it runs (followed
+    from the engine, masked), so the agent's `GetModuleLogs` reads it as for a process."""
 
     def __init__(self, name: str, container: Any, host_port: int | None, log_path: Path | None = None):
         self.name = name
@@ -463,6 +465,22 @@ class ContainerHandle:
         self.log_path = log_path
         self.started_at = utc_now()
         self._exit: int | None = None
+        self._follower: threading.Thread | None = None
+        if log_path is not None:
+            self._follower = threading.Thread(target=self._follow_logs, name=f"logs-{name}", daemon=True)
+            self._follower.start()
+
+    def _follow_logs(self) -> None:
+        """Append the container's output to module.log until it exits (a daemon thread)."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            with open(self.log_path, "ab") as out:  # type: ignore[arg-type]
+                for chunk in self.container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                    out.write(mask(chunk.decode(errors="replace")).encode())
+                    out.flush()
+        except (APIError, NotFound, OSError) as exc:
+            log.info("stopped following the output of %s: %s", self.name, exc)
 
     def poll(self) -> int | None:
         from docker.errors import APIError, NotFound
@@ -482,17 +500,12 @@ class ContainerHandle:
         return self._exit
 
     def _save_logs(self) -> None:
-        from docker.errors import APIError, NotFound
-
         if self.log_path is None:
             return
-        try:
-            text = self.container.logs(stdout=True, stderr=True, tail=2000)
-        except (APIError, NotFound) as exc:
-            text = f"(container logs unavailable: {exc})\n".encode()
+        if self._follower is not None:
+            self._follower.join(timeout=5)  # the stream ends with the container: let it write the last lines
         with open(self.log_path, "ab") as out:
             out.write(f"---- {utc_now()} container {self.container.name} exited {self._exit}\n".encode())
-            out.write(mask(text.decode(errors="replace")).encode())
 
     def terminate(self) -> None:
         from docker.errors import APIError, NotFound

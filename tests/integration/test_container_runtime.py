@@ -226,7 +226,10 @@ def test_create_options_ports_binds_env_and_only_own_containers(image, engine, t
             handle.kill()
             code = handle.wait(10)
     assert code == 0  # it stopped on SIGTERM
-    assert "start probe" in (tmp_path / "probe" / "module.log").read_text()
+    module_log = (tmp_path / "probe" / "module.log").read_text()
+    # the container's own output, followed into module.log as it ran (GetModuleLogs reads it)
+    assert "start probe" in module_log and '"GET /seen.json HTTP/1.1" 200' in module_log
+    assert f"container edgeloop-{dev}-probe exited 0" in module_log
     assert runtime.managed_containers(dev) == []
 
 
