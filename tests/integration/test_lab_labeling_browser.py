@@ -221,8 +221,7 @@ def test_label_in_jupyterlab(fresh_cloud, tmp_path):
             panel.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(SHOTS / "04_scene_change.png"))
 
-            # 5. delete the frame, then Undo brings it back (with a new id); Enter right after the
-            #    button saves nothing twice
+            # 5. delete the frame, then Undo brings it back (with a new id)
             panel.get_by_role("button", name="Delete frame").click()
             expect(header).to_contain_text(f"sample #{ids[5]}")
             assert ids[4] not in [s.id for s in studio.samples()]
