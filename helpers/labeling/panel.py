@@ -71,7 +71,14 @@ function render({ model, el }) {
     if (a && a !== document.body && root && !root.contains(a)) return;
     focusImage();
   }, t));
-  const send = (action) => model.send({ type: "key", action });
+  // ipywidgets holds back a model's state updates while one is in flight, and a custom message
+  // overtakes them: a Save would store the boxes of one nudge ago. So a save carries the boxes
+  // the image shows now, read from the bbox widget's model.
+  let bboxModel = null;
+  const bboxId = model.get("bbox_id");
+  if (bboxId && model.widget_manager) model.widget_manager.get_model(bboxId).then((m) => { bboxModel = m; });
+  const send = (action) => model.send(action === "save" && bboxModel
+    ? { type: "key", action, bboxes: bboxModel.get("bboxes") } : { type: "key", action });
   const aspect = () => root && root.style.setProperty("--edgeloop-aspect", String(model.get("aspect") || 1));
   function capture(e) {
     if (e.ctrlKey && !e.metaKey && e.code === "KeyZ" && !e.target.closest(TEXT)) {
@@ -79,6 +86,11 @@ function render({ model, el }) {
     }
     if (e.ctrlKey || e.metaKey || e.altKey) return;  // Ctrl+S etc. stay JupyterLab's
     if (e.target.closest(TEXT)) return;                // typing a class name
+    if (e.code === "Escape") {                         // leave the panel from a button too
+      const w = image();
+      if (!(w && w.contains(e.target)) && document.activeElement) document.activeElement.blur();
+      return;
+    }
     if (e.code === "Enter" || e.code === "NumpadEnter" || e.code === "Space" || e.code === "KeyU") {
       e.preventDefault(); e.stopPropagation();
       send(e.code === "KeyU" ? "undo" : e.code === "Space" ? "skip" : "save");
@@ -111,8 +123,8 @@ function render({ model, el }) {
   function pointer(e) { inUse = !!(root && root.contains(e.target)); }
   function orphan(e) {
     const a = document.activeElement;
+    if (e.code === "Escape") { inUse = false; return; }  // Esc: the keys are JupyterLab's again
     if (!inUse || !root || !root.isConnected || (a && a !== document.body && a !== root)) return;
-    if (e.code === "Escape") { inUse = false; return; }
     if (e.altKey || e.metaKey || (e.ctrlKey && e.code !== "KeyZ")) return;
     e.preventDefault(); e.stopPropagation();
     focusImage();
@@ -122,6 +134,12 @@ function render({ model, el }) {
     if (w && w === document.activeElement) {
       w.dispatchEvent(new KeyboardEvent("keydown", { code: e.code, key: e.key, shiftKey: e.shiftKey, bubbles: true }));
     }
+  }
+  function saveClick(e) {
+    if (!e.target.closest(".edgeloop-save")) return;
+    e.preventDefault(); e.stopPropagation();  // the button's own click message could overtake the boxes
+    send("save");
+    requestFocus();
   }
   function click(e) {
     if (e.target.closest(TEXT)) return;
@@ -137,6 +155,7 @@ function render({ model, el }) {
     root.addEventListener("keydown", bubble, false);
     root.addEventListener("keyup", keyup, false);
     root.addEventListener("click", click, false);
+    root.addEventListener("click", saveClick, true);
     document.addEventListener("pointerdown", pointer, true);
     document.addEventListener("keydown", orphan, true);
     aspect();
@@ -150,6 +169,7 @@ function render({ model, el }) {
     root.removeEventListener("keydown", bubble, false);
     root.removeEventListener("keyup", keyup, false);
     root.removeEventListener("click", click, false);
+    root.removeEventListener("click", saveClick, true);
     document.removeEventListener("pointerdown", pointer, true);
     document.removeEventListener("keydown", orphan, true);
   };
@@ -182,6 +202,7 @@ def _keys_widget_class() -> type:
         _esm = _KEYS_ESM
         _css = _PANEL_CSS
         aspect = traitlets.Float(1.0).tag(sync=True)
+        bbox_id = traitlets.Unicode("").tag(sync=True)
 
     return PanelKeys
 
@@ -231,7 +252,7 @@ class LabelPanel:
         # the widget's own Submit/Skip buttons sit under the image; ours sit above it
         self.bbox = BBoxWidget(classes=labels, bboxes=[], hide_buttons=True)
         self.bbox.add_class("edgeloop-bbox")
-        self.keys = _keys_widget_class()()
+        self.keys = _keys_widget_class()(bbox_id=self.bbox.model_id)
         self.header = w.HTML()
         self.progress = w.HTML()
         self.offer = w.HTML(layout=w.Layout(min_height="40px"))
@@ -242,6 +263,7 @@ class LabelPanel:
                                        layout=w.Layout(width="190px"))
         self.save_button = w.Button(description="Save (Enter)", button_style="success", icon="check",
                                     tooltip="save the boxes on screen and go to the next image")
+        self.save_button.add_class("edgeloop-save")
         self.skip_button = w.Button(description="Skip (Space)", icon="arrow-right",
                                     tooltip="leave this image unlabeled for now (it comes back with 'Back to the skipped')")
         self.undo_button = w.Button(description="Undo (U)", icon="undo",
@@ -403,16 +425,20 @@ class LabelPanel:
     # ------------------------------------------------------------------ callbacks: one queue call each
     def _on_key(self, _widget: Any, content: dict[str, Any], _buffers: Any = None) -> None:
         action = content.get("action") if isinstance(content, dict) else None
+        if action == "save" and isinstance(content.get("bboxes"), list):
+            self._on_save(boxes=content["bboxes"])  # the boxes on screen at the key press
+            return
         handler = {"save": self._on_save, "skip": self._on_skip, "undo": self._on_undo}.get(action)
         if handler is not None:
             handler()
 
-    def _on_save(self, _button: Any = None) -> None:
+    def _on_save(self, _button: Any = None, boxes: list[dict[str, Any]] | None = None) -> None:
         if self.queue.done:
             self._say("the queue is done: nothing to save")
             return
         try:
-            self.queue.save(boxes_from_widget(list(self.bbox.bboxes)), source=self.queue.source)
+            shown = list(self.bbox.bboxes) if boxes is None else list(boxes)
+            self.queue.save(boxes_from_widget(shown), source=self.queue.source)
         except DatasetError as e:
             self._show_error(e)
             return

@@ -102,8 +102,10 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert spy.calls == ["select"] and "no 'model' proposal" in panel.message.value
 
     spy.calls.clear()
-    panel.bbox.bboxes = [{"x": 10, "y": 12, "width": 30, "height": 20, "label": "banana"}]
-    panel._on_save()
+    panel.bbox.bboxes = [{"x": 1, "y": 1, "width": 5, "height": 5, "label": "banana"}]  # stale state
+    # Enter carries the boxes the browser shows at that moment; they win over the synced state
+    panel._on_key(panel.keys, {"type": "key", "action": "save",
+                               "bboxes": [{"x": 10, "y": 12, "width": 30, "height": 20, "label": "banana"}]})
     assert spy.calls == ["save"]
     last = studio.get_sample(truth[5][0])
     assert [(b.label, b.x, b.width) for b in last.boxes] == [("banana", 10.0, 30.0)]
