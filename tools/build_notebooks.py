@@ -560,9 +560,6 @@ for d in devices:
 before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
 print(before.summary())
 """, "nbval-ignore-output"),
-    code("""
-results.check("the apple model calls bananas apples (rate >= 0.1)", before.rate >= 0.1, measured=round(before.rate, 4))
-"""),
     md("""
 ## Back to collecting
 The fleet goes back to the collector, now labelled `banana`, with bananas (and sometimes apples
@@ -612,9 +609,10 @@ print(f"registered v{candidate.version} as {candidate.stage}")
 """, "nbval-ignore-output"),
     md("""
 ## The same bananas, before and after
-What the runners scored above depends on which frames they happened to see in a few seconds.
-The held-out banana images of the studio are a fixed set: both models look at the same images,
-so these figures are the same on every run and comparable between runs.
+What the runners scored above depends on which frames they happened to see in a few seconds
+(two runs of the same models measured 4 % and 16 %), so it is shown, not checked. The held-out
+banana images of the studio are a fixed set: both models look at the same images, so these
+figures are the same on every run, and the story's checks use them.
 """),
     code("""
 from helpers.detector import OnnxDetector
@@ -650,7 +648,6 @@ print(after.summary())
 results.check("gate passed", gate.passed)
 results.check(f"banana F1 >= {min_f1}", report.per_class["banana"].f1 >= min_f1, measured=round(report.per_class["banana"].f1, 4))
 results.check(f"apple F1 >= {min_f1}", report.per_class["apple"].f1 >= min_f1, measured=round(report.per_class["apple"].f1, 4))
-results.check("banana-called-apple rate dropped", after.rate < before.rate, measured=[round(before.rate, 4), round(after.rate, 4)])
 results.check(f"the apple model calls held-out bananas apples (rate >= {min_heldout_confusion})",
               held_before.rate >= min_heldout_confusion, measured=round(held_before.rate, 4))
 results.check("the two-class model calls fewer held-out bananas apples", held_after.rate < held_before.rate,
@@ -677,6 +674,8 @@ def build(only: list[str] | None = None) -> list[Path]:
         if only and name not in only:
             continue
         nb = new_notebook(cells=cells)
+        for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only what was edited
+            cell.id = f"{name[:2]}-{i:02d}"
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
         path = ROOT / "notebooks" / f"{name}.ipynb"
