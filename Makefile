@@ -32,7 +32,7 @@ test-fast: $(STAMP) ## unit tests only
 lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render), on the workspace last run (WORKSPACE=DIR to choose)
 	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	@ws="$$($(PY) tools/lab_workspace.py $(if $(filter command line,$(origin WORKSPACE)),--workspace '$(WORKSPACE)'))" && \
-	  EDGELOOP_WORKSPACE="$$ws" $(VENV)/bin/jupyter lab notebooks/
+	  EDGELOOP_WORKSPACE="$$ws" $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
 
 notebooks: $(STAMP) ## rebuild notebooks/ from tools/build_notebooks.py and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
 	$(PY) tools/build_notebooks.py

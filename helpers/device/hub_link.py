@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from helpers.config import Secret, mask, parse_connection_string
 from helpers.errors import ConfigError, ServiceError
+from helpers.twinpatch import diff_patch, merge_patch  # noqa: F401 (re-exported)
 
 log = logging.getLogger("helpers.device.hub_link")
 
@@ -37,34 +38,6 @@ API_VERSION = "2021-04-12"
 EDGE_AGENT = "$edgeAgent"
 
 
-def diff_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch that turns `old` into `new` (None deletes a key)."""
-    out: dict[str, Any] = {}
-    for key in old:
-        if key not in new:
-            out[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            sub = diff_patch(before, value)
-            if sub:
-                out[key] = sub
-        elif key not in old or before != value:
-            out[key] = value
-    return out
-
-
-def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch (a `null` deletes), as IoT Hub applies twin patches."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            out[key] = merge_patch(out[key] if isinstance(out.get(key), dict) else {}, value)
-        else:
-            out[key] = value
-    return out
 
 
 @dataclass(frozen=True)

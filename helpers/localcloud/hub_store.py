@@ -31,6 +31,7 @@ from typing import Any, Callable
 from helpers.hub.sas import new_key
 from helpers.localcloud.common import ApiError
 from helpers.localcloud.db import dumps, loads
+from helpers.twinpatch import merge_patch  # noqa: F401 (re-exported)
 
 EDGE_SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 CONNECTED_WINDOW_S = 20.0  # a device that reported within this window counts as connected (HTTP agents)
@@ -51,20 +52,6 @@ def iso(epoch: float | None) -> str | None:
 def now_iso() -> str:
     return iso(time.time())
 
-
-def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch (a `null` deletes), as twin PATCH applies it."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_patch(out[key], value)
-        elif isinstance(value, dict):
-            out[key] = merge_patch({}, value)
-        else:
-            out[key] = value
-    return out
 
 
 def _strip_meta(props: dict[str, Any]) -> dict[str, Any]:

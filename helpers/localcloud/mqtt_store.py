@@ -24,6 +24,7 @@ from helpers.errors import Unauthorized
 from helpers.hub.sas import parse_sas_token, verify_sas_token
 from helpers.localcloud import hub_store
 from helpers.localcloud.db import Store, dumps, loads
+from helpers.twinpatch import merge_patch, diff_patch  # noqa: F401 (re-exported)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mqtt_sessions (
@@ -76,34 +77,6 @@ class AuthError(Exception):
         self.code = code
 
 
-def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch (a `null` deletes), as IoT Hub applies twin patches."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            out[key] = merge_patch(out[key] if isinstance(out.get(key), dict) else {}, value)
-        else:
-            out[key] = value
-    return out
-
-
-def diff_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns `old` into `new` (what IoT Hub pushes as a desired-property patch)."""
-    out: dict[str, Any] = {}
-    for key in old:
-        if key not in new:
-            out[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            sub = diff_patch(before, value)
-            if sub:
-                out[key] = sub
-        elif key not in old or before != value:
-            out[key] = value
-    return out
 
 
 class HubState:
