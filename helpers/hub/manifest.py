@@ -412,8 +412,13 @@ def _camera_module(name: str, image: str, env: dict[str, Any], *, camera: str | 
     """The module spec of a camera module (collector, runner) from its mode-specific `env`.
 
     Adds the camera device and source to `env` (the device is also mapped into the container),
-    then `extra_env` over it; the studio API key arrives in `api_key_env` at deploy time.
+    then `extra_env` over it; the studio API key arrives in `api_key_env` at deploy time. A
+    synthetic camera reads no hardware, so it maps no device: a container engine refuses to
+    create a container whose mapped device is missing (`stat /dev/video0: no such file`), as on
+    a simulated device or a Pi without its camera.
     """
+    if camera_source == "synthetic":
+        camera = None
     if camera:
         env[ENV_CAMERA_DEVICE] = camera
     if camera_source:

@@ -360,3 +360,14 @@ def test_camera_source_env_is_optional():
     spec = collector_module(IMAGE, STUDIO, camera=None, camera_source="synthetic")
     assert spec["env"]["CAMERA_SOURCE"] == {"value": "synthetic"} and "CAMERA_DEVICE" not in spec["env"]
     assert "Devices" not in parse_create_options(spec["settings"]).get("HostConfig", {})
+
+
+def test_synthetic_camera_maps_no_device():
+    # A container engine refuses a mapped device that does not exist (a simulated device has no
+    # /dev/video0): the synthetic camera must not ask for one, a real camera source still does.
+    for spec in (collector_module(IMAGE, STUDIO, camera_source="synthetic"),
+                 runner_module(IMAGE, 1, STUDIO, camera_source="synthetic")):
+        assert "CAMERA_DEVICE" not in spec["env"]
+        assert "Devices" not in parse_create_options(spec["settings"]).get("HostConfig", {})
+    webcam = collector_module(IMAGE, STUDIO, camera_source="webcam")
+    assert parse_create_options(webcam["settings"])["HostConfig"]["Devices"][0]["PathOnHost"] == "/dev/video0"
