@@ -523,6 +523,12 @@ class EdgeAgent:
         else:
             self._set_status(OK, "")
 
+    def _binds_manifest_port(self) -> bool:
+        """Whether a module gets the host port its manifest binds: only a container published
+        from its own network namespace; the process runtime and containers on the host's network
+        (simulated devices sharing one host) take a free port instead and report it."""
+        return self.runtime.name != "process" and getattr(self.runtime, "network", "host") != "host"
+
     def _launch(self, m: ModuleState) -> ModuleLaunch:
         from helpers.hub.manifest import module_host_port, parse_create_options
 
@@ -537,8 +543,9 @@ class EdgeAgent:
             create_options=parse_create_options(m.spec.get("settings") or {}),
             # A container gets the port its manifest binds. Simulated devices share one host, so
             # the process runtime keeps a module's own port across restarts but never asks for
-            # the manifest's (two devices would race for 4912); it reports the port it got.
-            host_port=m.host_port or (module_host_port(m.spec) if self.runtime.name != "process" else None),
+            # the manifest's (two devices would race for 4912); it reports the port it got. So does
+            # the container runtime on the host's network (simulated devices' containers).
+            host_port=m.host_port or (module_host_port(m.spec) if self._binds_manifest_port() else None),
             registry_auth=registry_auth_for(getattr(self, "registry_credentials", None), m.image),
             generation=m.fingerprint,
         )
