@@ -17,7 +17,9 @@ import pytest
 
 from nbtools import REFERENCE, ROOT, SANITIZE, scan_for_secrets
 
-pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+# The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
+# and above the subprocess timeouts below, so a slow run fails with the notebook's own message.
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _nbval(paths, workspace, timeout=1500):

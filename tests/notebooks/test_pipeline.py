@@ -10,7 +10,9 @@ import pytest
 
 from nbtools import ROOT, leftovers, scan_for_secrets, workspace_secrets
 
-pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+# The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
+# and above the subprocess timeouts below, so a slow run fails with the notebook's own message.
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
