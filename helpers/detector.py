@@ -106,7 +106,8 @@ def preprocess(rgb: np.ndarray, input_size: int, preprocessing: dict[str, Any] |
 
 def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_size: tuple[int, int],
            input_size: int, score_threshold: float = 0.5, nms_iou: float = 0.45,
-           cross_class_iou: float = 0.7, max_detections: int = 100) -> list[BBox]:
+           cross_class_iou: float = 0.7, max_detections: int = 100,
+           class_thresholds: Sequence[float] | None = None) -> list[BBox]:
     """Turn one image's head outputs into boxes in the image's pixel coordinates.
 
     Args:
@@ -120,10 +121,13 @@ def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_s
         cross_class_iou: IoU above which a weaker box of another class is dropped: one object
             gets one label, so the confusion matrix shows what the model really says.
         max_detections: at most this many boxes, best first.
+        class_thresholds: one minimum score per label (the card's `class_thresholds`), in
+            place of `score_threshold`.
 
     Returns:
         Boxes with `value` = score, best first.
     """
+    cut = _class_cuts(score_threshold, class_thresholds, labels)
     heat = np.asarray(heatmap, np.float32)
     reg = np.asarray(ltrb, np.float32)
     if heat.ndim == 4:
@@ -143,7 +147,7 @@ def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_s
     for c in range(n_cls):
         h = heat[c]
         # A peak is a cell equal to the max of its 3x3 neighbourhood (CenterNet's max-pool NMS).
-        peaks = (h >= score_threshold) & (h >= cv2.dilate(h, kernel))
+        peaks = (h >= cut[c]) & (h >= cv2.dilate(h, kernel))
         ys, xs = np.nonzero(peaks)
         for y, x in zip(ys.tolist(), xs.tolist()):
             cx, cy = (x + 0.5) * stride_x, (y + 0.5) * stride_y
@@ -157,12 +161,22 @@ def decode(heatmap: np.ndarray, ltrb: np.ndarray, labels: Sequence[str], image_s
             rects.append([x0, y0, x1 - x0, y1 - y0])
             scores.append(float(h[y, x]))
             classes.append(c)
-    return _nms(rects, scores, classes, labels, score_threshold, nms_iou, cross_class_iou, max_detections)
+    return _nms(rects, scores, classes, labels, min(cut), nms_iou, cross_class_iou, max_detections)
+
+
+def _class_cuts(score_threshold: float, class_thresholds: Sequence[float] | None,
+                labels: Sequence[str]) -> list[float]:
+    if class_thresholds is None:
+        return [float(score_threshold)] * len(labels)
+    if len(class_thresholds) != len(labels):
+        raise ModelError(f"{len(class_thresholds)} class thresholds for {len(labels)} labels {list(labels)}")
+    return [float(t) for t in class_thresholds]
 
 
 def decode_ssd(boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], image_size: tuple[int, int],
                input_size: int, score_threshold: float = 0.5, nms_iou: float = 0.45,
-               cross_class_iou: float = 0.7, max_detections: int = 100) -> list[BBox]:
+               cross_class_iou: float = 0.7, max_detections: int = 100,
+               class_thresholds: Sequence[float] | None = None) -> list[BBox]:
     """Boxes from an SSD head: `boxes` (A, 4) x0, y0, x1, y1 in input pixels, `scores` (A, C).
 
     Same thresholding and OpenCV NMS as `decode`, so both architectures are compared fairly.
@@ -172,10 +186,11 @@ def decode_ssd(boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], ima
     sc = sc.reshape(-1, sc.shape[-1])
     if sc.shape[1] != len(labels):
         raise ModelError(f"the model gives {sc.shape[1]} class scores but the card lists {len(labels)} labels")
+    cut = _class_cuts(score_threshold, class_thresholds, labels)
     sx, sy = image_size[0] / input_size, image_size[1] / input_size
     rects, confs, classes = [], [], []
     for c in range(sc.shape[1]):
-        idx = np.nonzero(sc[:, c] >= score_threshold)[0]
+        idx = np.nonzero(sc[:, c] >= cut[c])[0]
         for i in idx.tolist():
             x0, y0, x1, y1 = (float(v) for v in b[i])
             if x1 - x0 < 1 or y1 - y0 < 1:
@@ -183,7 +198,7 @@ def decode_ssd(boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], ima
             rects.append([x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy])
             confs.append(float(sc[i, c]))
             classes.append(c)
-    return _nms(rects, confs, classes, labels, score_threshold, nms_iou, cross_class_iou, max_detections)
+    return _nms(rects, confs, classes, labels, min(cut), nms_iou, cross_class_iou, max_detections)
 
 
 def _nms(rects: list[list[float]], scores: list[float], classes: list[int], labels: Sequence[str],
@@ -257,6 +272,14 @@ class OnnxDetector:
         self.input_size: int = size
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(self.card.get("preprocessing") or {})}
         self.score_threshold = float(self.card.get("score_threshold", 0.5))
+        # Per-label thresholds chosen in training (card `class_thresholds`); labels not listed
+        # use score_threshold, and an explicit threshold passed to detect() overrides them all.
+        ct = self.card.get("class_thresholds") or {}
+        if not isinstance(ct, dict) or any(k not in self.labels or not isinstance(v, (int, float)) or not 0 <= v <= 1
+                                           for k, v in ct.items()):
+            raise ModelError(f"model card class_thresholds must map labels {self.labels} to scores in [0, 1], "
+                             f"got {ct!r}")
+        self.class_thresholds: dict[str, float] = {k: float(v) for k, v in ct.items()}
         self.nms_iou = float(self.card.get("nms_iou", 0.45))
         self.head_type = str((self.card.get("head") or {}).get("type", "centernet"))
         if self.head_type not in HEAD_OUTPUTS:
@@ -320,9 +343,11 @@ class OnnxDetector:
                    score_threshold: float | None = None) -> list[BBox]:
         """Boxes from `raw()` outputs for an image of `image_size` (width, height)."""
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        per_class = ([self.class_thresholds.get(n, thr) for n in self.labels]
+                     if score_threshold is None and self.class_thresholds else None)
         fn = decode_ssd if self.head_type in BOX_HEADS else decode
         return fn(outputs[0], outputs[1], self.labels, image_size, self.input_size,
-                  score_threshold=thr, nms_iou=self.nms_iou)
+                  score_threshold=thr, nms_iou=self.nms_iou, class_thresholds=per_class)
 
     def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
         """Boxes (value = score) in `rgb`'s pixel coordinates, best first."""
@@ -331,3 +356,12 @@ class OnnxDetector:
     def __repr__(self) -> str:
         return (f"OnnxDetector({str(self.onnx_path)!r}, labels={self.labels}, input_size={self.input_size}, "
                 f"version={self.version})")
+
+
+def load_detector(model_dir: str | Path, threads: int = 1) -> Any:
+    """The detector for a model folder by its card's `format`: "onnx" (default) -> `OnnxDetector`,
+    "eim" -> `EimDetector`, "tflite" -> `TfliteDetector` (see `helpers.detector_backends`); all
+    share `detect(rgb, score_threshold=None)`, `labels`, `input_size`, `card`, `version`."""
+    from helpers.detector_backends import load_detector as _load
+
+    return _load(model_dir, threads=threads)
