@@ -8,12 +8,12 @@ simulator environment. Every process a test starts is stopped by pid.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,20 +29,13 @@ from helpers.hub.sas import generate_sas_token  # noqa: E402
 from helpers.localcloud import tls  # noqa: E402
 from helpers.localcloud.service import read_service  # noqa: E402
 
+import waiting
+
+wait_for = functools.partial(waiting.wait_for, timeout=30.0)
+
 pytestmark = pytest.mark.timeout(180)
 
 IMAGE = "local/edgeloop-device:process"
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 class Service:

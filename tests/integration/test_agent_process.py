@@ -4,11 +4,12 @@ Each test starts its agents with `helpers.device.fleet` and stops them (by pid) 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -16,22 +17,14 @@ from helpers.device import fleet
 from helpers.device.runtime import pid_alive
 from helpers.hub.manifest import build_manifest, collector_module, module_spec, reveal_secrets
 
+import waiting
+
+wait_for = functools.partial(waiting.wait_for, timeout=20.0, interval=0.3)
+
 pytestmark = pytest.mark.timeout(120)
 
 IMAGE = "local/edgeloop-device:process"
 FAST = ["--backoff-max", "4", "--stop-timeout", "5", "--hub-backoff-max", "1", "--hub-timeout", "2"]
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.3, what: str = "condition") -> Any:
-    """Poll `fn` until it returns something truthy; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 def deploy(cloud, device_id: str, modules: list[dict[str, Any]]) -> None:

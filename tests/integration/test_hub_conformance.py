@@ -14,8 +14,8 @@ from their connection string, trusting the stand-in's CA on their own connection
 """
 from __future__ import annotations
 
+import functools
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -34,6 +34,10 @@ from azure.iot.hub.models import (
 from msrest.exceptions import HttpOperationError
 
 from helpers.hub.manifest import build_manifest, module_spec
+
+import waiting
+
+wait_for = functools.partial(waiting.wait_for, interval=0.5)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -105,17 +109,6 @@ def status_of(exc: HttpOperationError) -> tuple[int, str]:
     """(HTTP status, IoT Hub error code) of the SDK's own exception."""
     body = exc.response.json()
     return exc.response.status_code, body["Message"].split(";", 1)[0].removeprefix("ErrorCode:")
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def manifest(image: str = "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5") -> dict[str, Any]:

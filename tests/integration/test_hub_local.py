@@ -4,7 +4,7 @@ MQTT, with the `azure-iot-device` SDK), device-scoped REST access, and the backe
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -15,21 +15,11 @@ from helpers.hub import Hub, get_hub
 from helpers.hub.iothub import IoTHub
 from helpers.hub.manifest import build_manifest, module_spec
 from helpers.hub.sas import generate_sas_token
+from waiting import wait_for
 
 
 def manifest(image: str = "edgeloop-device:1", name: str = "collector") -> dict:
     return build_manifest([module_spec(name, image)])
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def edge_agent(cloud, dev: str) -> Any:

@@ -11,28 +11,20 @@ deleted at the end.
 """
 from __future__ import annotations
 
+import functools
 import os
-import time
 import uuid
-from typing import Any, Callable
 
 import pytest
+
+import waiting
+
+wait_for = functools.partial(waiting.wait_for, interval=2.0)
 
 pytestmark = [pytest.mark.azure, pytest.mark.live, pytest.mark.timeout(900)]
 
 AZURE_CS = os.environ.get("IOTHUB_CONNECTION_STRING", "")
 IMAGE = "local/edgeloop-device:process"
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(2.0)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture()

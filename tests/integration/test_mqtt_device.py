@@ -6,12 +6,13 @@ device for the identity-isolation checks.
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -26,18 +27,11 @@ from helpers.hub.sas import generate_sas_token, new_key  # noqa: E402
 from helpers.localcloud import tls  # noqa: E402
 from helpers.localcloud.mqtt_store import read_messages  # noqa: E402
 
+import waiting
+
+wait_for = functools.partial(waiting.wait_for, interval=0.05)
+
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def device_key(cloud, device_id: str) -> str:
