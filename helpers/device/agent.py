@@ -231,22 +231,6 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-class _MaskingFormatter(logging.Formatter):
-    """Formats records, then masks anything that looks like a key or a signature."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask(super().format(record))
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr with masked secrets (the fleet sends stderr to `agent.log`)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
     logging.getLogger("azure.iot.device").setLevel(logging.WARNING)
     logging.getLogger("paho").setLevel(logging.WARNING)
 
