@@ -2,8 +2,8 @@
 
 It gets the model (version `MODEL_VERSION` downloaded from the studio with `x-api-key`, the
 sha256 checked, cached under `$MODULE_WORKDIR/models/<version>/`; or a local `MODEL_PATH`),
-loads it with `helpers.detector.OnnxDetector`, and loops camera -> detect, serving on `PORT`
-(the container's port 4912):
+loads it with `helpers.detector.load_detector` (ONNX, `.eim` or TFLite, by the card's `format`),
+and loops camera -> detect, serving on `PORT` (the container's port 4912):
 
 - `/`              a page a person can open: the live frame with boxes, labels and scores,
                    model version, fps and latency, refreshed automatically;
@@ -173,12 +173,15 @@ def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: "RunnerState")
         return cfg.model_path
     import requests
 
+    from helpers.detector_backends import FORMAT_FILES, model_format
+
     version = int(cfg.model_version or 0)
     dest = cfg.workdir / "models" / str(version)
-    card_path, onnx_path = dest / "model.json", dest / "model.onnx"
-    if card_path.is_file() and onnx_path.is_file():
+    card_path = dest / "model.json"
+    if card_path.is_file():
         card = json.loads(card_path.read_text())
-        if card.get("sha256") and _sha256(onnx_path.read_bytes()) == card["sha256"]:
+        cached = dest / FORMAT_FILES.get(card.get("format") or "onnx", "model.onnx")
+        if card.get("sha256") and cached.is_file() and _sha256(cached.read_bytes()) == card["sha256"]:
             log.info("model v%d from the cache %s", version, dest)
             return dest
     if not cfg.studio_url:
@@ -196,7 +199,8 @@ def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: "RunnerState")
                 raise ConfigError(f"the studio refused the API key ({meta.status_code}): check EI_API_KEY in the deployment")
             meta.raise_for_status()
             info = meta.json()["model"]
-            resp = requests.get(f"{cfg.studio_url}/api/models/{version}/onnx", headers=headers, timeout=60)
+            fmt = model_format(info.get("card") or {})  # onnx, eim or tflite: the file the card names
+            resp = requests.get(f"{cfg.studio_url}/api/models/{version}/file", headers=headers, timeout=60)
             resp.raise_for_status()
         except (requests.ConnectionError, requests.Timeout) as exc:
             status.set_unhealthy(f"downloading model v{version}: studio unreachable, retrying in {delay:.0f} s")
@@ -225,7 +229,10 @@ def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: "RunnerState")
         card = dict(info.get("card") or {})
         card.setdefault("version", version)
         card.setdefault("sha256", expected or _sha256(data))
-        write_bytes_atomic(onnx_path, data)
+        model_path = dest / FORMAT_FILES[fmt]
+        write_bytes_atomic(model_path, data)
+        if fmt == "eim":
+            model_path.chmod(0o755)
         write_bytes_atomic(card_path, json.dumps(card, indent=2).encode())
         log.info("model v%d downloaded (%d bytes, sha256 %s...)", version, len(data), card["sha256"][:12])
         return dest
@@ -557,12 +564,14 @@ class Runner:
 
     def load(self) -> Any:
         """Fetch and load the model; on a broken model, serve 503 for the grace period and raise."""
-        from helpers.detector import OnnxDetector
+        from helpers.detector import load_detector
+        from helpers.errors import MissingExtra
 
         try:
             model_dir = fetch_model(self.cfg, self.stop, self.state)
-            detector = OnnxDetector(model_dir, threads=self.cfg.threads)
-        except ModelError as exc:
+            # by the card's format: model.onnx (onnxruntime), model.eim (Edge Impulse's Linux SDK), model.tflite (LiteRT)
+            detector = load_detector(model_dir, threads=self.cfg.threads)
+        except (ModelError, MissingExtra) as exc:
             self.state.set_unhealthy(f"broken model: {exc}")
             log.error("broken model: %s (exiting in %.0f s)", exc, self.cfg.fail_grace_s)
             self.write_telemetry(error=f"broken model: {exc}")
@@ -675,6 +684,7 @@ class Runner:
 
     def run(self) -> int:
         self.serve()
+        detector = None
         try:
             detector = self.load()
             if self.stop.is_set():
@@ -684,6 +694,8 @@ class Runner:
         except InterruptedError:
             return 0
         finally:
+            if detector is not None and hasattr(detector, "close"):
+                detector.close()  # an .eim detector stops its executable
             if self.uploader is not None:
                 self.uploader.join(2.0)
             if self.server is not None:

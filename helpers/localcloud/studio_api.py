@@ -507,6 +507,21 @@ def _get_model(conn: Any, version: int) -> Any:
     return row
 
 
+def check_model_bytes(data: bytes, fmt: str) -> None:
+    """400 unless `data` is a model file of format `fmt` ("onnx", "eim" or "tflite")."""
+    if fmt == "onnx":
+        check_onnx(data)
+        return
+    if not data:
+        raise ApiError(400, f"model: the .{fmt} file is empty", "model")
+    if fmt == "tflite" and data[4:8] != b"TFL3":
+        raise ApiError(400, "model: not a TFLite flatbuffer (no 'TFL3' identifier); upload the .tflite Edge Impulse exports",
+                       "model")
+    if fmt == "eim" and not (data[:4] == b"\x7fELF" or data[:2] == b"#!"):
+        raise ApiError(400, "model: not an .eim executable (neither ELF nor a script); upload the Linux build "
+                            "Edge Impulse deploys (runner-linux-*)", "model")
+
+
 def check_onnx(data: bytes) -> None:
     """400 when the bytes are not an ONNX model (checked with the onnx package when installed)."""
     if not data:
@@ -529,7 +544,8 @@ _MODEL_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": {
 }}}}}
 
 
-@router.post("/api/models", summary="Register a model version (multipart: model=ONNX file, card=JSON)", openapi_extra=_MODEL_DOC)
+@router.post("/api/models", summary="Register a model version (multipart: model=ONNX, .eim or .tflite file, card=JSON "
+                                   "with `format`)", openapi_extra=_MODEL_DOC)
 async def register_model(request: Request) -> dict[str, Any]:
     ctx = ctx_of(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -558,6 +574,10 @@ async def register_model(request: Request) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise ApiError(400, "card must be a JSON object (labels, input size, metrics...)", "card")
     check_card_labels(card)
+    fmt = card.get("format") or "onnx"
+    if fmt not in MODEL_FILES:
+        raise ApiError(400, f"card.format {str(fmt)[:20]!r} is unknown; valid: {', '.join(MODEL_FILES)} (default onnx)",
+                       "card.format")
     return await run_in_threadpool(_register_sync, ctx, data, card)
 
 
@@ -578,8 +598,16 @@ def check_card_labels(card: dict[str, Any]) -> None:
                                 "(letters, digits, space, '_' or '-'), as sample labels are", f"card.labels[{i}]")
 
 
+# The file a model version keeps, by the card's `format` (helpers.detector_backends.FORMAT_FILES).
+MODEL_FILES = {"onnx": "model.onnx", "eim": "model.eim", "tflite": "model.tflite"}
+
+
+def model_file_of(card: dict[str, Any]) -> str:
+    return MODEL_FILES.get(card.get("format") or "onnx", "model.onnx")
+
+
 def _register_sync(ctx: Context, data: bytes, card: dict[str, Any]) -> dict[str, Any]:
-    check_onnx(data)
+    check_model_bytes(data, card.get("format") or "onnx")
     sha = hashlib.sha256(data).hexdigest()
     tmp_onnx, tmp_card = ctx.tmp_path(), ctx.tmp_path()
     write_file_durable(tmp_onnx, data)
@@ -595,7 +623,7 @@ def _register_sync(ctx: Context, data: bytes, card: dict[str, Any]) -> dict[str,
                     f.unlink()
             d.mkdir(parents=True, exist_ok=True)
             placed = d
-            os.replace(tmp_onnx, d / "model.onnx")
+            os.replace(tmp_onnx, d / model_file_of(card))
             os.replace(tmp_card, d / "model.json")
             fsync_dir(d)
             conn.execute("INSERT INTO models(version, stage, sha256, size, card, created_at) VALUES(?,?,?,?,?,?)",
@@ -633,10 +661,33 @@ def download_model(version: int, request: Request) -> Response:
     ctx = ctx_of(request)
     with ctx.store.read() as conn:
         row = _get_model(conn, version)
-    path = model_dir(ctx, version) / "model.onnx"
+    fmt = loads(row["card"], {}).get("format") or "onnx"
+    if fmt != "onnx":
+        raise ApiError(409, f"model {version} is an .{fmt} model, not ONNX: download it from /api/models/{version}/file",
+                       "version")
+    return _model_file_response(ctx, row, version)
+
+
+def _model_file_response(ctx: Context, row: Any, version: int) -> Response:
+    card = loads(row["card"], {})
+    name = model_file_of(card)
+    path = model_dir(ctx, version) / name
     if not path.is_file():
         raise ApiError(500, f"model {version}'s file is missing from {path.parent}; the workspace was modified by hand", "version")
-    return Response(path.read_bytes(), media_type="application/octet-stream", headers={"x-sha256": row["sha256"]})
+    return Response(path.read_bytes(), media_type="application/octet-stream",
+                    headers={"x-sha256": row["sha256"], "x-model-format": card.get("format") or "onnx",
+                             "content-disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/api/models/{version}/file", summary="Download the model file in its format (.onnx, .eim or .tflite; "
+                                                  "x-sha256 and x-model-format headers)",
+            responses={200: {"content": {"application/octet-stream": {}}}})
+@device_access("model")
+def download_model_file(version: int, request: Request) -> Response:
+    ctx = ctx_of(request)
+    with ctx.store.read() as conn:
+        row = _get_model(conn, version)
+    return _model_file_response(ctx, row, version)
 
 
 @router.put("/api/models/{version}/stage", summary="Set the stage: candidate, production or retired")

@@ -151,9 +151,23 @@ class LocalStudio(LocalCloudClient):
 
     # -- models
     def register_model(self, onnx_path: str | Path, card: dict[str, Any]) -> ModelVersion:
-        """Upload an ONNX file + JSON card; the new version (1, 2, ...) has stage `candidate`."""
-        data = Path(onnx_path).read_bytes()
-        files = {"model": ("model.onnx", data, "application/octet-stream"), "card": (None, json.dumps(card))}
+        """Upload a model file + JSON card; the new version (1, 2, ...) has stage `candidate`.
+
+        The file is an ONNX (`.onnx`), an Edge Impulse Linux executable (`.eim`) or a TFLite model
+        (`.tflite`); its extension sets the card's `format` (which the runner loads it by).
+
+        Raises:
+            ModelError: another extension, or a card whose `format` contradicts the file's.
+        """
+        from helpers.detector_backends import FORMAT_FILES, format_of_file
+
+        path = Path(onnx_path)
+        fmt = format_of_file(path)
+        if card.get("format", fmt) != fmt:
+            raise ModelError(f"the card says format {card.get('format')!r} but {path.name} is a .{fmt} file")
+        card = {**card, "format": fmt} if fmt != "onnx" or "format" in card else card
+        data = path.read_bytes()
+        files = {"model": (FORMAT_FILES[fmt], data, "application/octet-stream"), "card": (None, json.dumps(card))}
         return model_from_json(self._req("POST", "/api/models", files=files).json()["model"])
 
     def models(self) -> list[ModelVersion]:
@@ -163,21 +177,28 @@ class LocalStudio(LocalCloudClient):
         return model_from_json(self._req("GET", f"/api/models/{int(version)}").json()["model"])
 
     def download_model(self, version: int, dest: str | Path) -> Path:
-        """Write `model.onnx` + `model.json` into `dest` (a folder) after checking the sha256.
+        """Write the model file (`model.onnx`, `model.eim` or `model.tflite`, by the card's
+        `format`) + `model.json` into `dest` (a folder) after checking the sha256.
 
         Raises:
             ModelError: the downloaded bytes do not match the registered sha256.
         """
+        from helpers.detector_backends import FORMAT_FILES, model_format
+
         mv = self.get_model(version)
-        data = self._req("GET", f"/api/models/{int(version)}/onnx").content
+        fmt = model_format(mv.card)
+        data = self._req("GET", f"/api/models/{int(version)}/file").content
         digest = hashlib.sha256(data).hexdigest()
         if digest != mv.sha256:
             raise ModelError(f"model {version}: downloaded sha256 {digest[:12]} != registered {mv.sha256[:12]}; download again")
         out = Path(dest)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".model.onnx.part"
+        name = FORMAT_FILES[fmt]
+        tmp = out / f".{name}.part"
         tmp.write_bytes(data)
-        tmp.replace(out / "model.onnx")
+        if fmt == "eim":
+            tmp.chmod(0o755)
+        tmp.replace(out / name)
         (out / "model.json").write_text(json.dumps(mv.card, indent=2))
         return out
 

@@ -1,0 +1,232 @@
+"""The runner runs ONNX, `.eim` and TFLite models, chosen by the card's `format`.
+
+- `.eim`: our exported ONNX packaged as an Edge Impulse Linux executable (`build_eim`),
+  registered in the local studio, downloaded and run by the runner process through Edge
+  Impulse's own `edge_impulse_linux.ImageImpulseRunner`: on the same frame its boxes match the
+  ONNX detector's (IoU ~1).
+- `.tflite`: a real FOMO flatbuffer in Edge Impulse's output layout (tests/integration/fomo_tflite.py),
+  run with LiteRT: probabilities equal the graph's numpy forward pass, boxes land where the red
+  patch is for each of Edge Impulse's resize modes, float32 and int8.
+- The registry keeps each format's file under its name, checks the bytes, and refuses a card
+  whose format contradicts the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from helpers.device.runtime import free_port
+from helpers.errors import ModelError, ServiceError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fomo_tflite import numpy_forward, write_fomo_tflite  # noqa: E402
+from test_runner_model import start_runner, wait_http  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+try:
+    import edge_impulse_linux.image  # noqa: F401
+    _no_eim = None
+except ImportError as exc:  # pragma: no cover - depends on the [eim] extra
+    _no_eim = f"edge_impulse_linux is not importable ({exc}): pip install -e '.[eim]' (PyAudio needs apt portaudio19-dev)"
+
+LABELS = ["apple", "banana"]
+
+
+def iou(a, b) -> float:
+    ax1, ay1, bx1, by1 = a.x + a.width, a.y + a.height, b.x + b.width, b.y + b.height
+    iw, ih = max(0.0, min(ax1, bx1) - max(a.x, b.x)), max(0.0, min(ay1, by1) - max(a.y, b.y))
+    inter = iw * ih
+    return inter / (a.width * a.height + b.width * b.height - inter)
+
+
+def assert_same_boxes(got, want, min_iou: float = 0.9) -> None:
+    """Each box of `want` has one in `got` of its label with IoU >= min_iou and the same score."""
+    assert len(got) == len(want), (got, want)
+    left = list(got)
+    for w in want:
+        best = max((g for g in left if g.label == w.label), key=lambda g: iou(g, w), default=None)
+        assert best is not None and iou(best, w) >= min_iou, (w, best)
+        assert abs(best.value - w.value) < 1e-4
+        left.remove(best)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    """A fomo-box detector exported by helpers.train (untrained, its heat map spread to give boxes)."""
+    import torch
+
+    from helpers.detector import preprocessing_for
+    from helpers.train.export import export_onnx
+    from helpers.train.model import FomoBox
+
+    torch.manual_seed(3)
+    m = FomoBox(len(LABELS), width=0.35).eval()
+    torch.nn.init.zeros_(m.heat[-1].bias)
+    torch.nn.init.normal_(m.heat[-1].weight, std=1.0)
+    d = tmp_path_factory.mktemp("onnx")
+    export_onnx(m, d, {"labels": LABELS, "input_size": 96, "score_threshold": 0.5, "arch": "fomo-box", "name": "fmt-test",
+                       "head": {"type": "centernet", "stride": 8}, "preprocessing": preprocessing_for("RGB")})
+    return d
+
+
+def frames(n: int = 3) -> list[np.ndarray]:
+    from helpers.synthetic import render_dataset
+
+    scenes = [{"objects": ["apple", "banana"], "distractors": []}, {"objects": ["apple"], "distractors": ["orange"]}]
+    return [rgb for rgb, _ in render_dataset(n, scenes, size=(160, 120), seed=5)]
+
+
+@pytest.mark.skipif(_no_eim is not None, reason=_no_eim or "")
+def test_eim_registered_downloaded_and_run_by_the_runner(cloud, onnx_model, tmp_path, unique_name):
+    from helpers.detector import OnnxDetector, load_detector
+    from helpers.detector_backends import EimDetector
+    from helpers.studio.eim import build_eim
+
+    eim = build_eim(onnx_model, tmp_path / "build" / "model.eim", interpreter=sys.executable)
+    # what EdgeImpulseStudio.train keeps for an Edge Impulse build: the format, no labels (the .eim names them)
+    mv = cloud.studio.register_model(eim, {"format": "eim", "name": "fmt-test-eim", "score_threshold": 0.5})
+    assert mv.card["format"] == "eim" and mv.sha256 == __import__("hashlib").sha256(eim.read_bytes()).hexdigest()
+    got = cloud.studio.download_model(mv.version, tmp_path / "dl")
+    assert sorted(p.name for p in got.iterdir()) == ["model.eim", "model.json"]
+    assert os.access(got / "model.eim", os.X_OK)
+    # the ONNX-only download path answers with where the file is
+    r = requests.get(f"{cloud.url}/api/models/{mv.version}/onnx", headers={"x-api-key": cloud.studio.api_key.get_secret_value()},
+                     timeout=10)
+    assert r.status_code == 409 and f"/api/models/{mv.version}/file" in r.text
+
+    ref = OnnxDetector(onnx_model)
+    det = load_detector(got)
+    try:
+        assert isinstance(det, EimDetector) and det.labels == LABELS and det.input_size == 96
+        assert det.version == mv.version and det.score_threshold == 0.5
+        compared = 0
+        for rgb in frames():
+            want = ref.detect(rgb)
+            assert_same_boxes(det.detect(rgb), want)
+            compared += len(want)
+            # a lower threshold reaches the executable (set_threshold) and gives the ONNX's boxes at that threshold too
+            assert_same_boxes(det.detect(rgb, score_threshold=0.3), ref.detect(rgb, score_threshold=0.3))
+        assert compared > 0, "the frames gave no boxes to compare"
+    finally:
+        det.close()
+    assert det._runner is None
+
+    # the runner process: MODEL_VERSION of an .eim, one fixed frame from a folder camera
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    frame = frames(1)[0]
+    cv2.imwrite(str(cam / "f.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    workdir = tmp_path / "runner"
+    proc = start_runner(workdir, {"STUDIO_URL": cloud.url, "EI_API_KEY": cloud.studio.api_key.get_secret_value(),
+                                  "MODEL_VERSION": str(mv.version), "PORT": str(port), "IOTEDGE_DEVICEID": unique_name("cam"),
+                                  "CAMERA_SOURCE": "folder", "CAMERA_PATH": str(cam), "CAMERA_SIZE": "160x120"})
+    try:
+        h = wait_http(f"{base}/api/health", lambda r: r.status_code == 200 and r.json()["frames"] >= 2, timeout=90, proc=proc).json()
+        assert h["model_version"] == mv.version and h["healthy"] is True, h
+        info = requests.get(f"{base}/api/info", timeout=5).json()
+        assert info["labels"] == LABELS and info["input_size"] == 96 and info["card"]["format"] == "eim"
+        res = requests.get(f"{base}/api/results", timeout=5).json()
+        from helpers.geometry import boxes_from_dicts
+
+        assert_same_boxes(boxes_from_dicts(res["bounding_boxes"]), ref.detect(frame), min_iou=0.85)
+        assert (workdir / "models" / str(mv.version) / "model.eim").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (workdir / "module.log").read_text()[-2000:]
+    log = (workdir / "module.log").read_text()
+    assert f"model v{mv.version} loaded" in log
+
+
+@pytest.mark.skipif(_no_eim is not None, reason=_no_eim or "")
+def test_eim_that_exits_at_once_is_a_model_error(tmp_path):
+    from helpers.detector_backends import EimDetector
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.eim").write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 7\n")
+    (d / "model.json").write_text(json.dumps({"format": "eim"}))
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match="did not start: it exited with code 7"):
+        EimDetector(d, start_timeout_s=5)
+    assert time.monotonic() - t0 < 20
+    (d / "model.json").write_text(json.dumps({"format": "eim", "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="sha256"):
+        EimDetector(d)
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["float32", "int8"])
+def test_tflite_fomo_detects_where_the_object_is(tmp_path, quantized):
+    from helpers.detector import load_detector
+    from helpers.detector_backends import TfliteDetector, resize_like_studio
+
+    d = tmp_path / "m"
+    write_fomo_tflite(d / "model.tflite", quantized=quantized)
+    img = np.full((120, 160, 3), 128, np.uint8)
+    img[30:62, 40:72] = (230, 20, 20)  # a red patch: x 40..72, y 30..62
+    truth = (40, 30, 72, 62)
+    for mode in ("squash", "fit-shortest", "fit-longest"):
+        (d / "model.json").write_text(json.dumps({"format": "tflite", "labels": ["apple"], "preprocessing": {"resize": mode}}))
+        det = load_detector(d)
+        assert isinstance(det, TfliteDetector) and det.input_size == 96 and det.labels == ["apple"]
+        x01 = resize_like_studio(img, mode, (96, 96)).astype(np.float32) / 255.0
+        assert np.allclose(det.raw(img), numpy_forward(x01), atol=0.01 if quantized else 1e-5)
+        boxes = det.detect(img)
+        assert len(boxes) == 1 and boxes[0].label == "apple" and boxes[0].value > 0.9, (mode, boxes)
+        b = boxes[0]
+        cx, cy = b.x + b.width / 2, b.y + b.height / 2
+        # FOMO's 8-pixel cells: the box's centre within one cell (~7 image px) of the patch's
+        assert abs(cx - (truth[0] + truth[2]) / 2) < 8 and abs(cy - (truth[1] + truth[3]) / 2) < 8, (mode, b)
+        assert det.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    (d / "model.json").write_text(json.dumps({"format": "tflite", "labels": ["apple", "banana"]}))
+    with pytest.raises(ModelError, match="2 labels"):
+        load_detector(d)
+    (d / "model.json").write_text(json.dumps({"format": "tflite"}))
+    with pytest.raises(ModelError, match="no labels"):
+        load_detector(d)
+
+
+def test_tflite_registered_and_run_by_the_runner(cloud, tmp_path, unique_name):
+    path = write_fomo_tflite(tmp_path / "build" / "model.tflite")
+    mv = cloud.studio.register_model(path, {"labels": ["apple"], "name": "fmt-test-tflite", "score_threshold": 0.5})
+    assert mv.card["format"] == "tflite"
+    with pytest.raises(ModelError, match="format 'onnx'"):
+        cloud.studio.register_model(path, {"labels": ["apple"], "format": "onnx"})
+    with pytest.raises(ServiceError, match="TFLite"):
+        bad = tmp_path / "bad.tflite"
+        bad.write_bytes(b"not a flatbuffer at all")
+        cloud.studio.register_model(bad, {"labels": ["apple"]})
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    img = np.full((120, 160, 3), 128, np.uint8)
+    img[30:62, 40:72] = (230, 20, 20)
+    cv2.imwrite(str(cam / "f.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    workdir = tmp_path / "runner"
+    proc = start_runner(workdir, {"STUDIO_URL": cloud.url, "EI_API_KEY": cloud.studio.device_key(mv.version).get_secret_value(),
+                                  "MODEL_VERSION": str(mv.version), "PORT": str(port), "IOTEDGE_DEVICEID": unique_name("cam"),
+                                  "CAMERA_SOURCE": "folder", "CAMERA_PATH": str(cam), "CAMERA_SIZE": "160x120"})
+    try:
+        wait_http(f"{base}/api/health", lambda r: r.status_code == 200 and r.json()["frames"] >= 2, timeout=90, proc=proc)
+        info = requests.get(f"{base}/api/info", timeout=5).json()
+        assert info["labels"] == ["apple"] and info["card"]["format"] == "tflite"
+        res = requests.get(f"{base}/api/results", timeout=5).json()
+        assert [b["label"] for b in res["bounding_boxes"]] == ["apple"] and res["model_version"] == mv.version
+        b = res["bounding_boxes"][0]
+        assert abs(b["x"] + b["width"] / 2 - 56) < 8 and abs(b["y"] + b["height"] / 2 - 46) < 8
+        assert (workdir / "models" / str(mv.version) / "model.tflite").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (workdir / "module.log").read_text()[-2000:]
