@@ -558,8 +558,10 @@ class EdgeImpulseStudio:
         `timeout_s` the job is cancelled (`cancel_job`) and `TrainingFailed` raised. On success the
         model is downloaded: from the local studio `model.onnx` + `model.json`
         (`LearnApi.download_learn_model`), from Edge Impulse the Linux `.eim` build
-        (`DeploymentApi.download_build`, type runner-linux-x86_64); with `register` it goes into
-        the model registry (ONNX models) and the version is returned.
+        (`DeploymentApi.download_build`, type runner-linux-x86_64) with a card of format "eim"
+        whose labels and threshold the executable itself reports (`edge_impulse_linux`); with
+        `register` either goes into the model registry and the version is returned, so the
+        notebooks deploy it the same way.
 
         Returns:
             {"job_id", "model_dir", "format" ("onnx" | "eim"), "log" (lines), "version" (or None)}.
@@ -614,10 +616,15 @@ class EdgeImpulseStudio:
             path = out / "model.eim"
             path.write_bytes(eim)
             path.chmod(0o755)
-            card = {"format": "eim", "labels": None, "input_size": imp["input_size"], "color": imp["color"],
-                    "source": {"edge_impulse_project": pid, "job_id": job_id}, **(card_extra or {})}
+            card = {"format": "eim", "input_size": imp["input_size"], "color": imp["color"],
+                    "preprocessing": {"resize": imp.get("resize_mode") or "squash"},
+                    "studio_job": {"job_id": job_id, "project_id": pid, "target": self.target}, **(card_extra or {})}
+            (out / "model.json").write_text(json.dumps(card, indent=2))
+            card.update(_eim_model_info(out))
             (out / "model.json").write_text(json.dumps(card, indent=2))
             result["format"] = "eim"
+            if register:  # the registry keeps the .eim itself; the runner runs it by the card's format
+                result["version"] = self.register_model(path, card).version
         return result
 
     def download_eim(self, dest: str | Path) -> Path:
@@ -688,7 +695,8 @@ class EdgeImpulseStudio:
         return sorted(out, key=lambda d: d["created_at"])
 
     def register_model(self, onnx_path: str | Path, card: dict[str, Any]) -> ModelVersion:
-        """Registry extension: upload an ONNX file + card; the new version has stage `candidate`."""
+        """Registry extension: upload a model file (.onnx, .eim or .tflite) + card; the new
+        version has stage `candidate`."""
         return self.registry.register_model(onnx_path, card)
 
     def models(self) -> list[ModelVersion]:
@@ -698,11 +706,33 @@ class EdgeImpulseStudio:
         return self.registry.get_model(version)
 
     def download_model(self, version: int, dest: str | Path) -> Path:
-        """Write `model.onnx` + `model.json` into `dest` (sha256 checked)."""
+        """Write the model file (`model.onnx`, `model.eim` or `model.tflite`, by the card's
+        `format`) + `model.json` into `dest` (sha256 checked)."""
         return self.registry.download_model(version, dest)
 
     def set_model_stage(self, version: int, stage: str) -> ModelVersion:
         return self.registry.set_model_stage(version, stage)
+
+
+def _eim_model_info(model_dir: Path) -> dict[str, Any]:
+    """What an Edge Impulse `.eim` says about itself (labels, score threshold), for its card: the
+    executable is started once through `edge_impulse_linux` (which checks it against the card's
+    input size). Without the `[eim]` extra the card leaves them out and the runner asks the model."""
+    import logging
+
+    from helpers.detector_backends import EimDetector
+    from helpers.errors import MissingExtra
+
+    try:
+        det = EimDetector(model_dir)
+    except MissingExtra as exc:
+        logging.getLogger(__name__).warning("%s: the card lists no labels; the runner reads them from the .eim", exc)
+        return {}
+    try:
+        return {"labels": det.labels, "score_threshold": det.score_threshold,
+                "model_type": det.model_parameters.get("model_type"), "edge_impulse_project": det.project}
+    finally:
+        det.close()
 
 
 def _set_keras_request() -> Any:

@@ -230,3 +230,52 @@ def test_tflite_registered_and_run_by_the_runner(cloud, tmp_path, unique_name):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, (workdir / "module.log").read_text()[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_no_eim is not None, reason=_no_eim or "")
+def test_training_on_edge_impulse_registers_the_eim(fresh_cloud, tmp_path, monkeypatch):
+    """`EdgeImpulseStudio.train` with target "edgeimpulse" (here pointed at the stand-in, which
+    answers as Edge Impulse does) fetches the `.eim` build and registers it: a model version
+    either way, with the labels the executable reports."""
+    from helpers.detector import OnnxDetector, load_detector
+    from helpers.studio.edgeimpulse import EdgeImpulseStudio
+    from helpers.synthetic import render_dataset
+
+    local = EdgeImpulseStudio(fresh_cloud.workspace)
+    studio = EdgeImpulseStudio(fresh_cloud.workspace, target="edgeimpulse", api_key=local.api_key, project_id=local.project_id,
+                               api_url=fresh_cloud.url + "/v1", ingestion_url=fresh_cloud.url)
+    scenes = [{"objects": ["apple"], "distractors": []}, {"objects": ["apple", "apple"], "distractors": []}]
+    for split, n, seed in (("training", 12, 1), ("testing", 3, 2)):
+        for i, (rgb, boxes) in enumerate(render_dataset(n, scenes, size=(96, 96), seed=seed)):
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            name = f"{split}-{i}.png"
+            assert studio.upload([(name, buf.tobytes())], category=split, boxes={name: boxes})[0].sample_id
+    studio.set_impulse(input_size=96, color="RGB", arch="fomo-box", epochs=1, batch_size=8)
+    # the stand-in's .eim starts with `/usr/bin/env python3`: this interpreter (numpy, OpenCV, onnxruntime)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = studio.train(tmp_path / "trained", timeout_s=480, poll_s=0.5, card_extra={"name": "ei-trained"})
+    assert result["format"] == "eim" and isinstance(result["version"], int)
+    mv = studio.get_model(result["version"])
+    assert mv.card["format"] == "eim" and mv.card["labels"] == ["apple"] and mv.card["input_size"] == 96
+    assert mv.card["studio_job"]["job_id"] == result["job_id"] and mv.card["name"] == "ei-trained"
+    assert mv.stage == "candidate"
+    dl = studio.download_model(mv.version, tmp_path / "dl")
+    # the same trained weights as ONNX (LearnApi.download_learn_model on the stand-in) give the same boxes
+    learn_id = studio.get_impulse()["learn_id"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    (ref_dir / "model.onnx").write_bytes(local._raw("LearnApi", "download_learn_model", local.project_id, learn_id, "onnx"))  # noqa: SLF001
+    (ref_dir / "model.json").write_bytes(local._raw("LearnApi", "download_learn_model", local.project_id, learn_id, "card"))  # noqa: SLF001
+    ref = OnnxDetector(ref_dir)
+    det = load_detector(dl)
+    compared = 0
+    try:
+        for rgb in frames():
+            for thr in (0.001, 0.01, 0.2):  # one training cycle leaves scores near the focal prior (0.01)
+                want = ref.detect(rgb, score_threshold=thr)
+                assert_same_boxes(det.detect(rgb, score_threshold=thr), want)
+                compared += len(want)
+    finally:
+        det.close()
+    assert compared > 0, "the trained model gave no boxes to compare at any threshold"
