@@ -534,3 +534,24 @@ class TfliteDetector:
 
     def __repr__(self) -> str:
         return f"TfliteDetector({str(self.path)!r}, labels={self.labels}, input={self.input_wh}, version={self.version})"
+
+
+class TwoPass:
+    """A backend without separable head outputs (`.eim`, TFLite) behind `raw`/`decode_raw`, for
+    `helpers.train.evaluate`: `raw` keeps the image and `decode_raw` runs `detect` at the asked
+    threshold, so each threshold costs one inference (ONNX decodes one inference twice)."""
+
+    def __init__(self, detector: Any):
+        self.detector = detector
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.detector, name)
+
+    def raw(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def decode_raw(self, rgb: np.ndarray, image_size: tuple[int, int], score_threshold: float | None = None) -> list[BBox]:
+        return self.detector.detect(rgb, score_threshold=score_threshold)
+
+    def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
+        return self.detector.detect(rgb, score_threshold=score_threshold)

@@ -65,15 +65,17 @@ class Session:
         return max(prod or models, key=lambda m: m.version)
 
     def model_detector(self, version: int):
-        """The registered model `version` as an `OnnxDetector`, downloaded once into
-        `WORKSPACE/models/registry/v<version>/` (the files the devices run)."""
-        from helpers.detector import OnnxDetector
+        """The registered model `version` as a detector (`OnnxDetector`, or the `.eim` / TFLite
+        backend its card names), downloaded once into `WORKSPACE/models/registry/v<version>/`
+        (the files the devices run)."""
+        from helpers.detector import load_detector
+        from helpers.detector_backends import model_file
 
         dest = self.workspace / "models" / "registry" / f"v{int(version)}"
-        if not (dest / "model.onnx").is_file():
+        if not (dest / "model.json").is_file() or not model_file(dest).is_file():
             dest.mkdir(parents=True, exist_ok=True)
             self.studio.download_model(int(version), dest)
-        return OnnxDetector(dest)
+        return load_detector(dest)
 
     def settings_rows(self) -> list[tuple[str, str, str]]:
         return settings_table(self.settings)

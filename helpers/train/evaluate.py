@@ -231,7 +231,7 @@ def measure_latency(detector: OnnxDetector, images: Sequence[np.ndarray], runs: 
         detector.detect(images[k % len(images)])
         times.append((time.perf_counter() - t0) * 1000)
     return {"median": float(np.median(times)), "p95": float(np.percentile(times, 95)), "runs": runs,
-            "threads": int(detector.session.get_session_options().intra_op_num_threads)}
+            "threads": int(detector.session.get_session_options().intra_op_num_threads) if hasattr(detector, "session") else 1}
 
 
 def check_labels(model_labels: Sequence[str], dataset_labels: Sequence[str], allow_unknown: bool = False) -> None:
@@ -274,6 +274,10 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
     if ds_labels:
         check_labels(detector.labels, ds_labels, allow_unknown=allow_unknown_labels)
     thr = detector.score_threshold if score_threshold is None else float(score_threshold)
+    if not hasattr(detector, "decode_raw"):  # an .eim or TFLite model: detect once per threshold
+        from helpers.detector_backends import TwoPass
+
+        detector = TwoPass(detector)
     gts, preds, preds_low, sizes = [], [], [], []
     it = items
     if progress:
@@ -302,5 +306,13 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
 
 def evaluate_model(model_dir: str, items: Iterable[tuple[np.ndarray, Sequence[BBox]]], threads: int = 1,
                    **kwargs: Any) -> EvalReport:
-    """`evaluate_detector` on the exported model in `model_dir` (model.onnx + model.json)."""
-    return evaluate_detector(OnnxDetector(model_dir, threads=threads), items, **kwargs)
+    """`evaluate_detector` on the model in `model_dir` (model.json + model.onnx, .eim or .tflite,
+    by the card's `format`)."""
+    from helpers.detector import load_detector
+
+    detector = load_detector(model_dir, threads=threads)
+    try:
+        return evaluate_detector(detector, items, **kwargs)
+    finally:
+        if hasattr(detector, "close"):
+            detector.close()

@@ -120,6 +120,15 @@ def test_eim_registered_downloaded_and_run_by_the_runner(cloud, onnx_model, tmp_
     finally:
         det.close()
     assert det._runner is None
+    # evaluation (notebooks 04-06) takes the model folder whatever its format: the same report as the ONNX
+    from helpers.synthetic import render_dataset
+    from helpers.train.evaluate import evaluate_model
+
+    items = render_dataset(3, [{"objects": ["apple", "banana"], "distractors": []}], size=(160, 120), seed=5)
+    rep_eim = evaluate_model(str(got), items, latency_runs=2)
+    rep_onnx = evaluate_model(str(onnx_model), items, latency_runs=2)
+    assert rep_eim.overall == rep_onnx.overall and rep_eim.map50 == pytest.approx(rep_onnx.map50, abs=0.02)
+    assert rep_eim.latency_ms["runs"] == 2 and rep_eim.model["version"] == mv.version
 
     # the runner process: MODEL_VERSION of an .eim, one fixed frame from a folder camera
     cam = tmp_path / "cam"
@@ -189,6 +198,11 @@ def test_tflite_fomo_detects_where_the_object_is(tmp_path, quantized):
         # FOMO's 8-pixel cells: the box's centre within one cell (~7 image px) of the patch's
         assert abs(cx - (truth[0] + truth[2]) / 2) < 8 and abs(cy - (truth[1] + truth[3]) / 2) < 8, (mode, b)
         assert det.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    from helpers.geometry import BBox
+    from helpers.train.evaluate import evaluate_model
+
+    rep = evaluate_model(str(d), [(img, [BBox("apple", 40, 30, 32, 32)])], latency_runs=2)
+    assert rep.per_class["apple"].tp == 1 and rep.per_class["apple"].fp == 0 and rep.map50 == pytest.approx(1.0)
     (d / "model.json").write_text(json.dumps({"format": "tflite", "labels": ["apple", "banana"]}))
     with pytest.raises(ModelError, match="2 labels"):
         load_detector(d)
