@@ -68,6 +68,7 @@ class EvalReport:
     confusion: dict[str, Any]
     latency_ms: dict[str, float] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    class_thresholds: dict[str, float] = field(default_factory=dict)  # the card's, where they applied
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,7 +288,8 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
     for rgb, boxes in it:
         raw = detector.raw(rgb)  # one inference, decoded at two thresholds
         size = (rgb.shape[1], rgb.shape[0])
-        preds.append(detector.decode_raw(raw, size, thr))
+        # None: the card's thresholds (its class_thresholds too); a given threshold overrides them.
+        preds.append(detector.decode_raw(raw, size, score_threshold))
         preds_low.append(detector.decode_raw(raw, size, MAP_SCORE_THRESHOLD))
         gts.append(list(boxes))
         sizes.append(size)
@@ -298,10 +300,11 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
         per[n].ap50, per[n].ap = ap50, ap
     latency = measure_latency(detector, [rgb for rgb, _ in items[:8]], runs=latency_runs)
     model = {k: detector.card.get(k) for k in ("arch", "version", "input_size", "onnx_sha256", "parent_version")}
+    per_class_thr = dict(getattr(detector, "class_thresholds", {})) if score_threshold is None else {}
     return EvalReport(labels=list(detector.labels), images=len(items), iou_threshold=iou_threshold,
                       score_threshold=thr, per_class=per, overall=overall, map50=map50, map=map_,
                       confusion=confusion_matrix(gts, preds, names, iou_threshold), latency_ms=latency,
-                      model=model)
+                      model=model, class_thresholds=per_class_thr)
 
 
 def evaluate_model(model_dir: str, items: Iterable[tuple[np.ndarray, Sequence[BBox]]], threads: int = 1,

@@ -272,7 +272,8 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     # Epoch 0: the starting weights as they are (for COCO's classes, the zero-shot score).
-    f1, thr, metrics = best_threshold(gts, predict_items(model, val_items, labels, size), labels, params.score_thresholds)
+    f1, thr, metrics = best_threshold(gts, predict_items(model, val_items, labels, size), labels,
+                                      params.score_thresholds, params.threshold_rule)
     history.append({"epoch": 0, "val_f1": round(f1, 4), "score_threshold": thr, "elapsed_s": 0.0})
     best.update(0, f1, thr, metrics, model)
     if callback is not None:
@@ -315,7 +316,7 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
                     parts[k] += info[k] * len(idx)
             eval_model = ema.module if ema is not None else model
             preds = predict_items(eval_model, val_items, labels, size)
-            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds)
+            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds, params.threshold_rule)
             elapsed = time.perf_counter() - t0
             spent = clock() - c0
             rec = {"epoch": epoch, "loss": round(tot / max(n_img, 1), 5), "val_f1": round(f1, 4), "score_threshold": thr,

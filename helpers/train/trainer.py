@@ -65,6 +65,10 @@ class TrainParams:
     budget_clock: str = "wall"
     ema_decay: float = 0.99  # 0 turns weight averaging off
     score_thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+    # How the card's score threshold is chosen from `score_thresholds` on validation (`best_threshold`):
+    # "plateau" (middle of the F1 plateau), "plateau-per-class" (also one per class with enough
+    # objects: the card's `class_thresholds`) or "max" (lowest threshold with the best F1, the old rule).
+    threshold_rule: str = "plateau-per-class"
     augment: AugmentParams = field(default_factory=AugmentParams)
     pretrained: str | None = None  # None, "synthetic" (cached under the workspace) or a .pt path
     pretrain_images: int = 600
@@ -92,6 +96,8 @@ class TrainParams:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
         if self.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
 
@@ -134,6 +140,8 @@ class TrainResult:
             head = {"type": "ssd" if arch == "ssdlite320" else "centernet", "stride": STRIDE,
                     "outputs": ["boxes", "scores"] if arch == "ssdlite320" else ["heatmap", "ltrb"]}
             prep, nms = preprocessing_for(self.params.color), 0.45
+        val_metrics = {k: v for k, v in self.val_metrics.items() if k != "threshold_choice"}
+        choice = self.val_metrics.get("threshold_choice")
         card = {
             "labels": list(self.labels),
             "input_size": self.params.input_size,
@@ -144,12 +152,18 @@ class TrainResult:
             "arch": arch,
             "head": head,
             "version": None,
-            "metrics": {"validation": self.val_metrics, "best_epoch": self.best_epoch,
+            "metrics": {"validation": val_metrics, "best_epoch": self.best_epoch,
                         "train_time_s": round(self.train_time_s, 1), "num_parameters": self.num_parameters},
             "dataset": {"hash": self.dataset_hash},
             "training": self.params.to_dict(),
             "parent_version": None,
         }
+        if choice:
+            # How `score_threshold` was chosen; per-class thresholds, where chosen, override it per
+            # label in `helpers.detector` decoding (readers that know only score_threshold still work).
+            card["threshold_choice"] = {k: v for k, v in choice.items() if k != "class_thresholds"}
+            if choice.get("class_thresholds"):
+                card["class_thresholds"] = dict(choice["class_thresholds"])
         if self.pretrained:
             card["pretrained"] = dict(self.pretrained)
         card.update(extra)
@@ -331,20 +345,87 @@ def predict_items(model: torch.nn.Module, items: Sequence[Item], labels: Sequenc
     return out
 
 
+THRESHOLD_RULES = ("plateau", "plateau-per-class", "max")
+MIN_CLASS_OBJECTS = 20  # a class gets its own threshold only when validation holds this many of its objects
+
+
+def plateau_middle(f1s: Sequence[float], tolerance: float) -> tuple[int, int, int]:
+    """(chosen, first, last) indices: the middle of the F1 plateau around the best F1.
+
+    The plateau is the run of neighbouring thresholds whose F1 is within `tolerance` of the
+    best. On a small validation split F1 is flat over a wide range of thresholds and the
+    lowest (or highest) of a tie sits at the edge of a cliff that the next images fall off;
+    the plateau's middle is the choice furthest from both edges.
+    """
+    if not f1s:
+        raise ValueError("no thresholds to choose from")
+    k = max(range(len(f1s)), key=lambda i: (f1s[i], -i))
+    floor = f1s[k] - tolerance
+    lo = k
+    while lo > 0 and f1s[lo - 1] >= floor:
+        lo -= 1
+    hi = k
+    while hi < len(f1s) - 1 and f1s[hi + 1] >= floor:
+        hi += 1
+    return (lo + hi) // 2, lo, hi
+
+
+def _metrics(per: dict[str, Any], overall: Any) -> dict[str, Any]:
+    return {"f1": overall.f1, "precision": overall.precision, "recall": overall.recall,
+            "per_class": {n: {"f1": m.f1, "precision": m.precision, "recall": m.recall} for n, m in per.items()}}
+
+
 def best_threshold(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBox]], labels: Sequence[str],
-                   thresholds: Sequence[float]) -> tuple[float, float, dict[str, Any]]:
-    """(F1, threshold, metrics) of the score threshold with the best overall F1 at IoU 0.5."""
-    best = (-1.0, thresholds[0], {})
-    for thr in thresholds:
-        filtered = [[b for b in p if (b.value or 0) >= thr] for p in preds]
-        per, overall = detection_counts(gts, filtered, labels)
-        # `>` keeps the lowest threshold among ties: higher recall on unseen data.
-        if overall.f1 > best[0]:
-            metrics = {"f1": overall.f1, "precision": overall.precision, "recall": overall.recall,
-                       "per_class": {n: {"f1": m.f1, "precision": m.precision, "recall": m.recall}
-                                     for n, m in per.items()}}
-            best = (overall.f1, float(thr), metrics)
-    return best
+                   thresholds: Sequence[float], rule: str = "plateau") -> tuple[float, float, dict[str, Any]]:
+    """(F1, threshold, metrics) of the score threshold chosen on validation at IoU 0.5.
+
+    Rules:
+        "plateau": the middle of the overall F1 plateau (thresholds within 1/N of the best F1,
+            N = validation objects: about what one object more or less changes).
+        "plateau-per-class": as "plateau", and each class with at least MIN_CLASS_OBJECTS
+            validation objects gets the middle of its own F1 plateau (`class_thresholds`).
+        "max": the lowest threshold with the best F1 (the rule before; kept for comparison).
+
+    F1 and metrics are those at the chosen threshold(s); `metrics["threshold_choice"]` records
+    how it was chosen (rule, images, objects per class, plateau, per-class thresholds).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"threshold rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    thresholds = sorted(float(t) for t in thresholds)
+    curve = [detection_counts(gts, [[b for b in p if (b.value or 0) >= thr] for p in preds], labels)
+             for thr in thresholds]
+    f1s = [overall.f1 for _, overall in curve]
+    objects = {n: sum(1 for g in gts for b in g if b.label == n) for n in labels}
+    n_obj = sum(objects.values())
+    if rule == "max":
+        k = max(range(len(f1s)), key=lambda i: (f1s[i], -i))
+        lo = hi = k
+        tol = 0.0
+    else:
+        tol = 1.0 / max(1, n_obj)
+        k, lo, hi = plateau_middle(f1s, tol)
+    thr = thresholds[k]
+    choice: dict[str, Any] = {"rule": rule, "images": len(gts), "objects": objects, "tolerance": round(tol, 4),
+                              "plateau": [thresholds[lo], thresholds[hi]], "best_f1": round(max(f1s), 4),
+                              "grid": [thresholds[0], thresholds[-1]]}
+    per, overall = curve[k]
+    if rule == "plateau-per-class":
+        class_thr: dict[str, float] = {}
+        for n in labels:
+            if objects[n] < MIN_CLASS_OBJECTS:
+                continue
+            kc, lc, hc = plateau_middle([c[0][n].f1 for c in curve], 1.0 / objects[n])
+            class_thr[n] = thresholds[kc]
+            choice.setdefault("per_class", {})[n] = {"threshold": thresholds[kc], "objects": objects[n],
+                                                     "plateau": [thresholds[lc], thresholds[hc]]}
+        choice["class_thresholds"] = class_thr
+        if class_thr:
+            cut = {n: class_thr.get(n, thr) for n in labels}
+            per, overall = detection_counts(
+                gts, [[b for b in p if (b.value or 0) >= cut.get(b.label, thr)] for p in preds], labels)
+    metrics = _metrics(per, overall)
+    metrics["threshold_choice"] = choice
+    return overall.f1, thr, metrics
 
 
 # ----------------------------------------------------------------------------- pre-training
@@ -497,7 +578,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
             loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema)
             eval_model = ema.module if ema is not None else model
             preds = predict_items(eval_model, val_items, labels, params.input_size, color=params.color)
-            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds)
+            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds, params.threshold_rule)
             elapsed = time.perf_counter() - t0
             rec = {"epoch": epoch, "loss": round(loss, 5), "val_f1": round(f1, 4), "score_threshold": thr,
                    "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}
