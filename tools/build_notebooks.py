@@ -394,7 +394,13 @@ by class mean the classes are easy to tell apart; lone points are worth a second
     code("""
 display(ui.feature_explorer(train_items + test_items, seed=seed))
 """, "nbval-ignore-output"),
-    md("## Train"),
+    md("""
+## Train
+The card's score threshold is chosen on the validation split: the middle of the thresholds whose
+F1 is within one object of the best (one per class where a class has 20 or more validation
+objects), not the edge of that range; the card's `threshold_choice` says on how many images and
+objects.
+"""),
     code("""
 params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
                              val_fraction=validation_split, time_budget_s=time_budget_s)
