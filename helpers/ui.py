@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from helpers.config import REPO_ROOT, mask, mask_connection_string
 from helpers.geometry import BBox
-from helpers.widgets import show_figures_inline
+from helpers.widgets import cell_style, show_figures_inline
 
 show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
 
@@ -50,12 +50,15 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     if not rows:
         return "<p><i>(nothing yet)</i></p>"
     columns = list(columns or rows[0].keys())
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th style='text-align:left;padding:2px 8px;white-space:nowrap'>{html.escape(str(c))}</th>"
+                   for c in columns)
+    values = [[mask(str(r.get(c, ""))) for c in columns] for r in rows]
     body = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(mask(str(r.get(c, ''))))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td style='padding:2px 8px;{cell_style(v)}'>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row in values
     )
-    return (f"<div style='max-width:100%;overflow-x:auto'><table style='word-break:break-word'>"
+    # scrolls inside the output area when wider than it; only long values may break (cell_style)
+    return (f"<div style='max-width:100%;overflow-x:auto'><table>"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 

@@ -82,6 +82,16 @@ def data_url(data: bytes, mime: str = "image/jpeg") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
+# A value this long may wrap anywhere (a deployment name, a connection string); shorter ones never
+# wrap, so a narrow output area scrolls the table instead of breaking "device" into "devi / ce".
+WRAP_OVER = 24
+
+
+def cell_style(text: str) -> str:
+    """CSS for a table cell holding `text`: short values on one line, long ones may break anywhere."""
+    return "overflow-wrap:anywhere" if len(text) > WRAP_OVER else "white-space:nowrap"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
@@ -106,17 +116,20 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
             for k in r:
                 if k not in columns:
                     columns.append(k)
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th style='text-align:left;padding:2px 8px;white-space:nowrap'>{html.escape(str(c))}</th>"
+                   for c in columns)
     body = []
     for i, r in enumerate(rows):
         style = styles[i] if styles is not None and i < len(styles) else {}
         cells = "".join(
-            f"<td style='padding:2px 8px;{html.escape(style.get(c, ''), quote=True)}'>{html.escape(_cell(r.get(c)))}</td>"
+            f"<td style='padding:2px 8px;{cell_style(_cell(r.get(c)))};{html.escape(style.get(c, ''), quote=True)}'>"
+            f"{html.escape(_cell(r.get(c)))}</td>"
             for c in columns
         )
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
     # Wrapped so a wide table (the rollout board's ten columns) scrolls inside the output area
-    # instead of overflowing the notebook's width; long values (deployment names) may break.
-    return (f"<div style='max-width:100%;overflow-x:auto'><table style='border-collapse:collapse;word-break:break-word'>"
+    # instead of overflowing the notebook's width; only long values (deployment names) may break
+    # (`cell_style`): a table-wide word-break let the browser squeeze every column to a few letters.
+    return (f"<div style='max-width:100%;overflow-x:auto'><table style='border-collapse:collapse'>"
             f"{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
