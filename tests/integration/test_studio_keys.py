@@ -23,6 +23,7 @@ DEVICE_ROUTES = {
     ("POST", "/api/{category}/files"),  # ingestion (collector, runner sampling)
     ("GET", "/api/models/{version}"),  # the runner's model: its card and sha256 ...
     ("GET", "/api/models/{version}/onnx"),  # ... and the file
+    ("GET", "/api/models/{version}/file"),  # ... in its format (.onnx, .eim, .tflite): what the runner downloads
     ("GET", "/v1/api/projects/api-key-info"),  # Edge Impulse's "what may this key do"
     ("GET", "/v1/api/{pid}/learn-data/{learn_id}/model/{download_id}"),  # the Studio API's model download
     ("GET", "/v1/api/{pid}/deployment/download"),  # the Studio API's deployment (.eim) download
@@ -125,7 +126,8 @@ def test_runner_key_fetches_only_its_model_version(cloud, world):
     key = world["runner_key"]
     v, other = world["version"], world["other"]
     assert call(cloud, "GET", f"/api/models/{v}/onnx", key).status_code == 200
-    for path in (f"/api/models/{other}", f"/api/models/{other}/onnx"):
+    assert call(cloud, "GET", f"/api/models/{v}/file", key).status_code == 200
+    for path in (f"/api/models/{other}", f"/api/models/{other}/onnx", f"/api/models/{other}/file"):
         r = call(cloud, "GET", path, key)
         assert r.status_code == 403 and f"model version {v} only" in r.json()["error"], r.text
     r = call(cloud, "GET", f"/api/models/{v}", world["collector_key"])
