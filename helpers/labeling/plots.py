@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from helpers.geometry import BBox
 from helpers.labeling.queue import decode_image, sample_device
-from helpers.widgets import TAB10, draw_boxes, html_table, label_color, show_figures_inline
+from helpers.widgets import TAB10, html_table, label_color, show_figures_inline
 
 show_figures_inline()
 
@@ -126,6 +126,28 @@ def box_distributions(samples: Sequence[Any], labels: Sequence[str] | None = Non
     return fig
 
 
+# Box labels in figures are matplotlib text in points: readable however small the image is drawn
+# (text burnt into a 320 px frame shrank to ~4 px in a grid of four across).
+BOX_LABEL_FONTSIZE = 9
+
+
+def draw_labeled_boxes(ax: Any, boxes: Iterable[BBox], labels: Sequence[str], width: int, height: int) -> None:
+    """Draw `boxes` on an axes showing a `width` x `height` image: a frame per box and its label
+    on a tag in the label's colour, above the box (inside it when the box touches the top)."""
+    from matplotlib.patches import Rectangle
+
+    for b in boxes:
+        color = label_color(b.label, labels)
+        ax.add_patch(Rectangle((b.x, b.y), b.width, b.height, fill=False, edgecolor=color, linewidth=1.6))
+        text = b.label if b.value is None else f"{b.label} {b.value:.2f}"
+        inside = b.y < 0.12 * height
+        ax.text(b.x, b.y, text, fontsize=BOX_LABEL_FONTSIZE, color="white", ha="left",
+                va="top" if inside else "bottom", clip_on=True,
+                bbox={"facecolor": color, "edgecolor": "none", "pad": 1.2, "alpha": 0.9})
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+
+
 def sample_grid(samples: Sequence[Any], image_of: Callable[[int], bytes], n: int = 12, cols: int = 4,
                 labels: Sequence[str] | None = None) -> Figure:
     """A grid of labeled samples with their saved boxes.
@@ -145,30 +167,63 @@ def sample_grid(samples: Sequence[Any], image_of: Callable[[int], bytes], n: int
     for ax in axes:
         ax.axis("off")
     for ax, s in zip(axes, chosen):
-        rgb = draw_boxes(decode_image(image_of(s.id)), s.boxes, labels, thickness=2)
+        rgb = decode_image(image_of(s.id))
         ax.imshow(rgb)
-        ax.set_title(f"#{s.id} {sample_device(s)} ({len(s.boxes)})", fontsize=8)
+        draw_labeled_boxes(ax, s.boxes, labels, rgb.shape[1], rgb.shape[0])
+        ax.set_title(f"#{s.id} {sample_device(s)} ({len(s.boxes)})", fontsize=9)
     if not chosen:
         axes[0].text(0.5, 0.5, "no labeled samples yet", ha="center", va="center", transform=axes[0].transAxes)
     return fig
 
 
+def assist_groups(report: Any) -> list[tuple[str, Any]]:
+    """The groups the assist-quality chart draws: (tick label, `AssistRow`).
+
+    One group per source that proposed (`tracking`, `model`, ...), and one for what was offered
+    first, unless that is one source's group again: with a single source offered on every frame
+    it proposed for (tracking alone, no scene change), `offered` and `tracking` are the same
+    records, and the chart said so with two identical groups. Then that source's group says
+    "offered first" instead.
+    """
+    rows = {r.source: r for r in report.rows}
+    offered = rows.get("offered")
+    sources = [r for r in report.rows if r.source != "offered" and r.proposals > 0]
+    first = {k: v for k, v in getattr(report, "offered_by", {}).items() if k != "none" and v}
+    same = None
+    if offered is not None and len(first) == 1:
+        (only,) = first
+        # the offered records are a subset of that source's records; equal counts: the same ones
+        same = next((r.source for r in sources if r.source == only and r.proposals == offered.proposals), None)
+    groups = []
+    if offered is not None and offered.proposals > 0 and same is None:
+        groups.append((f"offered first\n(n={offered.proposals})", offered))
+    for r in sources:
+        tick = f"{r.source}, offered first\n(n={r.proposals})" if r.source == same else f"{r.source}\n(n={r.proposals})"
+        groups.append((tick, r))
+    return groups
+
+
 def assist_quality(report: Any) -> Figure:
-    """Bars of the assist report: share accepted unchanged and mean IoU, per proposal source."""
-    rows = [r for r in report.rows if r.proposals > 0] or list(report.rows)
-    names = [f"{r.source}\n(n={r.proposals})" for r in rows]
-    x = np.arange(len(rows))
+    """Bars of the assist report: share accepted unchanged and mean IoU, per group of `assist_groups`."""
+    groups = assist_groups(report)
+    x = np.arange(len(groups))
     width = 0.38
-    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    fig = Figure(figsize=(max(4.0, 1.9 * len(groups) + 1.0), 3.2), layout="constrained")
     ax = fig.add_subplot()
-    b1 = ax.bar(x - width / 2, [r.share_unchanged for r in rows], width, label="accepted unchanged", color=TAB10[2])
-    b2 = ax.bar(x + width / 2, [r.mean_iou for r in rows], width, label="mean IoU", color=TAB10[0])
+    ax.set_title("labeling assist quality")
+    ax.set_ylim(0, 1.3)  # room above the bars (all <= 1) for their values and the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
+    if not groups:
+        ax.text(0.5, 0.5, "no proposals were offered", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        return fig
+    b1 = ax.bar(x - width / 2, [r.share_unchanged for _, r in groups], width, label="accepted unchanged", color=TAB10[2])
+    b2 = ax.bar(x + width / 2, [r.mean_iou for _, r in groups], width, label="mean IoU", color=TAB10[0])
     ax.bar_label(b1, fmt="%.2f", fontsize=8)
     ax.bar_label(b2, fmt="%.2f", fontsize=8)
-    ax.set_xticks(x, names)
-    ax.set_ylim(0, 1.1)
-    ax.set_title("labeling assist quality")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(x, [tick for tick, _ in groups])
+    ax.set_xlim(-0.7, len(groups) - 0.3)  # one group keeps the bar width of several
+    ax.legend(fontsize=8, loc="upper center", ncols=2, frameon=False)
     return fig
 
 
