@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lab notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
+.PHONY: setup demo test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables 
 	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	@ws="$$($(PY) tools/lab_workspace.py $(if $(filter command line,$(origin WORKSPACE)),--workspace '$(WORKSPACE)'))" && \
 	  EDGELOOP_WORKSPACE="$$ws" $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
+
+screenshots: $(STAMP) ## JupyterLab in headless Chromium (apt-get install chromium): the reference notebooks' widgets drawn as views (out/lab_widgets/), the labeling panel labeled by hand (out/lab_labeling/)
+	$(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_lab_widgets_browser.py tests/integration/test_lab_labeling_browser.py $(PYTEST_ARGS)
 
 notebooks: $(STAMP) ## rebuild notebooks/ from tools/build_notebooks.py and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
 	$(PY) tools/build_notebooks.py
