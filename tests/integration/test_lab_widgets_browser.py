@@ -11,7 +11,8 @@ notebook; once its kernel is connected the test checks, per notebook, that
 
 - every output the reference saved as a widget view is a rendered view (`.jupyter-widgets`),
 - the views a person reads are there with their content: the device table (01), the
-  collection panel (02), the training progress bars (04, 06, at 100 %), the rollout board (05),
+  collection panel (02), the rollout board (05), and every progress bar the file saved (the
+  training bars of 04 and 06 in today's references) as a bar with its percentage and count,
 - no output shows the text a view falls back to (`HTML(value=...`, `VBox(children=...`,
   `IntProgress(`, tqdm's `0%|          | 0/40`, `<Figure size ...>`), and no check cell ends
   in a stray `Out[n]: True`.
@@ -69,10 +70,11 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 VIEWS = {
     "01_setup_hub": [("device table", "ui.device_table(", ".widget-html table", "pi-1")],
     "02_build_collector": [("collection panel", "CollectionPanel(", ".widget-vbox .widget-html table", "samples")],
-    "04_train": [("training progress bar", "trainer.train_detector(", ".widget-hprogress", "100%")],
     "05_deploy": [("rollout board", "RolloutBoard(", ".widget-html table", "reported")],
-    "06_retrain_banana": [("training progress bar", "trainer.train_detector(", ".widget-hprogress", "100%")],
 }
+# Progress bars are found from the file: every output saved as a tqdm bar (its text/plain is
+# `train ...:   0%|          | 0/30 [...]`) must be drawn as a bar with its count.
+TQDM_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
 # What an output shows when its view is not drawn: the widget's repr, tqdm's text bar, a figure's repr.
 FALLBACK = re.compile(r"\b(HTML|VBox|HBox|Output|Image)\(|\b(Int|Float)Progress\(|\d+%\|[^\n]*\|\s*\d+/\d+|<Figure size")
 
@@ -88,15 +90,15 @@ CELLS_JS = """() => jupyterapp.shell.currentWidget.content.widgets.map((w, i) =>
   })}))"""
 
 
-def saved_views(path: Path) -> dict[str, int]:
-    """Per code cell source (first line is enough to name it), how many widget views the file saved."""
+def saved_views(path: Path) -> dict[str, list[str]]:
+    """Per code cell source, the text/plain of each output the file saved as a widget view."""
     nb = json.loads(path.read_text())
     state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
     found = {}
     for cell in nb["cells"]:
-        n = sum(1 for o in cell.get("outputs", []) if WIDGET_MIME in o.get("data", {}))
-        if n:
-            found["".join(cell["source"])] = n
+        views = ["".join(o["data"].get("text/plain", "")) for o in cell.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+        if views:
+            found["".join(cell["source"])] = views
     if found:
         assert state.get("state"), f"{path.name} holds widget views but no saved widget state (rerun `make notebooks`)"
     return found
@@ -156,7 +158,7 @@ def open_notebook(page, name: str, views: int) -> list[dict]:
     `views` widget views; the cells as CELLS_JS reads them."""
     page.evaluate("""async path => {
       const w = jupyterapp.shell.currentWidget;
-      if (w && w.context) { w.context.model.dirty = false; w.dispose(); }
+      if (w && w.context) { await w.sessionContext.shutdown(); w.context.model.dirty = false; w.dispose(); }
       await jupyterapp.commands.execute('docmanager:open', {path});
     }""", f"{name}.ipynb")
     page.wait_for_function(
@@ -257,6 +259,7 @@ def test_widgets_render_as_views_in_jupyterlab(tmp_path):
     proc, base, token = start_lab(nbdir, tmp_path, env)
     errors: list[str] = []
     problems: list[str] = []
+    progress_bars = 0
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
@@ -274,20 +277,32 @@ def test_widgets_render_as_views_in_jupyterlab(tmp_path):
             assert fallbacks(cells), "the probe did not see the untrusted notebook's text fallback"
 
             for name in names:
-                n_views = sum(expected[name].values())
+                n_views = sum(len(v) for v in expected[name].values())
                 cells = open_notebook(page, name, n_views)
                 assert all(c["inPage"] for c in cells), f"{name}: cells missing from the page (windowing is on)"
                 by_source = {c["source"]: c for c in cells}
                 # every output the reference saved as a widget view is drawn as one
-                for source, n in expected[name].items():
+                for source, saved in expected[name].items():
                     cell = by_source.get(source)
                     if cell is None:
                         problems.append(f"{name}: a cell of the file is not in the page: {source[:60]!r}")
                         continue
                     drawn = [o for o in cell["outputs"] if o["views"]]
-                    if len(drawn) < n:
-                        problems.append(f"{name} cell {cell['index']}: {len(drawn)} of {n} widget views drawn; "
+                    if len(drawn) < len(saved):
+                        problems.append(f"{name} cell {cell['index']}: {len(drawn)} of {len(saved)} widget views drawn; "
                                         f"outputs: {[o['text'][:80] for o in cell['outputs']]}")
+                    bars = sum(1 for text in saved if TQDM_TEXT.search(text))
+                    if bars:  # drawn as bars, with their percentage and count
+                        shown = page.evaluate(
+                            "i => Array.from(jupyterapp.shell.currentWidget.content.widgets[i].node"
+                            ".querySelectorAll('.jp-OutputArea-output .widget-hprogress'))"
+                            ".map(e => e.closest('.jp-OutputArea-output').innerText)", cell["index"])
+                        ok = [t for t in shown if re.search(r"\d+%", t) and re.search(r"\d+/\d+", t)]
+                        if len(ok) < bars:
+                            problems.append(f"{name} cell {cell['index']}: {len(ok)} of {bars} progress bars drawn "
+                                            f"with their count; found {[t[:80] for t in shown]}")
+                        progress_bars += len(ok)
+                        shoot_cell(page, cell["index"], SHOTS / f"{name}_progress_bar_cell{cell['index']}.png")
                 # the views a person reads, with their content, screenshotted
                 for what, snippet, selector, text in VIEWS.get(name, []):
                     (cell,) = [c for c in cells if snippet in c["source"]]
@@ -317,5 +332,6 @@ def test_widgets_render_as_views_in_jupyterlab(tmp_path):
     finally:
         stop(proc)
     assert not problems, "\n".join(problems)
+    print(f"drawn as views: {', '.join(w for v in VIEWS.values() for w, *_ in v)}, {progress_bars} progress bars")
     widget_errors = [e for e in errors if "widget" in e.lower() or "anywidget" in e.lower()]
     assert not widget_errors, widget_errors
