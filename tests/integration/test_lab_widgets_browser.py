@@ -244,8 +244,7 @@ def test_widgets_render_as_views_in_jupyterlab(tmp_path):
     (nbdir / "untrusted_01_setup_hub.ipynb").write_text(json.dumps(control, indent=1))
     env = lab_env(tmp_path)
     write_settings(tmp_path / "lab-settings")
-    jupyter = Path(sys.executable).with_name("jupyter")
-    subprocess.run([str(jupyter), "trust", *[str(nbdir / f"{n}.ipynb") for n in TRUSTED_BY_JUPYTER_TRUST]],
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", *[str(nbdir / f"{n}.ipynb") for n in TRUSTED_BY_JUPYTER_TRUST]],
                    env=env, check=True, capture_output=True, timeout=120)
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from helpers.pipeline import sign_notebook;"
                     " [sign_notebook(Path(p)) for p in sys.argv[1:]]",
