@@ -76,6 +76,38 @@ def test_atss_and_gfl_loss_on_one_box():
     assert model.head.gfl[0].weight.grad is not None
 
 
+def test_every_layer_trains_at_its_depth_scaled_rate():
+    """Backbone, neck and head all move on an AdamW step, each by about lr x its LR_SCALE."""
+    from helpers.train.finetune import LR_SCALE, param_groups
+
+    torch.manual_seed(0)
+    model = NanoDet(2)
+    groups = param_groups(model)
+    assert sorted(g["scale"] for g in groups) == sorted({*LR_SCALE.values(), 1.0})
+    assert all(p.requires_grad for p in model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lr = 1e-3
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    for g in opt.param_groups:
+        g["lr"] = lr * g["scale"]
+    pts, st = grid_points(96)
+    counts = [(96 // s) ** 2 for s in STRIDES]
+    x = torch.rand(2, 3, 96, 96) * 2 - 1
+    cls, reg = model(x)
+    loss, _ = gfl_loss(cls, reg, pts, st, counts, [(torch.tensor([[20.0, 20.0, 60.0, 56.0]]), torch.tensor([1])),
+                                                   (torch.tensor([[10.0, 30.0, 90.0, 70.0]]), torch.tensor([0]))])
+    loss.backward()
+    opt.step()
+    # Adam's first step moves a weight with a gradient by its group's rate (up to rounding).
+    for prefix, scale in (("backbone.", LR_SCALE["backbone."]), ("fpn.", LR_SCALE["fpn."]), ("head.", 1.0)):
+        moved = max(float((v - before[k]).abs().max()) for k, v in model.state_dict().items() if k.startswith(prefix))
+        assert 0.5 * lr * scale < moved <= 1.01 * lr * scale, (prefix, moved)
+    # A frozen prefix leaves that part out of the groups and out of autograd.
+    frozen = param_groups(model, frozen=("backbone.",))
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert sum(len(g["params"]) for g in frozen) == sum(1 for n, _ in model.named_parameters() if not n.startswith("backbone."))
+
+
 def _scenes(n, size=96, seed=0):
     rng = np.random.default_rng(seed)
     items = []
