@@ -11,7 +11,8 @@ A model folder holds `model.json` (the card) and one model file; the card's `for
 
 `load_detector(model_dir)` picks the backend. Every backend has the same surface as
 `OnnxDetector`: `detect(rgb, score_threshold=None)` -> boxes in the image's pixels (value =
-score, best first), `labels`, `input_size`, `card`, `version`, `score_threshold`, `close()`.
+score, best first), `labels`, `input_size`, `card`, `version`, `score_threshold`, `class_thresholds` (the card's
+per-label thresholds, applied when no threshold is passed), `close()`.
 """
 from __future__ import annotations
 
@@ -123,6 +124,21 @@ def _labels_or_none(card: dict[str, Any], where: Path) -> list[str] | None:
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
         raise ModelError(f"model card {where} labels must be a non-empty list of names, e.g. [\"apple\"]")
     return list(labels)
+
+
+def class_thresholds_of(card: dict[str, Any], labels: list[str], where: Path) -> dict[str, float]:
+    """The card's per-label thresholds (`class_thresholds` {label: score}, as `OnnxDetector` reads them)."""
+    ct = card.get("class_thresholds") or {}
+    if not isinstance(ct, dict) or not all(k in labels and isinstance(v, (int, float)) and 0 <= v <= 1 for k, v in ct.items()):
+        raise ModelError(f"model card {where} class_thresholds must map labels {labels} to scores in [0, 1], got {ct!r}")
+    return {k: float(v) for k, v in ct.items()}
+
+
+def _cuts(det: Any, score_threshold: float | None) -> dict[str, float]:
+    """Each label's minimum score: the given threshold, else the card's per-label ones over its default."""
+    thr = det.score_threshold if score_threshold is None else float(score_threshold)
+    per = det.class_thresholds if score_threshold is None else {}
+    return {label: per.get(label, thr) for label in det.labels}
 
 
 def _missing_extra(package: str, extra: str, exc: ImportError) -> Exception:
@@ -240,6 +256,11 @@ class EimDetector:
             raise ModelError(f"the .eim takes {w}x{h} images but the card says input_size={card_size}")
         default_thr = self.card.get("score_threshold", params.get("threshold", 0.5))
         self.score_threshold = float(default_thr if default_thr is not None else 0.5)
+        try:
+            self.class_thresholds = class_thresholds_of(self.card, self.labels, self.model_dir / CARD_NAME)
+        except ModelError:
+            self.close()
+            raise
         self._eim_threshold: float | None = None
         self._can_set_threshold = True
 
@@ -298,7 +319,8 @@ class EimDetector:
 
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB image array of shape (H, W, 3), got {getattr(rgb, 'shape', type(rgb))}")
-        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        cuts = _cuts(self, score_threshold)
+        thr = min(cuts.values())
         features, _ = get_features_from_image_with_studio_mode(rgb, self.resize_mode, self.input_wh[0], self.input_wh[1],
                                                                 self.grayscale)
         with self._lock:
@@ -316,7 +338,7 @@ class EimDetector:
         out = []
         for b in raw:
             score = float(b.get("value", 0.0))
-            if score < thr:
+            if score < cuts.get(str(b["label"]), thr):
                 continue
             x, y, w, h = eim_box_to_image(b, self.resize_mode, self.input_wh, image_wh)
             if w < 1 or h < 1:
@@ -385,14 +407,15 @@ def resize_like_studio(rgb: np.ndarray, mode: str, input_wh: tuple[int, int]) ->
     raise ModelError(f"preprocessing.resize={mode!r} is not supported; valid: {', '.join(EIM_RESIZE_MODES)}")
 
 
-def fomo_boxes(probs: np.ndarray, labels: list[str], input_wh: tuple[int, int], threshold: float) -> list[dict[str, Any]]:
+def fomo_boxes(probs: np.ndarray, labels: list[str], input_wh: tuple[int, int],
+               threshold: float | list[float]) -> list[dict[str, Any]]:
     """Edge Impulse FOMO output -> boxes in input pixels, as Edge Impulse's runtime reports them.
 
     Args:
         probs: (h, w, C+1) per-cell class probabilities (softmax), channel 0 the background.
         labels: the C object labels (channels 1..C).
         input_wh: the model's input (width, height).
-        threshold: minimum cell probability.
+        threshold: minimum cell probability, or one per label.
 
     Touching cells of one class above the threshold merge into one box (8-connected, as the
     SDK's cube merging does); its score is the best cell's.
@@ -404,9 +427,10 @@ def fomo_boxes(probs: np.ndarray, labels: list[str], input_wh: tuple[int, int], 
         raise ModelError(f"the FOMO output has {n} channels but the card lists {len(labels)} labels (+1 background): "
                          "the card does not belong to this model")
     cw, ch = input_wh[0] / gw, input_wh[1] / gh
+    cuts = list(threshold) if isinstance(threshold, (list, tuple)) else [float(threshold)] * len(labels)
     out = []
     for c, label in enumerate(labels, start=1):
-        mask = (probs[:, :, c] >= threshold).astype(np.uint8)
+        mask = (probs[:, :, c] >= cuts[c - 1]).astype(np.uint8)
         if not mask.any():
             continue
         count, comp = cv2.connectedComponents(mask, connectivity=8)
@@ -483,6 +507,7 @@ class TfliteDetector:
         if self.resize_mode not in EIM_RESIZE_MODES:
             raise ModelError(f"model card preprocessing.resize={self.resize_mode!r}; valid: {', '.join(EIM_RESIZE_MODES)}")
         self.score_threshold = float(self.card.get("score_threshold", 0.5))
+        self.class_thresholds = class_thresholds_of(self.card, self.labels, self.model_dir / CARD_NAME)
         self._lock = threading.Lock()
 
     @property
@@ -520,10 +545,10 @@ class TfliteDetector:
 
     def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
         """Boxes (value = score) in `rgb`'s pixel coordinates, best first."""
-        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        cuts = _cuts(self, score_threshold)
         image_wh = (rgb.shape[1], rgb.shape[0])
         out = []
-        for b in fomo_boxes(self.raw(rgb), self.labels, self.input_wh, thr):
+        for b in fomo_boxes(self.raw(rgb), self.labels, self.input_wh, [cuts[n] for n in self.labels]):
             x, y, w, h = eim_box_to_image(b, self.resize_mode, self.input_wh, image_wh)
             if w >= 1 and h >= 1:
                 out.append(BBox(b["label"], x, y, w, h, value=b["value"]))

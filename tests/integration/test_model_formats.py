@@ -198,6 +198,16 @@ def test_tflite_fomo_detects_where_the_object_is(tmp_path, quantized):
         # FOMO's 8-pixel cells: the box's centre within one cell (~7 image px) of the patch's
         assert abs(cx - (truth[0] + truth[2]) / 2) < 8 and abs(cy - (truth[1] + truth[3]) / 2) < 8, (mode, b)
         assert det.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    # the card's per-label thresholds apply when no threshold is passed; a passed one overrides them
+    card = {"format": "tflite", "labels": ["apple"], "score_threshold": 0.5, "class_thresholds": {"apple": 0.9999}}
+    (d / "model.json").write_text(json.dumps(card))
+    det = load_detector(d)
+    assert det.class_thresholds == {"apple": 0.9999} and det.detect(img) == []
+    assert len(det.detect(img, score_threshold=0.5)) == 1
+    (d / "model.json").write_text(json.dumps({**card, "class_thresholds": {"kiwi": 0.3}}))
+    with pytest.raises(ModelError, match="class_thresholds"):
+        load_detector(d)
+    (d / "model.json").write_text(json.dumps({"format": "tflite", "labels": ["apple"]}))
     from helpers.geometry import BBox
     from helpers.train.evaluate import evaluate_model
 
