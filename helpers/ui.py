@@ -271,6 +271,31 @@ class LivePlot:
         return fig
 
 
+class JobLog:
+    """A studio training job's log as the notebook's progress view (`Studio.train(on_log=...)`).
+
+    The local job's epoch lines (`helpers.localcloud.train_job.format_epoch_line`) become the
+    records `LivePlot` draws (and reports to a headless pipeline's terminal); every other line,
+    and every line of an Edge Impulse job (its own log format), is printed as text and reported.
+    """
+
+    def __init__(self, plot: LivePlot | None = None):
+        self.plot, self.lines, self.records = plot, [], []
+
+    def __call__(self, line: str) -> None:
+        from helpers.localcloud.train_job import parse_epoch_line
+
+        self.lines.append(line)
+        rec = parse_epoch_line(line)
+        if rec is not None and self.plot is not None:
+            self.records.append(rec)
+            self.plot(rec)
+            return
+        print(line, flush=True)
+        if line.strip():
+            report_progress(f"training job: {line.strip()[:160]}")
+
+
 def metrics_rows(report: Any) -> list[dict[str, Any]]:
     """Per-class and overall P/R/F1@0.5 and AP rows of an evaluation report (rounded for display)."""
     d = report.to_dict() if hasattr(report, "to_dict") else dict(report)

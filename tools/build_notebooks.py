@@ -349,7 +349,11 @@ The tutorial's impulse: 320x320 images, an object-detection learning block (Mobi
 FPN-Lite), F1 87.2% on apples. Here training runs on this machine's CPU in minutes: a compact
 MobileNetV2-style detector cut at stride 8 (as Edge Impulse's FOMO) with a box-size head, so it
 returns real boxes. How the recipe was chosen, with the measurements, is in
-`docs/training.md`. Evaluation always runs on the exported ONNX file, exactly as the device will.
+`docs/training.md`. As in the Studio, the settings go into the project's **impulse** and a
+**training job** trains it: on the local studio the job runs this trainer in the background, on
+an Edge Impulse project (`EDGELOOP_STUDIO=edgeimpulse`) Edge Impulse trains; the same cells
+stream the job's log into the plot below and fetch the model. Evaluation always runs here, on
+the downloaded model file, exactly as the device will run it.
 
 **Choose a different model** (as the Studio offers): `arch = "fomo-box"` trains from scratch in
 a couple of minutes and runs in about a millisecond; it is excellent on the synthetic scenes but
@@ -368,14 +372,16 @@ batch_size = 16
 learning_rate = 4e-3
 validation_split = 0.2   # of the training split, for early stopping
 time_budget_s = None     # stop training after this many seconds (keeps the best epoch)
+train_timeout_s = None   # cancel the training job after this many seconds; None: from images x epochs
 min_f1 = 0.9             # the check below: just under what the workshop measures (README)
 model_name = "apple"
 seed = 0
 """),
     code("""
 from helpers import session, ui, results
-from helpers.train import data, trainer, export, evaluate, finetune
+from helpers.train import data, trainer, evaluate, finetune
 from helpers.detector import OnnxDetector, load_card
+from helpers.studio.edgeimpulse import training_timeout_s
 
 s = session.connect()
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
@@ -395,6 +401,21 @@ by class mean the classes are easy to tell apart; lone points are worth a second
 display(ui.feature_explorer(train_items + test_items, seed=seed))
 """, "nbval-ignore-output"),
     md("""
+## The impulse
+Input size, colour depth, the learning block's model and its training settings, set on the
+project as in the Studio's **Create impulse** and **Object detection** pages.
+"""),
+    code("""
+params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
+                             val_fraction=validation_split, time_budget_s=time_budget_s)
+if arch == "nanodet-ft":  # fine-tuning has its own recipe (lower learning rate, 224 px, 16 epochs)
+    params = finetune.recommended_params(seed=seed, val_fraction=validation_split, time_budget_s=time_budget_s)
+impulse = s.studio.set_impulse(input_size=params.input_size, color=params.color, arch=params.arch, epochs=params.epochs,
+                               learning_rate=params.lr, batch_size=params.batch_size, validation_split=params.val_fraction,
+                               seed=params.seed, time_budget_s=params.time_budget_s)
+ui.show_json(impulse)
+""", "nbval-ignore-output"),
+    md("""
 ## Train
 The card's score threshold is chosen on the validation split: the middle of the thresholds whose
 F1 is within one object of the best (one per class where a class has 20 or more validation
@@ -402,18 +423,17 @@ objects), not the edge of that range; the card's `threshold_choice` says on how 
 objects.
 """),
     code("""
-params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
-                             val_fraction=validation_split, time_budget_s=time_budget_s)
-if arch == "nanodet-ft":  # fine-tuning has its own recipe (lower learning rate, 224 px, 16 epochs)
-    params = finetune.recommended_params(seed=seed, val_fraction=validation_split, time_budget_s=time_budget_s)
-plot = ui.LivePlot(f"{model_name}: {arch} @ {params.input_size}px", epochs=params.epochs)
-result = trainer.train_detector(train_items, None, labels, params, callback=plot)
-print(f"best epoch {result.best_epoch}, validation F1 {result.val_f1:.3f}, {result.train_time_s:.0f} s")
-""", "nbval-ignore-output"),
-    md("## Export to ONNX and evaluate on the test split"),
-    code("""
 out_dir = s.workspace / "models" / f"{model_name}-{snapshot_id[:8]}"
-onnx_path = export.export_result(result, out_dir, dataset={"hash": snapshot_id})
+plot = ui.LivePlot(f"{model_name}: {arch} @ {params.input_size}px", epochs=params.epochs)
+timeout_s = train_timeout_s or training_timeout_s(len(train_items), params.epochs, params.arch, params.time_budget_s)
+job = s.studio.train(out_dir, timeout_s=timeout_s, on_log=ui.JobLog(plot), register=False)
+onnx_path, card = load_card(out_dir)
+train_time_s = card["metrics"]["train_time_s"]
+print(f"training job {job['job_id']}: best epoch {card['metrics']['best_epoch']}, "
+      f"validation F1 {card['metrics']['validation']['f1']:.3f}, {train_time_s:.0f} s")
+""", "nbval-ignore-output"),
+    md("## Evaluate the downloaded model on the test split"),
+    code("""
 report = evaluate.evaluate_model(str(out_dir), test_items)
 print(ui.text_table(ui.metrics_rows(report)))
 print(f"mAP@0.5 {report.map50:.3f}   mAP@[.5:.95] {report.map:.3f}   latency median {report.latency_ms['median']:.2f} ms (onnxruntime, 1 thread)")
@@ -428,7 +448,6 @@ The model and its card (labels, input size, preprocessing, threshold, metrics, d
 snapshot, training parameters, code version) go to the studio's registry as a **candidate**.
 """),
     code("""
-card = load_card(out_dir)[1]
 card["metrics"]["test"] = report.to_dict()
 version = s.studio.register_model(onnx_path, card)
 print(f"registered model v{version.version} as {version.stage}")
@@ -438,7 +457,7 @@ for label in labels:
     results.check(f"{label} F1 >= {min_f1}", report.per_class[label].f1 >= min_f1, measured=round(report.per_class[label].f1, 4))
 results.check("ONNX output matches torch", card["export"]["parity_max_abs_diff"] < 1e-3, measured=card["export"]["parity_max_abs_diff"])
 results.record("04_train", model_version=version.version, labels=labels, f1={k: v.f1 for k, v in report.per_class.items()},
-               map50=report.map50, map=report.map, train_time_s=result.train_time_s, test_images=len(test_items))
+               map50=report.map50, map=report.map, train_time_s=train_time_s, test_images=len(test_items))
 """),
 ]
 
@@ -543,6 +562,7 @@ batch_size = 16
 input_size = 160
 min_f1 = 0.85
 min_heldout_confusion = 0.1  # the story: the apple model calls at least this share of held-out bananas apples
+train_timeout_s = None    # cancel the training job after this many seconds; None: from images x epochs
 observe_s = 10            # seconds of runner results per measurement
 rollout_timeout_s = 180
 lab_tag = "fruit-lab"
@@ -599,15 +619,25 @@ assist = OracleLabeler(queue).run(progress=False)
 print(assist.summary())
 display(plots.class_counts(s.studio.samples(labeled=True)))
 """, "nbval-ignore-output"),
-    md("## Retrain with two classes"),
+    md("""
+## Retrain with two classes
+The impulse keeps its input and colour depth; a training job trains it on both classes, its log
+drawn below as it runs, and the model comes back for evaluation here.
+"""),
     code("""
-from helpers.train import data, trainer, export, evaluate
+from helpers.train import data, trainer, evaluate
 from helpers.detector import load_card
+from helpers.studio.edgeimpulse import training_timeout_s
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
 params = trainer.TrainParams(input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed)
-result = trainer.train_detector(train_items, None, labels, params, callback=ui.LivePlot("apple + banana", epochs=epochs))
+s.studio.set_impulse(input_size=params.input_size, color=params.color, arch=params.arch, epochs=params.epochs,
+                     learning_rate=params.lr, batch_size=params.batch_size, validation_split=params.val_fraction,
+                     seed=params.seed, time_budget_s=params.time_budget_s)
 out_dir = s.workspace / "models" / f"apple-banana-{snapshot_id[:8]}"
-onnx_path = export.export_result(result, out_dir, dataset={"hash": snapshot_id}, parent_version=production.version)
+timeout_s = train_timeout_s or training_timeout_s(len(train_items), params.epochs, params.arch, params.time_budget_s)
+job = s.studio.train(out_dir, timeout_s=timeout_s, on_log=ui.JobLog(ui.LivePlot("apple + banana", epochs=epochs)),
+                     register=False, card_extra={"parent_version": production.version})
+onnx_path = load_card(out_dir)[0]
 report = evaluate.evaluate_model(str(out_dir), test_items)
 print(ui.text_table(ui.metrics_rows(report)))
 candidate = s.studio.register_model(onnx_path, load_card(out_dir)[1])

@@ -22,13 +22,15 @@ ids `onnx` and `card`) or, packaged as an `.eim` executable, with
 `DeploymentApi.download_build(type="runner-linux-x86_64")`.
 
 Extensions (no Edge Impulse equivalent, documented in the README): the `x-test-fraction` header
-of `POST .../rebalance` (Edge Impulse's split is always 80/20), `customParameters.arch` in the
-Keras settings for architectures Edge Impulse does not have, and the model registry and
+of `POST .../rebalance` (Edge Impulse's split is always 80/20), `customParameters` in the
+Keras settings (`arch` for architectures Edge Impulse does not have, the training `seed`, a
+`time_budget_s`: what the notebooks set and Edge Impulse has no field for), and the model registry and
 snapshots under `/api/models` and `/api/snapshots` (`studio_api`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -56,7 +58,11 @@ COLOR_EI = {"RGB": "RGB", "grayscale": "Grayscale"}
 EI_COLOR = {v: k for k, v in COLOR_EI.items()}
 MODEL_DOWNLOADS = {"onnx": ("model.onnx", "application/octet-stream"), "card": ("model.json", "application/json")}
 EIM_TYPES = ("runner-linux-x86_64", "runner-linux-aarch64", "runner-linux-armv7")
-DEFAULT_KERAS = {"trainingCycles": 30, "learningRate": 0.005, "batchSize": 16, "arch": "fomo-box"}
+DEFAULT_KERAS = {"trainingCycles": 30, "learningRate": 0.005, "batchSize": 16, "arch": "fomo-box", "valFraction": 0.2,
+                 "seed": 0, "timeBudgetS": None}
+# customParameters of the learn block (Edge Impulse has no field for these): the helpers.train
+# architecture, the training seed and a time budget in seconds ("" clears it).
+CUSTOM_PARAMETERS = ("arch", "seed", "time_budget_s")
 _job_lock = threading.Lock()
 _watched: set[int] = set()  # jobs this service process started and waits for
 
@@ -580,8 +586,9 @@ async def create_impulse(pid: int, request: Request) -> dict[str, Any]:
         return fail("This project takes images: the impulse needs exactly one input block of type 'image'")
     inp = inputs[0]
     w, h = inp.get("imageWidth"), inp.get("imageHeight")
-    if not isinstance(w, int) or not isinstance(h, int) or w != h or w not in (96, 160, 320):
-        return fail(f"imageWidth and imageHeight must be equal and one of 96, 160 or 320 (got {w}x{h})")
+    if not isinstance(w, int) or not isinstance(h, int) or w != h or w % 32 or not 64 <= w <= 640:
+        return fail(f"imageWidth and imageHeight must be equal and a multiple of 32 from 64 to 640: 96, 160 or 320 for "
+                    f"fomo-box, 224, 320 or 416 for nanodet-ft (got {w}x{h})")
     if inp.get("resizeMode", "squash") not in IMAGE_RESIZE_MODES:
         return fail(f"resizeMode must be one of {', '.join(IMAGE_RESIZE_MODES)}")
     if any(b.get("type") != "image" for b in body["dspBlocks"]) or len(body["dspBlocks"]) != 1:
@@ -665,7 +672,15 @@ def get_keras(pid: int, learn_id: int, request: Request) -> dict[str, Any]:
               trainingCycles=k["trainingCycles"], learningRate=k["learningRate"], defaultBatchSize=int(k["batchSize"]),
               shape=f"({size}, {size}, 3)", augmentationPolicyImage="all", transferLearningModels=[], profileInt8=False,
               skipEmbeddingsAndMemory=True, showAdvancedTrainingSettings=False, showAugmentationTrainingSettings=False,
-              thresholds=[], customParameters={"arch": k["arch"]})
+              thresholds=[], trainTestSplit=k["valFraction"], customParameters=_custom_parameters(k))
+
+
+def _custom_parameters(k: dict[str, Any]) -> dict[str, str]:
+    """The learn block's custom parameters as Edge Impulse serves them (strings; no key for no time budget)."""
+    out = {"arch": k["arch"], "seed": str(k["seed"])}
+    if k["timeBudgetS"] is not None:
+        out["time_budget_s"] = repr(float(k["timeBudgetS"]))
+    return out
 
 
 def _apply_keras(ctx: Context, learn_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -690,7 +705,17 @@ def _apply_keras(ctx: Context, learn_id: int, body: dict[str, Any]) -> dict[str,
         if t not in EI_MODEL_ARCH:
             raise ApiError(400, f"visualLayers[0].type {t!r} is not trained here; use one of {sorted(EI_MODEL_ARCH)}", "visualLayers")
         k["arch"] = EI_MODEL_ARCH[t]
-    arch = (body.get("customParameters") or {}).get("arch")
+    if "trainTestSplit" in body:
+        split = body["trainTestSplit"]
+        if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split < 1:
+            raise ApiError(400, "trainTestSplit (the validation set size) must be a number in (0, 1)", "trainTestSplit")
+        k["valFraction"] = float(split)
+    custom = body.get("customParameters") or {}
+    unknown = sorted(set(custom) - set(CUSTOM_PARAMETERS))
+    if unknown:
+        raise ApiError(400, f"customParameters {unknown} are not settings of this learn block; use {list(CUSTOM_PARAMETERS)}",
+                       "customParameters")
+    arch = custom.get("arch")
     if arch is not None:
         from helpers.train.model import ARCHS
 
@@ -698,6 +723,22 @@ def _apply_keras(ctx: Context, learn_id: int, body: dict[str, Any]) -> dict[str,
             raise ApiError(400, f"customParameters.arch {arch!r} is not an architecture of helpers.train; use one of {list(ARCHS)}",
                            "customParameters.arch")
         k["arch"] = arch
+    if "seed" in custom:
+        try:
+            k["seed"] = int(str(custom["seed"]))
+        except ValueError:
+            raise ApiError(400, f"customParameters.seed must be an integer such as '0', got {custom['seed']!r}",
+                           "customParameters.seed") from None
+    if "time_budget_s" in custom:
+        raw = str(custom["time_budget_s"]).strip()
+        try:
+            budget = None if raw == "" else float(raw)
+        except ValueError:
+            budget = -1.0
+        if budget is not None and not (budget > 0 and math.isfinite(budget)):
+            raise ApiError(400, f"customParameters.time_budget_s must be a number of seconds > 0, or '' for none; got "
+                           f"{custom['time_budget_s']!r}", "customParameters.time_budget_s")
+        k["timeBudgetS"] = budget
     all_k = _meta(ctx, "studio_keras", {})
     all_k[str(learn_id)] = k
     _set_meta(ctx, "studio_keras", all_k)
@@ -755,7 +796,8 @@ async def train_keras_job(pid: int, learn_id: int, request: Request) -> dict[str
     dsp_id = str(imp["dspBlocks"][0]["id"])
     color = EI_COLOR[_meta(ctx, "studio_dsp_config", {}).get(dsp_id, {}).get("channels", "RGB")]
     params = {"learnId": learn_id, "arch": k["arch"], "epochs": k["trainingCycles"], "learningRate": k["learningRate"],
-              "batchSize": k["batchSize"], "inputSize": inp["imageWidth"], "resizeMode": inp["resizeMode"], "color": color}
+              "batchSize": k["batchSize"], "inputSize": inp["imageWidth"], "resizeMode": inp["resizeMode"], "color": color,
+              "seed": k["seed"], "valFraction": k["valFraction"], "timeBudgetS": k["timeBudgetS"]}
     return await run_in_threadpool(_start_job, ctx, params)
 
 
@@ -769,6 +811,9 @@ def _start_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "helpers.localcloud.train_job", "--workspace", str(ctx.workspace),
                "--out", str(d / "model"), "--params", json.dumps(params)]
         env = {**os.environ, "EDGELOOP_WORKSPACE": str(ctx.workspace), "EDGELOOP_STUDIO": "local", "PYTHONUNBUFFERED": "1"}
+        # as the pipeline's kernels: waiting OpenMP threads sleep instead of spinning on a busy machine
+        # (the torch thread count, EDGELOOP_TORCH_THREADS, comes from the same settings as the kernel's)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         log = open(d / "stdout.log", "ab")
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

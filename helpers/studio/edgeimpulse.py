@@ -511,16 +511,30 @@ class EdgeImpulseStudio:
         from helpers.localcloud.studio_v1 import EI_MODEL_ARCH
 
         layer = _value(keras.visual_layers[0].type) if keras.visual_layers else None
-        arch = (getattr(keras, "custom_parameters", None) or {}).get("arch") or EI_MODEL_ARCH.get(layer, layer)
+        custom = getattr(keras, "custom_parameters", None) or {}
+        arch = custom.get("arch") or EI_MODEL_ARCH.get(layer, layer)
+        budget = custom.get("time_budget_s")
         return {"input_size": int(inp.image_width), "resize_mode": _value(inp.resize_mode),
                 "color": color, "arch": arch, "epochs": int(keras.training_cycles), "learning_rate": float(keras.learning_rate),
-                "batch_size": int(keras.default_batch_size), "impulse_id": int(imp.id), "dsp_id": int(dsp.id),
+                "batch_size": int(keras.default_batch_size),
+                "validation_split": None if keras.train_test_split is None else float(keras.train_test_split),
+                "seed": int(custom["seed"]) if custom.get("seed") not in (None, "") else None,
+                "time_budget_s": float(budget) if budget not in (None, "") else None,
+                "impulse_id": int(imp.id), "dsp_id": int(dsp.id),
                 "learn_id": int(learn.id), "learn_block_type": _value(learn.type)}
 
     def set_impulse(self, *, input_size: int = 160, color: str = "RGB", arch: str = "fomo-box", epochs: int = 30,
-                    learning_rate: float = 0.005, batch_size: int = 16, resize_mode: str = "squash") -> dict[str, Any]:
+                    learning_rate: float = 0.005, batch_size: int = 16, resize_mode: str = "squash",
+                    validation_split: float = 0.2, seed: int = 0, time_budget_s: float | None = None) -> dict[str, Any]:
         """Create the impulse (image input, image block, object-detection learn block) and set its
-        colour depth and training settings: what notebook 04 sets. Returns `get_impulse()`."""
+        colour depth and training settings: what notebooks 04 and 06 set. Returns `get_impulse()`.
+
+        `validation_split` is Edge Impulse's validation set size (`trainTestSplit`); what Edge
+        Impulse has no field for travels as the learn block's custom parameters: `arch` (an
+        architecture of helpers.train without an Edge Impulse model), `seed` and `time_budget_s`
+        (seconds of training before the best epoch so far is kept). The local job builds from
+        these exactly the `TrainParams` the notebooks build (`helpers.localcloud.train_job.train_params`).
+        """
         from edgeimpulse_api.models import (DSPConfigRequest, Impulse, ImpulseDspBlock, ImpulseInputBlock,
                                             ImpulseLearnBlock, SetKerasParameterRequest)
 
@@ -528,6 +542,10 @@ class EdgeImpulseStudio:
 
         if color not in COLOR_EI:
             raise ValueError(f"color must be one of {list(COLOR_EI)}, got {color!r}")
+        if not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+        if time_budget_s is not None and not time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0 seconds or None, got {time_budget_s}")
         impulse = Impulse(
             id=1, name="Object detection", type="default", post_processing_blocks=[],
             input_blocks=[ImpulseInputBlock(id=1, type="image", name="Image data", title="Image data", image_width=input_size,
@@ -540,11 +558,14 @@ class EdgeImpulseStudio:
         imp = self._call("ImpulseApi", "get_impulse", self.project_id).impulse
         dsp_id, learn_id = int(imp.dsp_blocks[0].id), int(imp.learn_blocks[0].id)
         self._call("DSPApi", "set_dsp_config", self.project_id, dsp_id, DSPConfigRequest(config={"channels": COLOR_EI[color]}))
-        keras: dict[str, Any] = {"training_cycles": int(epochs), "learning_rate": float(learning_rate), "batch_size": float(batch_size)}
+        keras: dict[str, Any] = {"training_cycles": int(epochs), "learning_rate": float(learning_rate), "batch_size": float(batch_size),
+                                 "train_test_split": float(validation_split)}
+        custom = {"seed": str(int(seed)), "time_budget_s": "" if time_budget_s is None else repr(float(time_budget_s))}
         if arch in ARCH_EI_MODEL:
             keras["visual_layers"] = [{"type": ARCH_EI_MODEL[arch]}]
         else:
-            keras["custom_parameters"] = {"arch": arch}
+            custom["arch"] = arch
+        keras["custom_parameters"] = custom
         self._call("LearnApi", "set_keras", self.project_id, learn_id, SetKerasParameterRequest(**keras))
         return self.get_impulse() or {}
 
@@ -593,7 +614,8 @@ class EdgeImpulseStudio:
             if time.monotonic() > deadline:
                 self._call("JobsApi", "cancel_job", pid, job_id, force_cancel="true")
                 raise TrainingFailed(f"training job {job_id} did not finish within {timeout_s:.0f} s and was cancelled; "
-                                     "raise timeout_s or lower the training cycles", 0)
+                                     "give it more time (timeout_s; in notebooks 04 and 06 the train_timeout_s parameter) "
+                                     "or train less (fewer epochs, or a time_budget_s)", 0)
             time.sleep(poll_s)
         if not job.finished_successful:
             tail = "\n".join(log[-8:])
@@ -714,6 +736,25 @@ class EdgeImpulseStudio:
         return self.registry.set_model_stage(version, stage)
 
 
+# Seconds of training per image and epoch that `training_timeout_s` allows: a generous multiple of
+# what 2 busy cores take (fomo-box: about 0.09 s measured with another process beside it; the
+# pipeline's cell limits use the same 0.5), nanodet-ft and ssdlite320 about 6x the compute.
+TRAIN_SECONDS_PER_IMAGE_EPOCH = {"fomo-box": 0.5, "nanodet-ft": 3.0, "ssdlite320": 3.0}
+TRAIN_OVERHEAD_S = 300  # starting the job, loading the snapshot, export, evaluation, download
+
+
+def training_timeout_s(images: int, epochs: int, arch: str = "fomo-box", time_budget_s: float | None = None) -> float:
+    """How long `EdgeImpulseStudio.train` waits for a job on `images` training images: the
+    overhead plus the per-image-epoch allowance of `arch`; with a time budget, at most the budget
+    plus the overhead. Below the pipeline's cell limit, so a slow job ends with `TrainingFailed`
+    (and is cancelled) before the cell is killed."""
+    per = TRAIN_SECONDS_PER_IMAGE_EPOCH.get(arch, max(TRAIN_SECONDS_PER_IMAGE_EPOCH.values()))
+    limit = TRAIN_OVERHEAD_S + per * max(1, int(images)) * max(1, int(epochs))
+    if time_budget_s is not None:
+        limit = min(limit, TRAIN_OVERHEAD_S + float(time_budget_s) * 1.5)
+    return float(limit)
+
+
 def _eim_model_info(model_dir: Path) -> dict[str, Any]:
     """What an Edge Impulse `.eim` says about itself (labels, score threshold), for its card: the
     executable is started once through `edge_impulse_linux` (which checks it against the card's
@@ -752,4 +793,5 @@ def edge_impulse_studio(workspace: str | Path | None = None, **kw: Any) -> EdgeI
     return EdgeImpulseStudio(workspace, target="edgeimpulse", **kw)
 
 
-__all__ = ["EdgeImpulseStudio", "EdgeImpulseError", "EdgeImpulseNotFound", "TrainingFailed", "local_studio", "edge_impulse_studio"]
+__all__ = ["EdgeImpulseStudio", "EdgeImpulseError", "EdgeImpulseNotFound", "TrainingFailed", "local_studio", "edge_impulse_studio",
+           "training_timeout_s"]
