@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,12 @@ class EimDetector:
 
         t = threading.Thread(target=target, name="eim-init", daemon=True)
         t.start()
-        t.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(0.2)
+            proc = self._runner._runner
+            if proc is not None and proc.poll() is not None and t.is_alive():
+                break  # the executable exited: no socket will come
         if "info" in result:
             return result["info"]
         proc = self._runner._runner
