@@ -626,7 +626,7 @@ drawn below as it runs, and the model comes back for evaluation here.
 """),
     code("""
 from helpers.train import data, trainer, evaluate
-from helpers.detector import load_card
+from helpers.detector_backends import model_file, read_card
 from helpers.studio.edgeimpulse import training_timeout_s
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
 params = trainer.TrainParams(input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed)
@@ -637,10 +637,10 @@ out_dir = s.workspace / "models" / f"apple-banana-{snapshot_id[:8]}"
 timeout_s = train_timeout_s or training_timeout_s(len(train_items), params.epochs, params.arch, params.time_budget_s)
 job = s.studio.train(out_dir, timeout_s=timeout_s, on_log=ui.JobLog(ui.LivePlot("apple + banana", epochs=epochs)),
                      register=False, card_extra={"parent_version": production.version})
-onnx_path = load_card(out_dir)[0]
+model_path = model_file(out_dir)  # model.onnx here; model.eim when the studio is a real Edge Impulse project
 report = evaluate.evaluate_model(str(out_dir), test_items)
 print(ui.text_table(ui.metrics_rows(report)))
-candidate = s.studio.register_model(onnx_path, load_card(out_dir)[1])
+candidate = s.studio.register_model(model_path, read_card(out_dir))
 print(f"registered v{candidate.version} as {candidate.stage}")
 """, "nbval-ignore-output"),
     md("""
@@ -651,10 +651,10 @@ banana images of the studio are a fixed set: both models look at the same images
 figures are the same on every run, and the story's checks use them.
 """),
     code("""
-from helpers.detector import OnnxDetector
+from helpers.detector import load_detector
 held_bananas = [(rgb, boxes) for rgb, boxes in test_items if any(b.label == "banana" for b in boxes)]
 held_before = observe.confusion_on_images(s.model_detector(production.version), held_bananas, "banana", "apple")
-held_after = observe.confusion_on_images(OnnxDetector(out_dir), held_bananas, "banana", "apple")
+held_after = observe.confusion_on_images(load_detector(out_dir), held_bananas, "banana", "apple")
 print(f"apple model v{production.version}:  {held_before.summary()}")
 print(f"two-class model:  {held_after.summary()}")
 """, "nbval-ignore-output"),
