@@ -14,7 +14,7 @@ and that both give the same best epoch, validation F1 and score threshold. This 
 OMP_WAIT_POLICY=PASSIVE before torch is imported, as the pipeline's kernels have it.
 
     nice -n 5 .venv/bin/python bench/bench_train_job.py [--images 120] [--epochs 40] [--order job,direct]
-Writes bench/results/train_job.json with the machine's load beside each timing.
+Writes bench/results/train_job_<order>.json with the machine's load beside each timing.
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def main() -> None:
     same = None
     if {"job", "direct"} <= set(runs):
         same = all(runs["job"][k] == runs["direct"][k] for k in ("best_epoch", "val_f1", "score_threshold", "epochs_run"))
-    print(write_result("train_job", {"params": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    order = "_".join(runs)  # the order matters on a shared machine: what else ran beside each run differs
+    print(write_result(f"train_job_{order}", {"params": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                      "torch_threads_setting": os.environ.get("EDGELOOP_TORCH_THREADS", "2 (default)"),
                                      "runs": runs, "same_model": same}))
 
