@@ -418,9 +418,8 @@ ui.show_json(impulse)
     md("""
 ## Train
 The card's score threshold is chosen on the validation split: the middle of the thresholds whose
-F1 is within one object of the best (one per class where a class has 20 or more validation
-objects), not the edge of that range; the card's `threshold_choice` says on how many images and
-objects.
+F1 is within about two objects of the best, not the edge of that range; the card's
+`threshold_choice` says on how many images and objects.
 """),
     code("""
 out_dir = s.workspace / "models" / f"{model_name}-{snapshot_id[:8]}"

@@ -143,7 +143,8 @@ def test_detector_refuses_bad_class_thresholds(model_dir, tmp_path):
 
 def test_the_card_records_how_the_threshold_was_chosen():
     items = render_dataset(10, [{"objects": ["apple", "banana"]}], size=(96, 96), seed=3)
-    params = TrainParams(input_size=96, width=0.35, epochs=1, batch_size=4, threads=1, min_epochs=1)
+    params = TrainParams(input_size=96, width=0.35, epochs=1, batch_size=4, threads=1, min_epochs=1,
+                         threshold_rule="plateau-per-class")
     res = train_detector(items[:6], items[6:], ["apple", "banana"], params, progress=False)
     card = res.card()
     ch = card["threshold_choice"]
@@ -153,3 +154,4 @@ def test_the_card_records_how_the_threshold_was_chosen():
     assert "threshold_choice" not in card["metrics"]["validation"]
     # 4 validation images hold too few objects for a threshold per class.
     assert "class_thresholds" not in card
+    assert TrainParams().threshold_rule == "plateau"
