@@ -341,6 +341,10 @@ def _kernel_manager_class():
             await self._async_finish_shutdown(restart=restart)  # kills it if it does not stop
             await self._async_cleanup_resources(restart=restart)
 
+        # jupyter_client binds `shutdown_kernel` (what nbclient calls) to the base class's coroutine
+        # function, so overriding `_async_shutdown_kernel` alone never ran: rebind it here.
+        shutdown_kernel = _async_shutdown_kernel
+
     return QuietKernelManager
 
 
