@@ -89,6 +89,7 @@ class Summary:
     backend: str
     workspace: str
     seed: int = 0
+    studio_backend: str = ""
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     notebooks: list[NotebookRun] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
@@ -402,6 +403,7 @@ def run_pipeline(
     overrides: dict[str, dict[str, Any]] | None = None,
     progress_every_s: float = 20.0,
     runtime: str | None = None,
+    studio_backend: str | None = None,
 ) -> Summary:
     """Run the notebooks of `profile` in order and write executed notebooks and summary.json to `out`.
 
@@ -410,7 +412,10 @@ def run_pipeline(
         workspace: the shared state folder (local cloud, devices, models).
         out: where executed notebooks and summary.json go.
         only: comma-separated notebook numbers to run (e.g. "01,02").
-        backend: hub/studio backend (`local` by default; real services by configuration).
+        backend: hub backend, and the studio's unless `studio_backend` is given (`local` by
+            default; real services by configuration).
+        studio_backend: the studio's backend when it differs from the hub's, e.g. the local hub
+            with a real Edge Impulse project (`edgeimpulse`: EI_API_KEY, EI_PROJECT_ID).
         seed: the seed every notebook receives.
         cell_timeout: seconds a single cell may run (training cells get more, scaled with the work).
         fresh: delete the workspace first (stopping what runs in it).
@@ -441,7 +446,7 @@ def run_pipeline(
     # as parameters, so no path or secret lands in the notebook's metadata.
     os.environ["EDGELOOP_WORKSPACE"] = str(workspace)
     os.environ["EDGELOOP_HUB"] = backend
-    os.environ["EDGELOOP_STUDIO"] = backend
+    os.environ["EDGELOOP_STUDIO"] = studio_backend or backend
     os.environ[PROGRESS_ENV] = str(progress_file)
     # Waiting OpenMP threads sleep instead of spinning. On a busy machine a spinning torch thread
     # burns the core its partner needs: 6 training steps took 166-197 s with the default and
@@ -456,7 +461,7 @@ def run_pipeline(
         ok, why = docker_engine_available()
         if not ok:
             raise ConfigError(f"runtime container: {why}")
-    summary = Summary(profile=profile, backend=backend, workspace=str(workspace), seed=seed,
+    summary = Summary(profile=profile, backend=backend, workspace=str(workspace), seed=seed, studio_backend=studio_backend or backend,
                       parameters={nb: params_by_nb[nb] for nb in chosen})
     summary.load_avg["start"] = [round(v, 2) for v in os.getloadavg()]
     engine = _register_engine()
@@ -611,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", metavar="NB.NAME=VALUE",
                    help="override a notebook parameter, e.g. --param 04.epochs=1 (repeatable)")
     p.add_argument("--backend", default="local", help="hub and studio backend (default: local)")
+    p.add_argument("--studio", default=None, metavar="BACKEND",
+                   help="the studio's backend when it differs from --backend (e.g. --studio edgeimpulse with the local hub)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cell-timeout", type=int, default=900,
                    help="seconds a cell may run (training cells get more, scaled with epochs x images)")
@@ -632,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_pipeline(
             args.profile, args.workspace, args.out, only=args.only, backend=args.backend, seed=args.seed,
             cell_timeout=args.cell_timeout, fresh=args.fresh, stop_at_end=not args.keep_running, overrides=overrides,
-            runtime=args.runtime,
+            runtime=args.runtime, studio_backend=args.studio,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ def utc_now() -> str:
 
 # --------------------------------------------------------------------------- manifests
 def _studio_url(studio: Any) -> str:
-    for attr in ("url", "base_url", "studio_url"):
+    for attr in ("model_url", "url", "base_url", "studio_url"):  # model_url: where runners download models
         value = getattr(studio, attr, None)
         if value:
             return str(value).rstrip("/")

@@ -213,7 +213,7 @@ class LabelQueue:
         device: only this device's samples (None: all devices, grouped by device).
         category: `training`, `testing` or None for both.
         model: `"auto"` (newest production model, else newest candidate, else none), a
-            registry version number, a ready `OnnxDetector`, or None for no model proposals.
+            registry version number, a ready detector (`load_detector`), or None for no model proposals.
         model_dir: where registry models are downloaded (default: `<workspace>/models/registry`).
         score_threshold: detector score threshold (None: the model card's default).
         tracking: offer tracking proposals.
@@ -352,17 +352,18 @@ class LabelQueue:
         self._model_version = int(chosen.version)
 
     def _load_registry_model(self, mv: Any) -> Any:
-        from helpers.detector import OnnxDetector
+        from helpers.detector import load_detector
+        from helpers.detector_backends import FORMAT_FILES, model_format
 
         dest = self._workspace_models() / f"v{int(mv.version)}"
-        onnx = dest / "model.onnx"
-        cached = onnx.is_file() and (dest / "model.json").is_file() and (
-            not mv.sha256 or hashlib.sha256(onnx.read_bytes()).hexdigest() == mv.sha256
+        model = dest / FORMAT_FILES[model_format(mv.card or {})]  # model.onnx, or the .eim / .tflite of the card
+        cached = model.is_file() and (dest / "model.json").is_file() and (
+            not mv.sha256 or hashlib.sha256(model.read_bytes()).hexdigest() == mv.sha256
         )
         if not cached:
             dest.mkdir(parents=True, exist_ok=True)
             self.studio.download_model(int(mv.version), dest)
-        return OnnxDetector(dest, threads=1)
+        return load_detector(dest, threads=1)
 
     @property
     def model_version(self) -> int | None:

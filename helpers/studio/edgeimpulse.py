@@ -171,11 +171,21 @@ class EdgeImpulseStudio:
             from helpers.localcloud.keys import device_key
 
             return device_key(self.api_key, model_version)
+        if model_version is not None:
+            # A runner downloads its model from the model registry, which is the workspace's local
+            # cloud also for a real project: its key there may download that version only.
+            return self.registry.device_key(model_version)
         key = self.settings.ei_device_api_key
         if not key:
             raise ConfigError("EI_DEVICE_API_KEY is not set: devices get a key that may only upload data, never the "
                               "project's admin key; create one with the ingestion role (Dashboard > Keys) and export it")
         return key
+
+    @property
+    def model_url(self) -> str:
+        """Where a runner downloads its model version (its `STUDIO_URL`): the model registry, this
+        workspace's local cloud, for the local studio and for a real project alike."""
+        return self.url if self.target == "local" else self.registry.url
 
     # ------------------------------------------------------------ the generated client
     @property
