@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from helpers.device.camera import SyntheticCamera
-from helpers.device.runtime import free_port
 from helpers.geometry import BBox, boxes_to_dicts, iou
 from helpers.labeling.queue import LabelQueue
 from helpers.widgets import encode_jpeg
+
+import lab_server
+from lab_server import stop
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -77,41 +76,13 @@ def write_notebook(folder: Path) -> Path:
 
 
 def start_lab(root: Path, tmp: Path, workspace: Path) -> tuple[subprocess.Popen, str, str]:
-    port, token = free_port(), secrets.token_hex(16)
     settings = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     env = {**os.environ, "EDGELOOP_WORKSPACE": str(workspace), "JUPYTER_CONFIG_DIR": str(tmp / "jcfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp / "jrt"), "JUPYTERLAB_SETTINGS_DIR": str(tmp / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "lab-ws"), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp / "lab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-         "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"JupyterLab exited ({proc.returncode}): {(tmp / 'lab.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200:
-                return proc, base, token
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise AssertionError(f"JupyterLab did not answer in 120 s: {(tmp / 'lab.log').read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # the server shuts its kernels down on SIGTERM
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    return lab_server.start_lab(root, tmp, env)
 
 
 def draw(page, box: BBox) -> None:

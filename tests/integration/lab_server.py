@@ -1,0 +1,46 @@
+"""A real JupyterLab on 127.0.0.1 for the browser tests: its own port and token, stopped by pid."""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from helpers.device.runtime import free_port
+
+
+def start_lab(root: Path, tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+    """Start JupyterLab serving `root` with `env`; returns (process, base URL, token) once it answers."""
+    port, token = free_port(), secrets.token_hex(16)
+    log = open(tmp / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+         "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"JupyterLab exited ({proc.returncode}): {(tmp / 'lab.log').read_text()[-3000:]}")
+        try:
+            if requests.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200:
+                return proc, base, token
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise AssertionError(f"JupyterLab did not answer in 120 s: {(tmp / 'lab.log').read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()  # the server shuts its kernels down on SIGTERM
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
