@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,33 @@ from nbtools import ROOT, leftovers, scan_for_secrets, workspace_secrets
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
+def edge_impulse_rehearsal_env(ws: Path) -> dict[str, str]:
+    """The settings of a real Edge Impulse project, pointed at this workspace's stand-in: the
+    notebooks then drive the studio as `get_studio("edgeimpulse")` (EI_API_KEY, EI_PROJECT_ID,
+    EI_DEVICE_API_KEY, EI_STUDIO_URL, EI_INGESTION_URL), train through the job API and get the
+    model as an `.eim` build, exactly as with a real project. (nbval runs the default path.)"""
+    from helpers.localcloud import service
+    from helpers.studio.edgeimpulse import EdgeImpulseStudio
+
+    service.ensure_running(ws)
+    local = EdgeImpulseStudio(ws)
+    url = service.service_url(ws, None)
+    return {**os.environ, "EDGELOOP_STUDIO": "edgeimpulse", "EI_API_KEY": local.api_key.get_secret_value(),
+            "EI_PROJECT_ID": str(local.project_id), "EI_DEVICE_API_KEY": local.device_key().get_secret_value(),
+            "EI_STUDIO_URL": url, "EI_INGESTION_URL": url,
+            # the stand-in's .eim starts with `/usr/bin/env python3`: this environment's interpreter
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The smoke profile with the studio reached as a real Edge Impulse project (the stand-in)."""
     base = tmp_path_factory.mktemp("pipeline")
     ws, out = base / "ws", base / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", "--workspace", str(ws), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1500,
+        [sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", "--studio", "edgeimpulse",
+         "--workspace", str(ws), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1500, env=edge_impulse_rehearsal_env(ws),
     )
     yield proc, ws, out
     from helpers.pipeline import stop_everything
@@ -38,6 +59,20 @@ def test_pipeline_runs_all_six_notebooks(smoke_run):
     for n in summary["notebooks"]:
         assert Path(n["output"]).exists()
     assert "total" in proc.stdout and "summary.json" in proc.stdout
+    assert summary["studio_backend"] == "edgeimpulse"
+
+
+def test_the_edge_impulse_path_trains_deploys_and_runs_an_eim(smoke_run):
+    """Notebook 04 trained through the job API and fetched the `.eim` build; 05 deployed it and
+    the runners ran it; 06's retrained model came the same way."""
+    _, ws, out = smoke_run
+    train = json.loads((out / "04_train.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in train["cells"] for o in c.get("outputs", []))
+    assert "-> model.eim" in printed
+    logs = [(ws / "devices" / d / "modules" / "runner" / "module.log").read_text() for d in ("pi-1", "pi-2")]
+    assert all("model v1 loaded" in log for log in logs)
+    results = json.loads((out / "summary.json").read_text())["results"]
+    assert all(results["05_deploy"]["apples_detected"].values())
 
 
 def test_summary_carries_the_key_results(smoke_run):
