@@ -18,7 +18,6 @@ BGR channels with its own mean/std (`preprocessing.channel_order` "BGR", scale 1
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -233,13 +232,9 @@ def load_card(model_dir_or_onnx_path: str | Path) -> tuple[Path, dict[str, Any]]
                          "or the .onnx file itself")
     if not card_path.is_file():
         raise ModelError(f"no model card {card_path}: the {CARD_NAME} written by export_onnx must sit beside the ONNX")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"model card {card_path} is not valid JSON: {e}") from e
-    if not isinstance(card, dict):
-        raise ModelError(f"model card {card_path} must be a JSON object")
-    return onnx_path, card
+    from helpers.detector_backends import read_card  # one card reader for every format
+
+    return onnx_path, read_card(onnx_path.parent)
 
 
 class OnnxDetector:
