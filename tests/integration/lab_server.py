@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -11,6 +12,10 @@ from pathlib import Path
 import requests
 
 from helpers.device.runtime import free_port
+
+# The system Chromium the browser tests drive (Playwright never downloads one here).
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+                 if p and os.path.exists(p)), None)
 
 
 def start_lab(root: Path, tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:

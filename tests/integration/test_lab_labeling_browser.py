@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,14 +26,12 @@ from helpers.labeling.queue import LabelQueue
 from helpers.widgets import encode_jpeg
 
 import lab_server
-from lab_server import stop
+from lab_server import CHROMIUM, stop
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "out" / "lab_labeling"
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
-                 if p and os.path.exists(p)), None)
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # the [test] extra pins it; a bare install may lack it

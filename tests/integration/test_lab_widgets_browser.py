@@ -37,15 +37,13 @@ from pathlib import Path
 
 import pytest
 
-from lab_server import start_lab, stop
+from lab_server import CHROMIUM, start_lab, stop
 
 pytestmark = [pytest.mark.timeout(360), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "tests" / "notebooks" / "reference"
 SHOTS = REPO / "out" / "lab_widgets"
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
-                 if p and os.path.exists(p)), None)
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
