@@ -5,7 +5,9 @@ would, looks at the proposal the queue offers first, and saves the synthetic gro
 camera recorded in the sample's metadata (`ground_truth`). Because every save goes through
 `LabelQueue.save`, the queue records how far each proposal was from the truth; `assist_report`
 turns those records into the figures the notebook shows: the share of proposals a labeler could
-accept unchanged and their mean IoU, by source (tracking, model) and for what was offered first.
+accept unchanged and their mean IoU, by source (tracking, model, coco, ...) and for what was
+offered first, and per class how many boxes each source proposed and how many were kept as
+proposed.
 
 With real camera images there is no ground truth: the oracle refuses (DatasetError) instead of
 inventing labels.
@@ -13,6 +15,7 @@ inventing labels.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -20,9 +23,14 @@ from tqdm.auto import tqdm
 
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
+from helpers.labeling.proposals import SOURCES
 from helpers.labeling.queue import LabelQueue, LabelRecord, QueueItem
 
 GROUND_TRUTH_KEY = "ground_truth"
+# Report rows always listed (in this order); other sources follow, sorted by name. `saved` (the
+# labeler's own boxes shown again after an undo) is not a proposal source.
+REPORT_ROWS = ("offered", *SOURCES)
+NOT_A_SOURCE = ("saved",)
 
 
 def ground_truth(sample: Any) -> list[BBox] | None:
@@ -52,7 +60,8 @@ class AssistRow:
     """Assist quality of one proposal source.
 
     Attributes:
-        source: `offered` (whatever was offered first), `tracking` or `model`.
+        source: `offered` (whatever was offered first), `tracking`, `model`, `coco`, or another
+            proposer's name.
         proposals: saved samples that had a proposal from this source.
         accepted_unchanged: of those, proposals equal to the saved boxes (same count, same
             labels, IoU >= the threshold each).
@@ -68,15 +77,41 @@ class AssistRow:
 
 
 @dataclass
+class AssistClassRow:
+    """Box-level assist quality of one source for one class.
+
+    Attributes:
+        source: as in `AssistRow`.
+        label: the class.
+        proposed: boxes of this class the source proposed (on saved samples).
+        accepted_unchanged: of those, boxes matched by a saved box of the same class with IoU
+            >= the queue's threshold (kept as proposed).
+        share_unchanged: accepted_unchanged / proposed (0.0 without proposed boxes).
+        saved: boxes of this class saved on the samples this source proposed for
+            (accepted_unchanged / saved: the share of the labeler's boxes it got right).
+    """
+
+    source: str
+    label: str
+    proposed: int
+    accepted_unchanged: int
+    share_unchanged: float
+    saved: int = 0
+
+
+@dataclass
 class AssistReport:
     """How much the proposals saved the labeler, from a queue's records.
 
     Attributes:
-        rows: one `AssistRow` for `offered`, `tracking`, `model`.
+        rows: one `AssistRow` for `offered`, `tracking`, `model`, `coco` (in that order), then
+            one per other source that proposed, by name.
         saved: samples saved; skipped; deleted: counts of the other actions.
         boxes: boxes saved in total.
         empty_frames: samples saved with no box.
         offered_by: how often each source was offered first.
+        classes: per row with proposals and per class (sorted), the box-level counts.
+        saved_by_class: boxes saved per class.
     """
 
     rows: list[AssistRow]
@@ -86,13 +121,27 @@ class AssistReport:
     boxes: int
     empty_frames: int
     offered_by: dict[str, int] = field(default_factory=dict)
+    classes: list[AssistClassRow] = field(default_factory=list)
+    saved_by_class: dict[str, int] = field(default_factory=dict)
 
     def row(self, source: str) -> AssistRow:
-        """The row of `source` (`offered`, `tracking`, `model`)."""
+        """The row of `source` (`offered`, `tracking`, `model`, `coco`, ...)."""
         for r in self.rows:
             if r.source == source:
                 return r
         raise KeyError(f"no assist row {source!r}; rows: {[r.source for r in self.rows]}")
+
+    def class_row(self, source: str, label: str) -> AssistClassRow:
+        """The box-level counts of `source` for class `label`.
+
+        Raises:
+            KeyError: no such row (the source proposed nothing, or the class never occurred).
+        """
+        for r in self.classes:
+            if r.source == source and r.label == label:
+                return r
+        have = sorted({r.source for r in self.classes}), sorted({r.label for r in self.classes})
+        raise KeyError(f"no assist class row ({source!r}, {label!r}); sources {have[0]}, classes {have[1]}")
 
     def table(self) -> list[dict[str, Any]]:
         """Rows as dicts (for display, JSON and the results file)."""
@@ -111,6 +160,13 @@ class AssistReport:
         for r in self.rows:
             lines.append(f"{r.source:>8}: {r.proposals:4d} proposals, {r.share_unchanged:6.1%} accepted unchanged, "
                          f"mean IoU {r.mean_iou:.3f}")
+        if self.classes:
+            lines.append("boxes accepted unchanged / proposed, per class:")
+            for label in sorted({c.label for c in self.classes}):
+                parts = [f"{c.source} {c.accepted_unchanged}/{c.proposed}"
+                         + (f" ({c.share_unchanged:.0%})" if c.proposed else "")
+                         for c in self.classes if c.label == label]
+                lines.append(f"{label:>8}: {self.saved_by_class.get(label, 0)} saved; " + ", ".join(parts))
         return "\n".join(lines)
 
 
@@ -118,8 +174,12 @@ def assist_report(records: Iterable[LabelRecord]) -> AssistReport:
     """Sum up a queue's records (`LabelQueue.records`) into an `AssistReport`."""
     records = list(records)
     saved = [r for r in records if r.action == "saved"]
-    rows = []
-    for source in ("offered", "tracking", "model"):
+    seen = {src for r in saved for src in r.comparisons} - set(REPORT_ROWS) - set(NOT_A_SOURCE)
+    rows, classes = [], []
+    saved_by_class: Counter[str] = Counter()
+    for r in saved:
+        saved_by_class.update(r.saved_classes)
+    for source in (*REPORT_ROWS, *sorted(seen)):
         comps = []
         for r in saved:
             key = r.offered if source == "offered" else source
@@ -131,6 +191,16 @@ def assist_report(records: Iterable[LabelRecord]) -> AssistReport:
             source, n, unchanged, unchanged / n if n else 0.0,
             sum(c.mean_iou for c in comps) / n if n else 0.0,
         ))
+        if not n:
+            continue
+        proposed, kept, truth = Counter(), Counter(), Counter()
+        for c in comps:
+            proposed.update(c.proposed_by_class)
+            kept.update(c.unchanged_by_class)
+            truth.update(c.saved_by_class)
+        for label in sorted(set(proposed) | set(truth) | set(saved_by_class)):
+            p, k = proposed[label], kept[label]
+            classes.append(AssistClassRow(source, label, p, k, k / p if p else 0.0, truth[label]))
     offered_by: dict[str, int] = {}
     for r in saved:
         offered_by[r.offered or "none"] = offered_by.get(r.offered or "none", 0) + 1
@@ -142,6 +212,8 @@ def assist_report(records: Iterable[LabelRecord]) -> AssistReport:
         boxes=sum(r.boxes for r in saved),
         empty_frames=sum(1 for r in saved if r.boxes == 0),
         offered_by=offered_by,
+        classes=classes,
+        saved_by_class=dict(sorted(saved_by_class.items())),
     )
 
 

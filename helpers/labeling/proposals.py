@@ -1,7 +1,7 @@
-"""Box proposals for the labeling queue: tracking from the previous frame, and the current model.
+"""Box proposals for the labeling queue: tracking, the current model, and the COCO model.
 
-Two sources here, each returning a `Proposal` with a score in [0, 1] (the queue takes more:
-any callable returning a `Proposal` under its own source name, e.g. a label-assist model):
+Three sources here, each returning a `Proposal` with a score in [0, 1] (the queue takes more:
+any callable returning a `Proposal` under its own source name):
 
 - **tracking**: the boxes of the previous labeled frame of the same device, each moved to where
   its object went. The object's pixels in the old frame are the template; OpenCV's normalised
@@ -9,6 +9,13 @@ any callable returning a `Proposal` under its own source name, e.g. a label-assi
   position of the new frame, at a few scales. The box score is the correlation peak.
 - **model**: the detections of a registered model (`helpers.detector.OnnxDetector`); the box score
   is the detector's confidence.
+- **coco** (label assist, `CocoProposer`, `coco_assist_proposers`): the COCO-pretrained NanoDet
+  (`make weights`) proposes the project's classes COCO knows (apple, banana, orange, ...) before
+  any model of ours exists; the box score is its confidence. On the synthetic camera its boxes
+  find the fruit (IoU >= 0.5 for about nine in ten of its boxes) but rarely to within IoU 0.9, and its
+  confidence (~0.45-0.5) stays below a trusted tracking proposal's correlation (>= 0.85, see
+  `SCENE_MIN_MATCH`), so it is offered first where tracking has nothing to offer or is not
+  trusted: the first frame of a camera, after a scene change.
 
 Tracking is only right while the scene stays the same. When someone puts new fruit down or
 carries the camera to another table, the template of the old apple matches best on whatever
@@ -18,11 +25,12 @@ peaks, boxes lost, and how much of the frame changed); when the
 scene changed, the tracking proposal carries a `warning` and `best_proposal` never offers it
 first: the model's proposal (or nothing: draw the boxes) comes first instead.
 
-`compare_boxes` measures how far a proposal was from what the labeler saved; the queue and the
-oracle use it for the "accepted unchanged" figures.
+`compare_boxes` measures how far a proposal was from what the labeler saved, per sample and per
+class; the queue and the oracle use it for the "accepted unchanged" figures.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -32,7 +40,10 @@ from scipy.optimize import linear_sum_assignment
 
 from helpers.geometry import BBox, iou
 
-SOURCES = ("tracking", "model")
+COCO_SOURCE = "coco"
+# The proposal sources in the order reports list them and ties are broken (tracking first: it
+# keeps the labeler's own boxes).
+SOURCES = ("tracking", "model", COCO_SOURCE)
 
 # Templates smaller than this (pixels per side) carry too little texture to match reliably.
 MIN_TEMPLATE_SIDE = 4
@@ -43,7 +54,7 @@ class Proposal:
     """Boxes proposed for one sample by one source.
 
     Attributes:
-        source: `tracking` or `model`.
+        source: `tracking`, `model`, `coco` or a plugged-in proposer's name.
         boxes: proposed boxes in pixels; each box's `value` is its own score.
         score: the proposal's score: the mean box score (0.0 for an empty proposal).
         detail: where it came from (`from_sample`, `frame_gap` / `model_version`), for display.
@@ -216,9 +227,6 @@ def model_proposal(
     return Proposal("model", boxes, _mean_score(boxes), {"model_version": model_version})
 
 
-COCO_SOURCE = "coco"
-
-
 class CocoProposer:
     """Label assist from the COCO-pretrained NanoDet (`make weights`), before any model of ours exists.
 
@@ -253,6 +261,38 @@ class CocoProposer:
         wanted = [lb for lb in labels if lb in self.known]
         p = model_proposal(self.detector, rgb, labels=wanted, score_threshold=self.score_threshold)
         return Proposal(COCO_SOURCE, p.boxes, p.score, {"weights": self.weights, "classes": wanted})
+
+
+def coco_assist_proposers(enabled: Any = "auto", cache: Any = None, score_threshold: float | None = None) -> list[CocoProposer]:
+    """The label-assist proposers for `LabelQueue(proposers=...)`: the COCO model, where it can run.
+
+    Args:
+        enabled: `"auto"`: the COCO model when its weights are cached, else none (and one
+            printed line saying why and what to run); True: the COCO model or an error;
+            False: none.
+        cache: the weights cache folder (default `EDGELOOP_CACHE` or `~/.cache/edgeloop`).
+        score_threshold: the COCO model's score threshold (None: its card's).
+
+    Returns:
+        `[CocoProposer(...)]` or `[]`.
+
+    Raises:
+        ValueError: `enabled` is not "auto", True or False.
+        WeightsMissing: `enabled` is True and `make weights` has not run.
+    """
+    if not (enabled == "auto" or enabled is True or enabled is False):
+        raise ValueError(f"coco_assist must be 'auto', True or False, got {enabled!r}")
+    if enabled is False:
+        return []
+    from helpers.train.pretrained import WeightsMissing
+
+    try:
+        return [CocoProposer(score_threshold=score_threshold, cache=cache)]
+    except WeightsMissing as e:
+        if enabled is True:
+            raise
+        print(f"COCO label assist off: {e}")
+        return []
 
 
 def best_proposal(proposals: dict[str, Proposal]) -> str | None:
@@ -374,6 +414,10 @@ class BoxComparison:
         matched: number of label-consistent matches.
         proposed: number of proposed boxes.
         saved: number of saved boxes.
+        proposed_by_class: proposed boxes per class.
+        unchanged_by_class: per class, proposed boxes matched to a saved box of that class with
+            IoU >= the threshold (boxes a labeler kept as proposed).
+        saved_by_class: saved boxes per class.
     """
 
     unchanged: bool
@@ -381,15 +425,19 @@ class BoxComparison:
     matched: int
     proposed: int
     saved: int
+    proposed_by_class: dict[str, int] = field(default_factory=dict)
+    unchanged_by_class: dict[str, int] = field(default_factory=dict)
+    saved_by_class: dict[str, int] = field(default_factory=dict)
 
 
 def compare_boxes(proposed: Sequence[BBox], saved: Sequence[BBox], iou_threshold: float = 0.9) -> BoxComparison:
     """Match proposed to saved boxes one-to-one (Hungarian on IoU, same label only) and score it."""
     n, k = len(proposed), len(saved)
+    by_class = dict(Counter(b.label for b in proposed)), dict(Counter(b.label for b in saved))
     if n == 0 and k == 0:
         return BoxComparison(True, 1.0, 0, 0, 0)
     if n == 0 or k == 0:
-        return BoxComparison(False, 0.0, 0, n, k)
+        return BoxComparison(False, 0.0, 0, n, k, by_class[0], {}, by_class[1])
     ious = np.zeros((n, k))
     for i, p in enumerate(proposed):
         for j, s in enumerate(saved):
@@ -398,6 +446,6 @@ def compare_boxes(proposed: Sequence[BBox], saved: Sequence[BBox], iou_threshold
     rows, cols = linear_sum_assignment(ious, maximize=True)
     matched = [(i, j) for i, j in zip(rows, cols) if ious[i, j] > 0]
     total = float(sum(ious[i, j] for i, j in matched))
-    good = sum(1 for i, j in matched if ious[i, j] >= iou_threshold)
-    unchanged = n == k and good == n
-    return BoxComparison(unchanged, total / max(n, k), len(matched), n, k)
+    good = [proposed[i].label for i, j in matched if ious[i, j] >= iou_threshold]
+    unchanged = n == k and len(good) == n
+    return BoxComparison(unchanged, total / max(n, k), len(matched), n, k, by_class[0], dict(Counter(good)), by_class[1])

@@ -2,17 +2,19 @@
 
 A `LabelQueue` walks the studio's unlabeled samples device by device, in capture order
 (`captured_at`, then `frame_index`, then upload order). For the sample in front of the labeler it
-offers two proposals (`helpers.labeling.proposals`):
+offers proposals (`helpers.labeling.proposals`):
 
 - tracking: the boxes of the previous labeled frame of the same device, moved to where each
   object went;
 - model: the detections of the newest production model in the registry (else the newest
-  candidate), when one exists.
+  candidate), when one exists;
+- coco (label assist, `proposers=coco_assist_proposers()`): the COCO-pretrained model's boxes
+  for the project's classes COCO knows, before any model of ours exists.
 
-The better one (higher score) is offered first; `select()` switches. When the scene changed since
+The best one (highest score) is offered first; `select()` switches. When the scene changed since
 the tracked frame (new fruit put down, the camera carried elsewhere), the tracking proposal
 carries a warning and is not offered (see `helpers.labeling.proposals.detect_scene_change`);
-more sources (a label-assist model) plug in through `proposers`. `save()` writes the boxes to
+more sources (the COCO model, any callable) plug in through `proposers`. `save()` writes the boxes to
 the studio, `skip()` leaves the sample unlabeled (it comes back on `refresh()`), `delete()`
 removes a bad frame, and `undo()` takes the last of these back (a deleted frame is uploaded
 again with its metadata). Each save is recorded with how far every proposal was from what was
@@ -25,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -113,7 +115,7 @@ class QueueItem:
 
     Attributes:
         sample: the studio sample (its metadata may hold ground truth: never display it).
-        proposals: by source (`tracking`, `model`); a source is absent when it has nothing to
+        proposals: by source (`tracking`, `model`, `coco`, ...); a source is absent when it has nothing to
             offer (no previous labeled frame, no model).
         offered: the source offered first (the best score), None without proposals.
         position: 1-based position in the queue.
@@ -156,6 +158,7 @@ class LabelRecord:
         shown: the source on screen when the labeler saved.
         boxes: number of boxes saved.
         comparisons: per available source, how its proposal compares with the saved boxes.
+        saved_classes: boxes saved per class.
     """
 
     sample_id: int
@@ -165,6 +168,7 @@ class LabelRecord:
     shown: str | None = None
     boxes: int = 0
     comparisons: dict[str, BoxComparison] = field(default_factory=dict)
+    saved_classes: dict[str, int] = field(default_factory=dict)
 
     @property
     def accepted_unchanged(self) -> bool:
@@ -450,7 +454,7 @@ class LabelQueue:
         return item.proposals.get(src) if src else None
 
     def select(self, source: str) -> Proposal:
-        """Switch the proposal on screen to `source` (`tracking` or `model`).
+        """Switch the proposal on screen to `source` (`tracking`, `model`, `coco`, ...).
 
         Raises:
             DatasetError: the queue is done, or that source has no proposal for this sample.
@@ -516,7 +520,8 @@ class LabelQueue:
                 clean.append(b)
         self.studio.set_boxes(item.sample_id, clean)
         comparisons = {src: compare_boxes(p.boxes, clean, self.iou_threshold) for src, p in item.proposals.items()}
-        record = LabelRecord(item.sample_id, sample_device(item.sample), "saved", item.offered, shown, len(clean), comparisons)
+        record = LabelRecord(item.sample_id, sample_device(item.sample), "saved", item.offered, shown, len(clean), comparisons,
+                             dict(Counter(b.label for b in clean)))
         if record.accepted_unchanged:
             self._counts["unchanged"] += 1
         self._remember(item.sample, clean)
