@@ -258,9 +258,15 @@ next ones the box follows the object, so most images need only a check. Here the
 **proposal** for every image: the previous frame's boxes **tracked** to where the object moved
 (OpenCV template matching), or, once a model exists, the model's own detections. When the scene
 changed (new fruit put down, the camera carried to another table) the tracked boxes are not
-offered: the model's are, or none and you draw them. **Save** accepts the boxes as they are on
-screen; **Skip** leaves the image in the queue; **Delete frame** removes a bad frame and **Undo**
-brings it back.
+offered: a model's are (ours or the COCO model's), or none and you draw them. **Save** accepts
+the boxes as they are on screen; **Skip** leaves the image in the queue; **Delete frame**
+removes a bad frame and **Undo** brings it back.
+
+**Label assist**: before any model of ours exists, the COCO-pretrained model (NanoDet, fetched
+once by `make weights`) proposes boxes for the classes COCO knows (apple, banana, orange) beside
+tracking and the current model. Each proposal names its origin (`tracking from #12`, `model v3`,
+`COCO model`), and the assist report below counts how many of each source's proposals, and of
+its boxes per class, were accepted unchanged.
 
 Headless runs (papermill, CI) use an **oracle labeler**: it plays the human with the synthetic
 camera's ground truth (never shown in the panel) and measures how good the proposals were.
@@ -268,6 +274,7 @@ camera's ground truth (never shown in the panel) and measures how good the propo
     params("""
 labeler = "human"   # "human": the panel below; "oracle": label from synthetic ground truth (headless)
 classes = ["apple"] # the project's label set (more can be added in the panel)
+coco_assist = "auto"  # COCO model proposals: "auto" (where `make weights` ran), True (required), False (off)
 seed = 0
 """),
     code("""
@@ -281,7 +288,13 @@ overview = plots.dataset_overview(s.studio.samples())
 print(ui.text_table(overview))
 """, "nbval-ignore-output"),
     code("""
-queue = LabelQueue(s.studio)
+from helpers.labeling.proposals import coco_assist_proposers
+
+assist = coco_assist_proposers(coco_assist)  # [] (and why) where `make weights` has not run
+print("label assist:", ", ".join(f"COCO model ({p.weights})" for p in assist) or "off")
+""", "nbval-ignore-output"),
+    code("""
+queue = LabelQueue(s.studio, proposers=assist)
 for c in classes:
     queue.add_label(c)
 print(f"{queue.remaining} images to label; labels: {queue.labels}")
@@ -320,7 +333,10 @@ else:
 ## Assist quality
 How often was the proposal right as it stood (every box within IoU 0.9 of what was saved)?
 That is the share of images a human only had to confirm: with the panel, your own
-accept-unchanged rate.
+accept-unchanged rate. One row per source (`offered` is whichever was offered first), then per
+class how many of each source's boxes were kept as proposed. On the drawn synthetic fruit the
+COCO model finds the fruit but rarely to within IoU 0.9, so tracking stays the one offered
+while the scene holds; the COCO model helps on a camera's first frame and after a scene change.
 """),
     code("""
 from helpers.labeling.oracle import assist_report
@@ -337,7 +353,8 @@ results.check("every box is an apple", all(b.label == "apple" for x in labeled f
 results.check("most images hold an apple", sum(any(b.label == "apple" for b in x.boxes) for x in labeled) > len(labeled) / 2)
 if labeler == "oracle":
     results.check("tracking proposals accepted unchanged >= 50%", report.row("tracking").share_unchanged >= 0.5)
-    results.record("03_label_review", labeled=len(labeled), assist=report.to_dict())
+    results.record("03_label_review", labeled=len(labeled), assist=report.to_dict(),
+                   coco_assist=report.source_figures("coco"))
 """),
 ]
 
@@ -569,6 +586,7 @@ train_timeout_s = None    # cancel the training job after this many seconds; Non
 observe_s = 10            # seconds of runner results per measurement
 rollout_timeout_s = 180
 lab_tag = "fruit-lab"
+coco_assist = "auto"      # COCO model proposals while labeling: "auto" (where `make weights` ran), True, False
 seed = 0
 """),
     code("""
@@ -609,17 +627,22 @@ counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="
     md("""
 ## Label the bananas
 Add the class, then label. The proposals now come from the apple model too, and it calls the
-banana an apple: the assist report shows how often the label had to be changed.
+banana an apple: the assist report shows how often the label had to be changed. The
+COCO-pretrained model knows bananas before any banana model of ours exists: it proposes them
+beside tracking and the apple model, each proposal naming its origin, and the report counts how
+many of its banana boxes were accepted unchanged.
 """),
     code("""
 from helpers.labeling.queue import LabelQueue
 from helpers.labeling.oracle import OracleLabeler
+from helpers.labeling.proposals import coco_assist_proposers
 from helpers.labeling import plots
 
 s.studio.add_label("banana")
-queue = LabelQueue(s.studio)
+queue = LabelQueue(s.studio, proposers=coco_assist_proposers(coco_assist))
 assist = OracleLabeler(queue).run(progress=False)
 print(assist.summary())
+results.record("06_retrain_banana", coco_assist=assist.source_figures("coco"))
 display(plots.class_counts(s.studio.samples(labeled=True)))
 """, "nbval-ignore-output"),
     md("""

@@ -143,6 +143,12 @@ class AssistReport:
         have = sorted({r.source for r in self.classes}), sorted({r.label for r in self.classes})
         raise KeyError(f"no assist class row ({source!r}, {label!r}); sources {have[0]}, classes {have[1]}")
 
+    def source_figures(self, source: str) -> dict[str, Any]:
+        """One source's row and per-class rows as plain data (e.g. the COCO model's, for a results file)."""
+        return {**asdict(self.row(source)),
+                "classes": {c.label: {k: v for k, v in asdict(c).items() if k not in ("source", "label")}
+                            for c in self.classes if c.source == source}}
+
     def table(self) -> list[dict[str, Any]]:
         """Rows as dicts (for display, JSON and the results file)."""
         return [asdict(r) for r in self.rows]

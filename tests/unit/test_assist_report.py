@@ -134,3 +134,13 @@ def test_coco_assist_with_cached_weights(capsys):
         assert proposer.weights == f"{info['name']} {info['version']}"
         assert {"apple", "banana", "orange"} <= proposer.known and "lemon" not in proposer.known
     assert capsys.readouterr().out == ""
+
+
+def test_source_figures_for_a_results_file():
+    records = [record(1, [APPLE, BANANA], "coco", {"coco": [APPLE, shifted(BANANA, 8)]})]
+    figures = assist_report(records).source_figures("coco")
+    assert figures == {"source": "coco", "proposals": 1, "accepted_unchanged": 0, "share_unchanged": 0.0,
+                       "mean_iou": pytest.approx((1 + 72 / 88) / 2),
+                       "classes": {"apple": {"proposed": 1, "accepted_unchanged": 1, "share_unchanged": 1.0, "saved": 1},
+                                   "banana": {"proposed": 1, "accepted_unchanged": 0, "share_unchanged": 0.0, "saved": 1}}}
+    assert assist_report([]).source_figures("coco")["classes"] == {}
