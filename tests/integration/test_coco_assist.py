@@ -64,6 +64,11 @@ def test_coco_proposes_known_classes_beside_tracking(cloud, coco, unique_name):
     # the banana before any banana model exists: COCO's banana box sits on the drawn banana
     (true_banana,) = [t for t in truth if t.label == "banana"]
     assert max(iou(b, true_banana) for b in prop.boxes if b.label == "banana") >= 0.9
+    # the panel lists it by origin and confidence, on screen (bold), each box with its score
+    from helpers.labeling.panel import LabelPanel
+
+    offer = LabelPanel(q).offer.value
+    assert offer.startswith("<b>▶ COCO model (nanodet-g-coco 3.0.4") and "banana 0." in offer
     accepted = list(prop.boxes)
     q.save()  # accepted as proposed
     assert q.records[-1].accepted_unchanged and q.records[-1].shown == COCO_SOURCE
