@@ -11,12 +11,17 @@ Phases (`--phases`, comma-separated):
             (CPU seconds of one thread by default: on this shared machine wall time says little;
             one thread's CPU time bounds what the run takes alone on the 2-core machine), exported
             to ONNX and evaluated on the test split;
+  baselines `fomo-box` (160 px, the workshop's from-scratch model) trained on the same split from
+            scratch and after synthetic pre-training (bench_fruit_voc.py's settings), so the
+            three starting points are compared in one run on one machine state;
   runner    onnxruntime single-thread latency (preprocess + inference + decode) and peak RSS of
             a fresh runner process, for nanodet-ft at each `--sizes` and fomo-box at 160 px.
 Needs `make weights`. The machine's load is recorded beside the timings (shared CPU).
 
     .venv/bin/python bench/bench_nanodet.py --phases zeroshot,assist,finetune,runner --input-size 320
-Writes bench/results/nanodet_<phases>_<input-size>.json.
+Writes bench/results/nanodet_<phases>_<input-size>.json (or `--name`). `make bench-nanodet` runs every
+phase into nanodet_choice.json, the file notebook 04's model-choice table reads
+(`helpers.train.choices`).
 """
 from __future__ import annotations
 
@@ -148,6 +153,34 @@ def phase_finetune(args, labels, train, val, test) -> dict:
             "pretrained": result.pretrained, "history": result.history, "model_dir": str(out)}
 
 
+def phase_baselines(args, labels, train, val, test) -> dict:
+    """fomo-box from scratch and from synthetic pre-training: bench_fruit_voc.py's recipe, this split."""
+    from helpers.train.evaluate import evaluate_model
+    from helpers.train.export import export_result
+    from helpers.train.trainer import TrainParams, train_detector
+
+    res: dict = {}
+    for start in ("none", "synthetic"):
+        params = TrainParams(input_size=160, width=0.5, epochs=60, seed=args.seed, threads=args.threads, patience=15,
+                             pretrained=None if start == "none" else start)
+        load0 = os.getloadavg()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = train_detector(train, val, labels, params, progress=False, workspace=args.baseline_workspace)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        out = Path(args.models) / f"fomo_box_160_{start}"
+        export_result(result, out)
+        rep = short(evaluate_model(str(out), test).to_dict())
+        res["from_scratch" if start == "none" else "synthetic_pretrained"] = {
+            "arch": "fomo-box", "input_size": 160, "pretrained": start, "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch, "val_f1": result.val_f1,
+            # wall/CPU include synthetic pre-training when it was not cached yet in --baseline-workspace
+            "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "threads": args.threads,
+            "load_avg_start": load0, "load_avg_end": os.getloadavg(), "test": rep,
+            "onnx_bytes": (out / "model.onnx").stat().st_size}
+        print("baseline", start, rep["overall_f1"], rep["per_class"], flush=True)
+    return res
+
+
 def run_runner(model_dir: str, runs: int) -> dict:
     proc = subprocess.run([sys.executable, "-c", RUNNER_SNIPPET, model_dir, str(runs)], capture_output=True, text=True,
                           cwd=str(REPO), timeout=1200)
@@ -198,9 +231,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="/tmp/edgeloop-bench-models")
+    ap.add_argument("--name", default=None, help="result file name (default: nanodet_<phases>_<input-size>)")
+    ap.add_argument("--baseline-workspace", default="/tmp/edgeloop-bench-ws",
+                    help="where the baselines' synthetic pre-training is cached")
     args = ap.parse_args()
     phases = [p for p in args.phases.split(",") if p]
-    name = f"nanodet_{'_'.join(phases)}_{args.input_size}"
+    name = args.name or f"nanodet_{'_'.join(phases)}_{args.input_size}"
     src = Path(args.dataset)
     from helpers.train.pretrained import WeightsMissing, weights_info
 
@@ -213,7 +249,7 @@ def main() -> None:
     if "runner" in phases:
         out["runner"] = phase_runner(args, info)
         write_result(name, {**out, "partial": True})  # the later phases take a while
-    if any(p in phases for p in ("zeroshot", "assist", "finetune")):
+    if any(p in phases for p in ("zeroshot", "assist", "finetune", "baselines")):
         if not src.is_dir():
             print(write_result(name, {**out, "skipped": f"dataset folder {src} is absent"}))
             return
@@ -228,6 +264,9 @@ def main() -> None:
             print("assist", out["label_assist"], flush=True)
         if "finetune" in phases:
             out["finetune"] = phase_finetune(args, labels, train, val, test)
+            write_result(name, {**out, "partial": True})
+        if "baselines" in phases:
+            out["baselines"] = phase_baselines(args, labels, train, val, test)
     print(write_result(name, out))
 
 
