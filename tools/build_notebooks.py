@@ -373,13 +373,24 @@ stream the job's log into the plot below and fetch the model. Evaluation always 
 the downloaded model file, exactly as the device will run it.
 
 **Choose a different model** (as the Studio offers): `arch = "fomo-box"` trains from scratch in
-a couple of minutes and runs in about a millisecond; it is excellent on the synthetic scenes but
-reaches only F1 0.66-0.79 on real photos. `arch = "nanodet-ft"` fine-tunes a COCO-pretrained
+a couple of minutes and runs in a few milliseconds; it is excellent on the synthetic scenes but
+weak on real photos. `arch = "nanodet-ft"` fine-tunes a COCO-pretrained
 NanoDet (run `make weights` once; no download while training): on the real-photo benchmark it
-scores F1 0.84 and mAP@0.5 0.91 (fomo-box: 0.66-0.79 / 0.60-0.77) and knows apples, bananas and oranges
-before any training, at about 6x the CPU per frame (30 ms at 224 px) and 15 MB instead of
-1 MB (`bench/results/nanodet_*.json`, README "Benchmarks"). The device runs either.
+scores F1 0.92 and mAP@0.5 0.94 after 15 minutes of training on one CPU thread, and knows
+apples, bananas and oranges before any training, at about 5x the CPU per frame (27 ms at
+224 px) and 15 MB instead of 1 MB. The device runs either. The table below is that benchmark
+run (`make bench-nanodet`, README "Benchmarks"): the same real photos and split for every
+model, on this 2-core machine; the synthetic-renders row's training time includes the one-time
+pre-training, and the COCO zero-shot model is what proposes boxes while you label.
 """),
+    code("""
+from helpers import ui
+from helpers.train import choices
+
+print(ui.text_table(choices.model_choices(), ["model", "starts from", "input", "F1@0.5", "per class", "mAP@0.5",
+                                              "training (CPU s)", "ms / frame (1 thread)", "runner RSS (MB)", "model (MB)"]))
+print(choices.measured_on())
+""", "nbval-ignore-output"),
     params("""
 input_size = 160         # 96, 160 or 320
 color = "RGB"            # colour depth: "RGB" or "grayscale"
@@ -426,7 +437,7 @@ project as in the Studio's **Create impulse** and **Object detection** pages.
     code("""
 params = trainer.TrainParams(arch=arch, input_size=input_size, color=color, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed,
                              val_fraction=validation_split, time_budget_s=time_budget_s)
-if arch == "nanodet-ft":  # fine-tuning has its own recipe (224 px, lr 1e-3 with slower backbone/neck, 30 epochs)
+if arch == "nanodet-ft":  # fine-tuning has its own recipe (224 px, lr 1e-3 with slower backbone/neck, 60 epochs)
     params = finetune.recommended_params(seed=seed, val_fraction=validation_split, time_budget_s=time_budget_s)
 impulse = s.studio.set_impulse(input_size=params.input_size, color=params.color, arch=params.arch, epochs=params.epochs,
                                learning_rate=params.lr, batch_size=params.batch_size, validation_split=params.val_fraction,

@@ -27,10 +27,10 @@ def _row(model: str, arch: str, start: str, size: int, test: dict[str, Any], tra
         "F1@0.5": round(float(test["overall_f1"]), 3),
         "per class": ", ".join(f"{k} {float(v['f1']):.2f}" for k, v in sorted(per.items())),
         "mAP@0.5": round(float(test["map50"]), 3),
-        "training (CPU s)": None if train_s is None else round(float(train_s)),
-        "ms / frame (1 thread)": None if runner is None else round(float(runner["cpu_ms_median"]), 1),
-        "runner RSS (MB)": None if runner is None else round(float(runner["peak_rss_mb"])),
-        "model (MB)": None if onnx_bytes is None else round(onnx_bytes / 1e6, 1),
+        "training (CPU s)": "-" if train_s is None else round(float(train_s)),
+        "ms / frame (1 thread)": "-" if runner is None else round(float(runner["cpu_ms_median"]), 1),
+        "runner RSS (MB)": "-" if runner is None else round(float(runner["peak_rss_mb"])),
+        "model (MB)": "-" if onnx_bytes is None else round(onnx_bytes / 1e6, 1),
     }
 
 

@@ -43,7 +43,7 @@ def test_rows_carry_each_models_figures(tmp_path):
     assert scratch["starts from"] == "random weights" and scratch["F1@0.5"] == 0.66
     assert synth["starts from"] == "synthetic renders" and synth["training (CPU s)"] == 487
     assert scratch["ms / frame (1 thread)"] == 4.9 and scratch["model (MB)"] == 0.9
-    assert coco["training (CPU s)"] is None and coco["ms / frame (1 thread)"] == 94.7 and coco["model (MB)"] == 15.2
+    assert coco["training (CPU s)"] == "-" and coco["ms / frame (1 thread)"] == 94.7 and coco["model (MB)"] == 15.2
     assert ft["input"] == "224 px" and ft["F1@0.5"] == 0.9 and ft["per class"] == "apple 0.89, banana 0.85"
     assert ft["ms / frame (1 thread)"] == 29.5 and ft["runner RSS (MB)"] == 385 and ft["model (MB)"] == 15.1
     line = measured_on(p)
