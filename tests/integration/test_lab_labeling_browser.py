@@ -12,6 +12,7 @@ Screenshots land in `out/lab_labeling/` (git-ignored).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -65,7 +66,14 @@ def write_notebook(folder: Path) -> Path:
     import nbformat
     from nbformat.v4 import new_notebook
 
-    nb = new_notebook(cells=build_notebooks.NB["03_label_review"])
+    cells = copy.deepcopy(build_notebooks.NB["03_label_review"])  # the module's cells stay as built
+    # The panel's own mechanics with tracking only: COCO label assist would propose on the first
+    # frame and after the scene change, where this test draws by hand. The COCO proposal in the
+    # panel is tests/integration/test_coco_assist.py's.
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and 'coco_assist = "auto"' in params[0].source
+    params[0].source = params[0].source.replace('coco_assist = "auto"', "coco_assist = False")
+    nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / "03_label_review.ipynb"
     nbformat.write(nb, path)
