@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
+.PHONY: setup demo lint test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ setup: $(STAMP) ## create .venv and install pinned dependencies
 demo: $(STAMP) ## run the whole loop headless on the embedded defaults, in a fresh WORKSPACE (PROFILE=smoke for the short one)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) --workspace $(WORKSPACE) --out $(OUT) --fresh
 
-test: $(STAMP) ## the whole test suite: unit, integration, notebooks (papermill + nbval)
+lint: $(STAMP) ## the shape rules: import contracts (lint-imports, pyproject.toml), ruff, no module in helpers/ over 600 lines
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(PY) tools/check_shape.py
+
+test: $(STAMP) lint ## the whole test suite: the shape rules (make lint), then unit, integration, notebooks (papermill + nbval)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only

@@ -26,8 +26,8 @@ from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
 from helpers.device import fleet
 from helpers.hub.local import LocalHub
-from helpers.hub.manifest import build_manifest
 from helpers.localcloud import ensure_running, stop
+from helpers.protocol.manifest import build_manifest
 
 
 def reported_versions(db: Path, devices: list[str]) -> dict[str, tuple[int | None, int | None]]:

@@ -16,14 +16,15 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
 from helpers.hub.iothub import IoTHub
-from helpers.hub.manifest import build_manifest, module_spec
 from helpers.localcloud import ensure_running, stop
+from helpers.protocol.manifest import build_manifest, module_spec
 
 
 def timed(fn: Callable[[], Any], calls: int) -> dict[str, float]:

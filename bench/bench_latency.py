@@ -14,12 +14,10 @@ from pathlib import Path
 
 from common import write_result  # noqa: I001
 
-import numpy as np
-
 
 def measure(model, card: dict, runs: int) -> dict:
-    from helpers.detector import OnnxDetector
-    from helpers.synthetic import SceneStream
+    from helpers.inference.detector import OnnxDetector
+    from helpers.sim.synthetic import SceneStream
     from helpers.train.evaluate import measure_latency
     from helpers.train.export import export_onnx
     from helpers.train.model import count_parameters

@@ -42,7 +42,7 @@ ASSIST_IOU = 0.9
 RUNNER_SNIPPET = r"""
 import json, resource, sys, time
 import numpy as np
-from helpers.detector import OnnxDetector
+from helpers.inference.detector import OnnxDetector
 det = OnnxDetector(sys.argv[1], threads=1)
 rng = np.random.default_rng(0)
 frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
@@ -80,7 +80,7 @@ def coco_predict(det, items, labels, thr=0.05):
 
 
 def phase_zeroshot(info, labels, val, test) -> dict:
-    from helpers.detector import OnnxDetector
+    from helpers.inference.detector import OnnxDetector
     from helpers.train.evaluate import coco_map, detection_counts
     from helpers.train.trainer import best_threshold
 
@@ -100,12 +100,12 @@ def phase_zeroshot(info, labels, val, test) -> dict:
 
 def phase_assist(info, labels, items) -> dict:
     """What a labeler accepts unchanged: COCO proposals at the card threshold vs the true boxes."""
-    from helpers.detector import OnnxDetector
     from helpers.geometry import iou
+    from helpers.inference.detector import OnnxDetector
 
     det = OnnxDetector(info["paths"]["zero_shot"], threads=1)
     stats = {lb: {"proposals": 0, "accepted_unchanged": 0, "true_boxes": 0} for lb in labels}
-    for (rgb, gt), props in zip(items, coco_predict(det, items, labels, det.score_threshold)):
+    for (_rgb, gt), props in zip(items, coco_predict(det, items, labels, det.score_threshold)):
         for g in gt:
             stats[g.label]["true_boxes"] += 1
         used: set[int] = set()

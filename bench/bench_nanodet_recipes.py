@@ -39,8 +39,9 @@ RECIPES: dict[str, dict] = {
 
 def run_recipe(name: str, over: dict, dataset: str, budget: float, models: str) -> dict:
     """Train and evaluate one recipe in this process (called in a child per recipe)."""
-    import helpers.train.finetune as ft
     from bench_nanodet import load_split
+
+    import helpers.train.finetune as ft
     from helpers.train.augment import AugmentParams
     from helpers.train.evaluate import evaluate_model
     from helpers.train.export import export_result

@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_result  # noqa: I001  (bench/ is the script's folder)
-
 import cv2
+from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
 from helpers.device.camera import SyntheticCamera
 from helpers.labeling.proposals import (
@@ -40,7 +39,7 @@ from helpers.labeling.proposals import (
     tracking_proposal,
 )
 from helpers.labeling.queue import decode_image
-from helpers.synthetic import story_scenes
+from helpers.sim.synthetic import story_scenes
 
 SHUFFLE_EVERY, MOVE_EVERY = 5, 3
 
@@ -63,8 +62,8 @@ def camera_frames(seed: int, n: int):
 
 
 def train_model(train_images: int, epochs: int, out: Path):
-    from helpers.detector import OnnxDetector
-    from helpers.synthetic import render_dataset
+    from helpers.inference.detector import OnnxDetector
+    from helpers.sim.synthetic import render_dataset
     from helpers.train.export import export_result
     from helpers.train.trainer import TrainParams, train_detector
 

@@ -14,8 +14,8 @@ import time
 
 from common import short, write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.detector import OnnxDetector
-from helpers.synthetic import render_dataset, story_scenes
+from helpers.inference.detector import OnnxDetector
+from helpers.sim.synthetic import render_dataset, story_scenes
 from helpers.train.evaluate import evaluate_model
 from helpers.train.export import export_result
 from helpers.train.trainer import TrainParams, train_detector

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.synthetic import render_dataset, story_scenes
+from helpers.sim.synthetic import render_dataset, story_scenes
 from helpers.train.evaluate import detection_counts
 from helpers.train.trainer import THRESHOLD_RULES, TrainParams, best_threshold, predict_items, train_detector
 

@@ -44,8 +44,8 @@ def main() -> None:
     import cv2
 
     from helpers.localcloud import ensure_running, stop
+    from helpers.sim.synthetic import render_dataset, story_scenes
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
-    from helpers.synthetic import render_dataset, story_scenes
     from helpers.train import data, trainer
     from helpers.train.export import export_result
 

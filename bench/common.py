@@ -30,7 +30,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     from helpers.train.export import git_commit
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"benchmark": name, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    out = {"benchmark": name, "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
            "git_commit": git_commit(REPO), "machine": machine(), **data}
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

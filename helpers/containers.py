@@ -38,9 +38,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from helpers.config import REPO_ROOT
 from helpers.errors import ConfigError

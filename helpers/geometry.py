@@ -1,8 +1,9 @@
 """Bounding boxes in Edge Impulse's convention: pixels, top-left x/y, width/height."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class BBox:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BBox":
+    def from_dict(cls, d: dict[str, Any]) -> BBox:
         return cls(
             label=str(d["label"]),
             x=float(d["x"]),
@@ -37,7 +38,7 @@ class BBox:
     def xyxy(self) -> tuple[float, float, float, float]:
         return (self.x, self.y, self.x + self.width, self.y + self.height)
 
-    def clipped(self, width: float, height: float) -> "BBox":
+    def clipped(self, width: float, height: float) -> BBox:
         """This box clipped to an image of the given size."""
         x0, y0, x1, y1 = self.xyxy
         x0, y0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)

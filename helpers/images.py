@@ -27,9 +27,10 @@ import logging
 import os
 import platform as _platform
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from helpers.config import REPO_ROOT, Secret, Settings, mask
 from helpers.errors import ConfigError, EdgeLoopError, MissingExtra
@@ -240,7 +241,7 @@ class DockerImageBuilder:
         self.base_image = base_image
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "DockerImageBuilder":
+    def from_settings(cls, settings: Settings) -> DockerImageBuilder:
         """A builder with the registry (`image_registry`) and login from `settings` (env / .env)."""
         return cls(image_registry(settings), settings.registry_username, settings.registry_password)
 

@@ -68,8 +68,8 @@ class Session:
         """The registered model `version` as a detector (`OnnxDetector`, or the `.eim` / TFLite
         backend its card names), downloaded once into `WORKSPACE/models/registry/v<version>/`
         (the files the devices run)."""
-        from helpers.detector import load_detector
-        from helpers.detector_backends import model_file
+        from helpers.inference.backends import model_file
+        from helpers.inference.detector import load_detector
 
         dest = self.workspace / "models" / "registry" / f"v{int(version)}"
         if not (dest / "model.json").is_file() or not model_file(dest).is_file():

@@ -21,9 +21,10 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ class CloudHandle:
     studio: Any
     info: dict[str, Any] = field(default_factory=dict)
 
-    def refresh(self) -> "CloudHandle":
+    def refresh(self) -> CloudHandle:
         """Re-read service.json (after a restart) and rebuild the clients."""
         from helpers.hub.local import LocalHub
         from helpers.localcloud import status

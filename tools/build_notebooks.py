@@ -160,9 +160,9 @@ seed = 0
 """),
     code("""
 from helpers import session, ui, results, images
-from helpers.hub import manifest as mf
+from helpers.protocol import manifest as mf
 from helpers.device import fleet
-from helpers.synthetic import story_scenes
+from helpers.sim.synthetic import story_scenes
 from helpers import deploy
 
 s = session.connect()
@@ -313,7 +313,7 @@ if labeler == "human":
     panel = LabelPanel(queue, show_dataset=lambda: plots.dataset_figures(s.studio))
     display(panel.widget)
 else:
-    from helpers.labeling.oracle import OracleLabeler
+    from helpers.sim.oracle import OracleLabeler
     OracleLabeler(queue).run(progress=False)
 """, "nbval-ignore-output"),
     md("""
@@ -339,7 +339,7 @@ COCO model finds the fruit but rarely to within IoU 0.9, so tracking stays the o
 while the scene holds; the COCO model helps on a camera's first frame and after a scene change.
 """),
     code("""
-from helpers.labeling.oracle import assist_report
+from helpers.sim.oracle import assist_report
 
 report = assist_report(queue.records)
 print(report.summary())
@@ -408,8 +408,8 @@ seed = 0
     code("""
 from helpers import session, ui, results
 from helpers.train import data, trainer, evaluate, finetune
-from helpers.detector import load_detector
-from helpers.detector_backends import model_file, read_card
+from helpers.inference.detector import load_detector
+from helpers.inference.backends import model_file, read_card
 from helpers.studio.edgeimpulse import training_timeout_s
 
 s = session.connect()
@@ -603,8 +603,8 @@ seed = 0
     code("""
 from helpers import session, ui, results, images, deploy, observe
 from helpers.device import fleet
-from helpers.hub import manifest as mf
-from helpers.synthetic import story_scenes
+from helpers.protocol import manifest as mf
+from helpers.sim.synthetic import story_scenes
 
 s = session.connect()
 devices = s.lab_devices(lab_tag)
@@ -645,7 +645,7 @@ many of its banana boxes were accepted unchanged.
 """),
     code("""
 from helpers.labeling.queue import LabelQueue
-from helpers.labeling.oracle import OracleLabeler
+from helpers.sim.oracle import OracleLabeler
 from helpers.labeling.proposals import coco_assist_proposers
 from helpers.labeling import plots
 
@@ -663,7 +663,7 @@ drawn below as it runs, and the model comes back for evaluation here.
 """),
     code("""
 from helpers.train import data, trainer, evaluate
-from helpers.detector_backends import model_file, read_card
+from helpers.inference.backends import model_file, read_card
 from helpers.studio.edgeimpulse import training_timeout_s
 train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(s.studio)
 params = trainer.TrainParams(input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed)
@@ -688,7 +688,7 @@ banana images of the studio are a fixed set: both models look at the same images
 figures are the same on every run, and the story's checks use them.
 """),
     code("""
-from helpers.detector import load_detector
+from helpers.inference.detector import load_detector
 held_bananas = [(rgb, boxes) for rgb, boxes in test_items if any(b.label == "banana" for b in boxes)]
 held_before = observe.confusion_on_images(s.model_detector(production.version), held_bananas, "banana", "apple")
 held_after = observe.confusion_on_images(load_detector(out_dir), held_bananas, "banana", "apple")

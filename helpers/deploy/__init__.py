@@ -40,6 +40,7 @@ __all__ = [
     "RolloutReport",
     "RolloutResult",
     "apply",
+    "remove_deployments",
     "banana_called_apple_rate",
     "board_rows",
     "check_device",

@@ -10,7 +10,8 @@ Headless, `refresh()` simply returns the rows.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from helpers.deploy.rollout import DeviceCheck, _normalise_expect, check_device, check_health, model_of
 from helpers.widgets import html_table

@@ -11,8 +11,9 @@ when boxes are known). `banana_called_apple_rate` is the story's case.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from helpers.geometry import BBox, iou
 

@@ -10,9 +10,10 @@ to promote anyway. On success the candidate becomes `production` and the old one
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from helpers.errors import DatasetError, RolloutError
 from helpers.geometry import BBox
@@ -39,7 +40,7 @@ class GateRow:
 class GateRefused(RolloutError):
     """The candidate regressed; `rows` are the regressions, `result` the whole comparison."""
 
-    def __init__(self, message: str, rows: list[GateRow], result: "GateResult"):
+    def __init__(self, message: str, rows: list[GateRow], result: GateResult):
         super().__init__(message)
         self.rows = rows
         self.result = result

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from helpers.config import Secret
 from helpers.deploy.rollout import (
@@ -31,7 +32,7 @@ from helpers.deploy.rollout import (
     wait_for_rollout,
 )
 from helpers.errors import RolloutError
-from helpers.hub import manifest as mf
+from helpers.protocol import manifest as mf
 
 STORE_NAME = "last_known_good.json"
 

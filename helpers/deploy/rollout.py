@@ -19,14 +19,15 @@ Expectations (`expect`): `{module name: spec}` where spec is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
 from helpers.errors import RolloutError
-from helpers.hub import manifest as mf
+from helpers.protocol import manifest as mf
 
 FAILED_STATES = ("failed", "backoff")
 REFUSED_CODES = (400, 417, 500)
@@ -35,7 +36,7 @@ HEALTH_PATH = "/api/health"
 
 def utc_now() -> str:
     """Now as ISO 8601 UTC with a `Z`."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- manifests
@@ -86,7 +87,7 @@ def runner_manifest(
             module's env at deploy time as `EI_API_KEY` and stays masked in every repr.
         extra_modules: more module specs to deploy beside the runner.
         registry: private registry credentials (see `build_manifest`).
-        **runner_options: passed to `helpers.hub.manifest.runner_module` (`host_port`,
+        **runner_options: passed to `helpers.protocol.manifest.runner_module` (`host_port`,
             `sampling_band`, `version`, `camera`, `telemetry_interval_s`, `extra_env`, ...).
 
     Returns:
@@ -367,7 +368,7 @@ class RolloutResult:
                 lines.append(f"  {d}: {o.outcome}: {o.reason}")
         return "\n".join(lines)
 
-    def raise_for_failure(self) -> "RolloutResult":
+    def raise_for_failure(self) -> RolloutResult:
         """Raise RolloutError naming each device that did not converge; returns self otherwise."""
         if not self.ok:
             raise RolloutError(

@@ -60,9 +60,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from helpers.config import Secret, mask, parse_connection_string
 from helpers.device.runtime import (
@@ -204,7 +205,7 @@ def module_fingerprint(spec: dict[str, Any], env: dict[str, str]) -> str:
     A change of any of these replaces the running module; a change of `status` or
     `restartPolicy` alone does not.
     """
-    from helpers.hub.manifest import parse_create_options
+    from helpers.protocol.manifest import parse_create_options
 
     settings = spec.get("settings") or {}
     doc = {
@@ -408,7 +409,7 @@ class EdgeAgent:
 
     def _desired_modules(self, body: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
         """Validated module name -> (spec, env); raises InvalidManifest."""
-        from helpers.hub.manifest import module_env, validate_manifest
+        from helpers.protocol.manifest import module_env, validate_manifest
 
         if body.get("modules") or body.get("runtime"):
             for warning in validate_manifest({"$edgeAgent": {"properties.desired": body}, "$edgeHub": edge_hub_stub()}):
@@ -514,7 +515,7 @@ class EdgeAgent:
         return self.runtime.name != "process" and getattr(self.runtime, "network", "host") != "host"
 
     def _launch(self, m: ModuleState) -> ModuleLaunch:
-        from helpers.hub.manifest import module_host_port, parse_create_options
+        from helpers.protocol.manifest import module_host_port, parse_create_options
 
         workdir = self.workdir / "modules" / m.name
         return ModuleLaunch(

@@ -17,11 +17,12 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,7 +49,7 @@ class EndOfStream(CameraError):
 
 def utc_now_iso() -> str:
     """Current time as ISO 8601 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Frame:
 
 
 def _check_scene(objects: Sequence[str], distractors: Sequence[str], where: str) -> tuple[list[str], list[str]]:
-    from helpers.synthetic import ALL_CLASSES, OBJECT_CLASSES
+    from helpers.sim.synthetic import ALL_CLASSES, OBJECT_CLASSES
 
     if isinstance(objects, str) or isinstance(distractors, str):
         raise CameraError(f"{where}: objects and distractors are lists, e.g. {{\"objects\": [\"apple\"], \"distractors\": []}}")
@@ -262,7 +263,7 @@ class Camera:
         """Release the device; further reads raise `CameraError`."""
         self.closed = True
 
-    def __enter__(self) -> "Camera":
+    def __enter__(self) -> Camera:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -274,7 +275,7 @@ class Camera:
 
 
 class SyntheticCamera(Camera):
-    """`helpers.synthetic.SceneStream` behind a camera, following a scene file.
+    """`helpers.sim.synthetic.SceneStream` behind a camera, following a scene file.
 
     Args:
         objects: labelled things in view when there is no scene file.
@@ -297,7 +298,7 @@ class SyntheticCamera(Camera):
                  scene_file: str | os.PathLike | None = None, seed: int = 0,
                  size: tuple[int, int] | int | None = DEFAULT_SIZE, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
                  shuffle_every: int = 0, move_every: int = 0):
-        from helpers.synthetic import SceneStream
+        from helpers.sim.synthetic import SceneStream
 
         super().__init__(size if size is not None else DEFAULT_SIZE, jpeg_quality)
         if scene_file is None and os.environ.get(SCENE_ENV):

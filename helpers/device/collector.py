@@ -40,10 +40,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 
@@ -67,7 +68,7 @@ HUB_REPORT_S = 2.0  # the shortest time between two module twin reports (IoT Hub
 
 def utc_now() -> str:
     """ISO 8601 UTC with milliseconds and `Z`."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -292,7 +293,7 @@ class CollectorConfig:
     upload_timeout_s: float = 15.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CollectorConfig:
         """Read the configuration; raises ConfigError naming the variable that is wrong."""
         env = dict(os.environ if env is None else env)
         url = env.get("STUDIO_URL", "").strip().rstrip("/")

@@ -23,9 +23,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from helpers.device.runtime import ProcessRuntime, pid_alive, process_start_ticks, read_json
 from helpers.errors import EdgeLoopError
@@ -236,7 +237,7 @@ def set_scene(workspace: str | Path, device_id: str, objects: Sequence[str], dis
     """Put things in front of a device's synthetic camera (its running modules follow at once).
 
     `mix` lists further arrangements the camera goes through, one each time the fruit is
-    reshuffled (see `helpers.synthetic.story_scenes` for the story's mixes).
+    reshuffled (see `helpers.sim.synthetic.story_scenes` for the story's mixes).
 
     Returns:
         The scene file written.

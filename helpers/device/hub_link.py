@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from helpers.config import Secret, mask, parse_connection_string
 from helpers.errors import ConfigError, ServiceError
-from helpers.twinpatch import diff_patch, merge_patch  # noqa: F401 (re-exported)
+from helpers.protocol.twinpatch import diff_patch, merge_patch  # noqa: F401 (re-exported)
 
 log = logging.getLogger("helpers.device.hub_link")
 
@@ -55,7 +55,7 @@ class HubEndpoint:
     ca_file: Path | None
 
     @classmethod
-    def for_connection_string(cls, cs: Secret | str, workspace: str | Path | None = None) -> "HubEndpoint":
+    def for_connection_string(cls, cs: Secret | str, workspace: str | Path | None = None) -> HubEndpoint:
         """Azure: `https://<HostName>` with the system CAs. The local stand-in (`workspace` given and its
         local cloud running there): its REST URL from service.json and the workspace CA.
         """
@@ -115,7 +115,7 @@ class ModuleRegistry:
         self._session = requests.Session()
 
     def _headers(self) -> dict[str, str]:
-        from helpers.hub.sas import generate_sas_token
+        from helpers.protocol.sas import generate_sas_token
 
         token = generate_sas_token(f"{self.endpoint.rest_host}/devices/{self.device_id}", self._key)
         return {"Authorization": token.get_secret_value(), "Content-Type": "application/json"}
@@ -193,8 +193,8 @@ class AgentLink:
         if ca:
             kw["server_verification_cert"] = ca
         self.client = IoTHubModuleClient.create_from_connection_string(module_cs.get_secret_value(), **kw)
-        self.patches: "queue.Queue[dict[str, Any]]" = queue.Queue()
-        self.methods: "queue.Queue[MethodCall]" = queue.Queue()
+        self.patches: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.methods: queue.Queue[MethodCall] = queue.Queue()
         self.reconnected = threading.Event()
         self.activity = threading.Event()  # set whenever something arrives: the agent's loop wakes at once
         self.report_retry_s = report_retry_s

@@ -21,8 +21,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from helpers.config import mask
 from helpers.errors import ConfigError, EdgeLoopError, ModelError
@@ -107,14 +108,14 @@ class ModuleHub:
         self._cond = threading.Condition()
         self._target: dict[str, Any] | None = None
         self._acked: dict[str, Any] = {}
-        self._messages: "collections.deque[tuple[bytes, dict[str, str]]]" = collections.deque(maxlen=max_queue)
+        self._messages: collections.deque[tuple[bytes, dict[str, str]]] = collections.deque(maxlen=max_queue)
         self._closing = False
         self.sent = 0
         self._thread = threading.Thread(target=self._run, name="module-hub", daemon=True)
         self._thread.start()
 
     @classmethod
-    def from_environment(cls, env: dict[str, str] | None = None) -> "ModuleHub | None":
+    def from_environment(cls, env: dict[str, str] | None = None) -> ModuleHub | None:
         """The module's hub link from the IoT Edge (or simulator) environment, or None outside IoT Edge."""
         env = dict(os.environ if env is None else env)
         if not env.get("EdgeHubConnectionString") and not env.get("IOTEDGE_WORKLOADURI"):

@@ -2,7 +2,7 @@
 
 It gets the model (version `MODEL_VERSION` downloaded from the studio with `x-api-key`, the
 sha256 checked, cached under `$MODULE_WORKDIR/models/<version>/`; or a local `MODEL_PATH`),
-loads it with `helpers.detector.load_detector` (ONNX, `.eim` or TFLite, by the card's `format`),
+loads it with `helpers.inference.detector.load_detector` (ONNX, `.eim` or TFLite, by the card's `format`),
 and loops camera -> detect, serving on `PORT` (the container's port 4912):
 
 - `/`              a page a person can open: the live frame with boxes, labels and scores,
@@ -49,11 +49,12 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class RunnerConfig:
     threads: int = 1
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "RunnerConfig":
+    def from_env(cls, env: dict[str, str] | None = None) -> RunnerConfig:
         """Read the configuration; raises ConfigError naming the variable that is wrong."""
         env = dict(os.environ if env is None else env)
         version = env.get("MODEL_VERSION", "").strip() or None
@@ -160,7 +161,7 @@ def _camera_opts(env: dict[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- model download
 
 
-def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: "RunnerState") -> Path:
+def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: RunnerState) -> Path:
     """The model folder: `MODEL_PATH`, or version `MODEL_VERSION` from the studio (cached).
 
     Retries while the studio is unreachable (health says so); a version the studio does not
@@ -173,7 +174,7 @@ def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: "RunnerState")
         return cfg.model_path
     import requests
 
-    from helpers.detector_backends import FORMAT_FILES, model_format
+    from helpers.inference.backends import FORMAT_FILES, model_format
 
     version = int(cfg.model_version or 0)
     dest = cfg.workdir / "models" / str(version)
@@ -564,8 +565,8 @@ class Runner:
 
     def load(self) -> Any:
         """Fetch and load the model; on a broken model, serve 503 for the grace period and raise."""
-        from helpers.detector import load_detector
         from helpers.errors import MissingExtra
+        from helpers.inference.detector import load_detector
 
         try:
             model_dir = fetch_model(self.cfg, self.stop, self.state)

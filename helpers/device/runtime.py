@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,7 +51,7 @@ class RuntimeUnavailable(ConfigError):
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with a `Z` suffix."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

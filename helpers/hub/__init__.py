@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.hub.base import Deployment, Device, DeviceStatus, Hub, ModuleStatus, Twin
-from helpers.localcloud.registry import BackendRegistry
+from helpers.registry import BackendRegistry
 
 HUB_BACKENDS: dict[str, str] = {
     "local": "helpers.hub.iothub:local_hub",

@@ -21,8 +21,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from helpers.config import Secret, mask, parse_connection_string
 from helpers.errors import ConfigError, Conflict, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unauthorized
@@ -129,7 +130,7 @@ def make_device_certificate(device_id: str, folder: Path, days: int = 365) -> tu
     os.chmod(folder, 0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
             .not_valid_after(now + _dt.timedelta(days=days))
@@ -173,12 +174,12 @@ class IoTHub:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_connection_string(cls, connection_string: str | Secret, **kw: Any) -> "IoTHub":
+    def from_connection_string(cls, connection_string: str | Secret, **kw: Any) -> IoTHub:
         """A hub from a service connection string (Azure's, from the portal or `az iot hub connection-string show`)."""
         return cls(connection_string, **kw)
 
     @classmethod
-    def local(cls, workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> "IoTHub":
+    def local(cls, workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> IoTHub:
         """The workspace's local stand-in: its connection string and CA from `WORKSPACE/localcloud/`.
 
         Raises:
@@ -426,7 +427,8 @@ class IoTHub:
 
     def update_desired(self, device_id: str, desired: dict[str, Any], etag: str | None = None) -> Twin:
         """Merge-patch desired properties; with `etag`, Conflict if the twin changed."""
-        from azure.iot.hub.models import Twin as SdkTwin, TwinProperties
+        from azure.iot.hub.models import Twin as SdkTwin
+        from azure.iot.hub.models import TwinProperties
 
         return twin_from_sdk(self._sdk(f"update desired of {device_id}", lambda: self._registry.update_twin(device_id, SdkTwin(properties=TwinProperties(desired=desired)), etag or "*")))
 
@@ -436,7 +438,8 @@ class IoTHub:
     def update_module_desired(self, device_id: str, module_id: str, desired: dict[str, Any], etag: str | None = None,
                               replace: bool = False) -> Twin:
         """Patch (or with `replace`, replace) a module twin's desired properties; with `etag`, Conflict if it changed."""
-        from azure.iot.hub.models import Twin as SdkTwin, TwinProperties
+        from azure.iot.hub.models import Twin as SdkTwin
+        from azure.iot.hub.models import TwinProperties
 
         twin = SdkTwin(properties=TwinProperties(desired=desired))
         return twin_from_sdk(self._sdk(
@@ -530,7 +533,7 @@ class IoTHub:
         rows: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            raw = self._sdk(f"query {sql[:80]!r}", lambda: self._registry.protocol.query.get_twins(QuerySpecification(query=sql), token, str(page_size), None, True))
+            raw = self._sdk(f"query {sql[:80]!r}", lambda token=token: self._registry.protocol.query.get_twins(QuerySpecification(query=sql), token, str(page_size), None, True))
             rows.extend(raw.response.json())
             token = raw.headers.get("x-ms-continuation") if raw.headers else None
             if not token:

@@ -32,9 +32,10 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -849,7 +850,7 @@ def dataset_from_arrays(
     split: Split | None = None,
     fmt: str = "png",
 ) -> Dataset:
-    """Build a `Dataset` from RGB arrays and boxes (e.g. `helpers.synthetic.render_dataset`).
+    """Build a `Dataset` from RGB arrays and boxes (e.g. `helpers.sim.synthetic.render_dataset`).
 
     Args:
         samples: `(rgb, boxes)` pairs.

@@ -33,7 +33,8 @@ height); box coordinates stay in the image's own pixels.
 from __future__ import annotations
 
 import html
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from helpers.errors import DatasetError
 from helpers.geometry import BBox

@@ -7,7 +7,8 @@ list of dicts (no pandas), with an HTML and an ipywidgets rendering.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure

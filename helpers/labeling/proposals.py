@@ -7,7 +7,7 @@ any callable returning a `Proposal` under its own source name):
   its object went. The object's pixels in the old frame are the template; OpenCV's normalised
   cross-correlation (`cv2.matchTemplate`, `TM_CCOEFF_NORMED`) finds it in a window around the old
   position of the new frame, at a few scales. The box score is the correlation peak.
-- **model**: the detections of a registered model (`helpers.detector.OnnxDetector`); the box score
+- **model**: the detections of a registered model (`helpers.inference.detector.OnnxDetector`); the box score
   is the detector's confidence.
 - **coco** (label assist, `CocoProposer`, `coco_assist_proposers`): the COCO-pretrained NanoDet
   (`make weights`) proposes the project's classes COCO knows (apple, banana, orange, ...) before
@@ -32,8 +32,9 @@ class; the queue and the oracle use it for the "accepted unchanged" figures.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -246,7 +247,7 @@ class CocoProposer:
 
     def __init__(self, detector: Any = None, score_threshold: float | None = None, cache: Any = None):
         if detector is None:
-            from helpers.detector import OnnxDetector
+            from helpers.inference.detector import OnnxDetector
             from helpers.train.pretrained import weights_info
 
             info = weights_info(cache)

@@ -18,7 +18,7 @@ more sources (the COCO model, any callable) plug in through `proposers`. `save()
 the studio, `skip()` leaves the sample unlabeled (it comes back on `refresh()`), `delete()`
 removes a bad frame, and `undo()` takes the last of these back (a deleted frame is uploaded
 again with its metadata). Each save is recorded with how far every proposal was from what was
-saved, which is what the assist-quality report (`helpers.labeling.oracle.assist_report`) sums up.
+saved, which is what the assist-quality report (`helpers.sim.oracle.assist_report`) sums up.
 
 The queue never reads `metadata["ground_truth"]`; only the oracle labeler does.
 """
@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -356,8 +357,8 @@ class LabelQueue:
         self._model_version = int(chosen.version)
 
     def _load_registry_model(self, mv: Any) -> Any:
-        from helpers.detector import load_detector
-        from helpers.detector_backends import FORMAT_FILES, model_format
+        from helpers.inference.backends import FORMAT_FILES, model_format
+        from helpers.inference.detector import load_detector
 
         dest = self._workspace_models() / f"v{int(mv.version)}"
         model = dest / FORMAT_FILES[model_format(mv.card or {})]  # model.onnx, or the .eim / .tflite of the card

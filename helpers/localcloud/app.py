@@ -77,7 +77,7 @@ class BodyLimit:
 
 
 def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB, hub_port: int | None = None,
-               hub: "hub_api.HubRuntime | None" = None) -> Any:
+               hub: hub_api.HubRuntime | None = None) -> Any:
     """The ASGI app for `workspace`, served on `port` (plain HTTP) and `hub_port` (HTTPS, the hub's address).
 
     Args:
@@ -201,7 +201,7 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
 
 
 def hub_runtime_from(throttle_rps: float | None = None, throttle_burst: int | None = None,
-                     deployment_timing: str | None = None) -> "hub_api.HubRuntime":
+                     deployment_timing: str | None = None) -> hub_api.HubRuntime:
     """The hub's runtime settings from arguments, else the environment.
 
     `EDGELOOP_HUB_THROTTLE_RPS` (requests per second before 429 + Retry-After; empty or 0: off),
@@ -227,7 +227,7 @@ def hub_runtime_from(throttle_rps: float | None = None, throttle_burst: int | No
 
 
 def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hub_port: int | None = None,
-          hub: "hub_api.HubRuntime | None" = None) -> None:
+          hub: hub_api.HubRuntime | None = None) -> None:
     """Run the service in the foreground until SIGTERM/SIGINT (what `start` runs detached).
 
     Two listeners share one app: plain HTTP on 127.0.0.1:`port` (studio, the HTTP edge agent)
@@ -245,7 +245,7 @@ def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hu
     # and what an earlier run or a person left looser is tightened now.
     os.umask(0o077)
     secure_state(ws)
-    d = cloud_dir(ws)
+    cloud_dir(ws)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(MaskingFilter())

@@ -1,7 +1,7 @@
 """`LocalCloudClient`: what the clients of the embedded local cloud (`LocalHub`, `LocalStudio`) share.
 
 Finds the service in the workspace (`service.json`, or a fixed URL), optionally starts it, and
-sends each call through `helpers.localcloud.http.call`; when the service cannot be reached and
+sends each call through `helpers.http.call`; when the service cannot be reached and
 no URL was fixed, it re-reads `service.json` once (the local cloud restarted on another port).
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import requests
 
+from helpers.http import call
 from helpers.localcloud import service
-from helpers.localcloud.http import call
 
 
 class LocalCloudClient:

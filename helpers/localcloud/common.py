@@ -13,9 +13,9 @@ from fastapi import Request
 
 from helpers.config import Secret, parse_connection_string
 from helpers.errors import ServiceError, Unauthorized
-from helpers.hub.sas import ParsedToken, parse_sas_token, verify_sas_token
 from helpers.localcloud.db import Store
 from helpers.localcloud.keys import endpoint_access, key_role
+from helpers.protocol.sas import ParsedToken, parse_sas_token, verify_sas_token
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
 

@@ -29,8 +29,9 @@ The IoT Hub query language on top (`parse_query`, `run_query`)::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from helpers.errors import EdgeLoopError
 
@@ -396,7 +397,7 @@ def run_query(query: Query, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for value, count in groups.values():
             row = {}
-            for kind, path, alias in query.items:
+            for kind, _path, alias in query.items:
                 row[alias] = count if kind == "count" else value
             out.append(row)
         return out

@@ -44,7 +44,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from helpers.errors import InvalidManifest
-from helpers.hub.sas import new_key
 from helpers.localcloud import hub_store
 from helpers.localcloud.common import (
     DEVICE_ID_RE,
@@ -66,6 +65,7 @@ from helpers.localcloud.hub_deploy import (
     write_content,
 )
 from helpers.localcloud.hub_store import CONNECTED_WINDOW_S, iso, merge_patch, new_etag, now_iso
+from helpers.protocol.sas import new_key
 
 API_VERSION = "2021-04-12"
 FAILED_RUNTIME = {"failed", "backoff"}
@@ -78,7 +78,7 @@ DEFAULT_PAGE = 100
 # ---------------------------------------------------------------- errors in IoT Hub's shape
 def azure_error_body(status: int, code: str, message: str, field: str | None = None) -> dict[str, Any]:
     """IoT Hub's error body; the legacy keys (`error`, `code`, `field`) ride along for local clients."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return {"Message": f"ErrorCode:{code};{message}",
             "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{stamp}",
             "error": message, "code": code, "field": field}
@@ -281,7 +281,7 @@ def validate_modules_content(content: Any, field: str = "modulesContent") -> dic
         part = content.get(system)
         if not isinstance(part, dict) or not isinstance(part.get("properties.desired"), dict):
             raise ApiError(400, f"{field}.{system} must be an object with 'properties.desired' (build it with "
-                                "helpers.hub.manifest.build_manifest)", f"{field}.{system}", "ArgumentInvalid")
+                                "helpers.protocol.manifest.build_manifest)", f"{field}.{system}", "ArgumentInvalid")
     modules = content["$edgeAgent"]["properties.desired"].get("modules", {})
     if not isinstance(modules, dict):
         raise ApiError(400, f"{field}.$edgeAgent.properties.desired.modules must be an object of module name -> spec",
@@ -289,7 +289,7 @@ def validate_modules_content(content: Any, field: str = "modulesContent") -> dic
     for name, spec in modules.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("settings"), dict) or not spec["settings"].get("image"):
             raise ApiError(400, f"module {name!r} needs settings.image", f"{field}.$edgeAgent.modules.{name}", "ArgumentInvalid")
-    from helpers.hub.manifest import validate_manifest
+    from helpers.protocol.manifest import validate_manifest
 
     try:
         validate_manifest(content)

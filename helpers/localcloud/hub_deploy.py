@@ -63,12 +63,12 @@ class DeploymentTiming:
     interval_s: float = 1.0
 
     @classmethod
-    def azure(cls) -> "DeploymentTiming":
+    def azure(cls) -> DeploymentTiming:
         """Azure's pace: shortly after a change (about 30 s here), then every 5 minutes."""
         return cls(initial_delay_s=30.0, interval_s=300.0)
 
     @classmethod
-    def parse(cls, text: str | None) -> "DeploymentTiming":
+    def parse(cls, text: str | None) -> DeploymentTiming:
         """`"azure"`, `"fast"`/empty (default), or `"DELAY,INTERVAL"` in seconds.
 
         Raises:
@@ -229,7 +229,7 @@ class Evaluator:
         self._thread = threading.Thread(target=self._run, name="hub-deployments", daemon=True)
         self.last_run: float | None = None
 
-    def start(self) -> "Evaluator":
+    def start(self) -> Evaluator:
         self._thread.start()
         return self
 

@@ -26,12 +26,13 @@ import hashlib
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from helpers.hub.sas import new_key
 from helpers.localcloud.common import ApiError
 from helpers.localcloud.db import dumps, loads
-from helpers.twinpatch import merge_patch  # noqa: F401 (re-exported)
+from helpers.protocol.sas import new_key
+from helpers.protocol.twinpatch import merge_patch  # noqa: F401 (re-exported)
 
 EDGE_SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 CONNECTED_WINDOW_S = 20.0  # a device that reported within this window counts as connected (HTTP agents)
@@ -46,7 +47,7 @@ def iso(epoch: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds and Z (None stays None)."""
     if epoch is None:
         return None
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:

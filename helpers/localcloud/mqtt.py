@@ -70,7 +70,7 @@ class Session:
     client_id: str
     ident: Identity
     subscriptions: dict[str, int] = field(default_factory=dict)
-    conn: "Connection | None" = None
+    conn: Connection | None = None
     inflight: dict[int, tuple[str, bytes, int]] = field(default_factory=dict)
     pid_counter: Any = field(default_factory=lambda: itertools.count(1))
     desired_base: tuple[dict[str, Any], int] | None = None
@@ -277,7 +277,7 @@ class MqttBroker:
             body = json.dumps(payload).encode()
             await self._deliver(s, f"$iothub/methods/POST/{urllib.parse.quote(name, safe='')}/?$rid={rid}", body)
             status, answer = await asyncio.wait_for(fut, response_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MethodError(504, 504101, f"{ident} did not answer method {name!r} within {response_timeout_s:g} s") from None
         finally:
             self._pending.pop(rid, None)
@@ -306,7 +306,7 @@ class MqttBroker:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.desired_poll_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             watching = [s for s in self.sessions.values()
@@ -357,7 +357,7 @@ class MqttBroker:
                 pkt = await asyncio.wait_for(mc.read_packet(reader), keep_alive)
                 if not await self._dispatch(session, conn, pkt):
                     break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("%s: no packet within the keep-alive time: closing", session.client_id if session else peer)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
@@ -373,7 +373,7 @@ class MqttBroker:
                     log.warning("could not record that %s disconnected: %s", session.ident, exc)
                 if session.clean:  # a clean session ends with its connection
                     self.sessions.pop(session.client_id, None)
-                for rid, (ident, fut) in list(self._pending.items()):
+                for _rid, (ident, fut) in list(self._pending.items()):
                     if ident == session.ident and not fut.done():
                         fut.set_exception(MethodError(404, 404103, f"{ident} disconnected before answering"))
                 log.info("%s disconnected", session.client_id)

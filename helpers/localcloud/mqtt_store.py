@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers.errors import Unauthorized
-from helpers.hub.sas import parse_sas_token, verify_sas_token
 from helpers.localcloud import hub_store
 from helpers.localcloud.db import Store, dumps, loads
-from helpers.twinpatch import merge_patch, diff_patch  # noqa: F401 (re-exported)
+from helpers.protocol.sas import parse_sas_token, verify_sas_token
+from helpers.protocol.twinpatch import diff_patch, merge_patch  # noqa: F401 (re-exported)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mqtt_sessions (

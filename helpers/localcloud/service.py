@@ -20,13 +20,14 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from helpers.config import Secret, load_settings, parse_connection_string
 from helpers.errors import ConfigError, ServiceUnavailable
-from helpers.hub.sas import generate_sas_token, new_key
+from helpers.protocol.sas import generate_sas_token, new_key
 
 HOST = "127.0.0.1"
 SERVICE_POLICY = "iothubowner"
@@ -36,7 +37,7 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 def now_iso() -> str:
     """UTC now as ISO 8601 with a Z."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def resolve_workspace(workspace: str | Path | None) -> Path:

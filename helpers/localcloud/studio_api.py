@@ -598,7 +598,7 @@ def check_card_labels(card: dict[str, Any]) -> None:
                                 "(letters, digits, space, '_' or '-'), as sample labels are", f"card.labels[{i}]")
 
 
-# The file a model version keeps, by the card's `format` (helpers.detector_backends.FORMAT_FILES).
+# The file a model version keeps, by the card's `format` (helpers.inference.backends.FORMAT_FILES).
 MODEL_FILES = {"onnx": "model.onnx", "eim": "model.eim", "tflite": "model.tflite"}
 
 

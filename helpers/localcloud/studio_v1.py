@@ -43,8 +43,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from helpers.localcloud.common import ApiError, Context, ctx_of, json_body, require_studio
-from helpers.localcloud.keys import device_access
 from helpers.localcloud.db import dumps, loads
+from helpers.localcloud.keys import device_access
 from helpers.localcloud.service import now_iso
 
 router = APIRouter(prefix="/v1/api", tags=["studio (Edge Impulse Studio API)"], dependencies=[Depends(require_studio)])
@@ -938,7 +938,7 @@ def download_learn_model(pid: int, learn_id: int, download_id: str, request: Req
             "type runner-linux-x86_64 gives the trained model as an .eim executable")
 @device_access("model")
 def download_build(pid: int, request: Request, type: str) -> Any:
-    from helpers.studio.eim import build_eim
+    from helpers.inference.eim import build_eim
 
     ctx = check_project(request, pid)
     if type not in EIM_TYPES:

@@ -35,10 +35,10 @@ import json
 import os
 import socket
 import ssl
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from helpers.errors import ConfigError
 
@@ -168,7 +168,7 @@ def hub_address(workspace: str | Path) -> str:
 
 # ------------------------------------------------------------------ certificates
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def _load_cert(path: Path):

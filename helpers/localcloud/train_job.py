@@ -22,7 +22,8 @@ import json
 import math
 import re
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 EPOCH_RE = re.compile(r"^Epoch (?P<epoch>\d+)/(?P<epochs>\d+): loss (?P<loss>\S+), validation F1 (?P<val_f1>\S+), "
                       r"score threshold (?P<score_threshold>\S+), lr (?P<lr>\S+), (?P<elapsed_s>\S+) s$")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers.localcloud.registry import BackendRegistry
+from helpers.registry import BackendRegistry
 from helpers.studio.base import ModelVersion, Sample, Snapshot, SnapshotItem, Studio, UploadResult
 
 STUDIO_BACKENDS: dict[str, str] = {

@@ -1,9 +1,10 @@
 """The `Studio` protocol: samples and labels (Edge Impulse-style), dataset snapshots, models."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from helpers.geometry import BBox
 

@@ -29,8 +29,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from helpers.config import Secret, load_settings, mask
 from helpers.errors import ConfigError, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unauthorized
@@ -545,8 +546,14 @@ class EdgeImpulseStudio:
         (seconds of training before the best epoch so far is kept). The local job builds from
         these exactly the `TrainParams` the notebooks build (`helpers.localcloud.train_job.train_params`).
         """
-        from edgeimpulse_api.models import (DSPConfigRequest, Impulse, ImpulseDspBlock, ImpulseInputBlock,
-                                            ImpulseLearnBlock, SetKerasParameterRequest)
+        from edgeimpulse_api.models import (
+            DSPConfigRequest,
+            Impulse,
+            ImpulseDspBlock,
+            ImpulseInputBlock,
+            ImpulseLearnBlock,
+            SetKerasParameterRequest,
+        )
 
         from helpers.localcloud.studio_v1 import ARCH_EI_MODEL, COLOR_EI
 
@@ -771,8 +778,8 @@ def _eim_model_info(model_dir: Path) -> dict[str, Any]:
     input size). Without the `[eim]` extra the card leaves them out and the runner asks the model."""
     import logging
 
-    from helpers.detector_backends import EimDetector
     from helpers.errors import MissingExtra
+    from helpers.inference.backends import EimDetector
 
     try:
         det = EimDetector(model_dir)

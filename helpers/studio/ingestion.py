@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import requests
 
 from helpers.config import Secret
 from helpers.geometry import BBox
-from helpers.localcloud.http import call
+from helpers.http import call
 from helpers.studio.base import CATEGORIES, UploadResult
 
 FileLike = str | Path | tuple[str, bytes]

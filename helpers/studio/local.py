@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from helpers.config import Secret
 from helpers.errors import ModelError
@@ -159,7 +160,7 @@ class LocalStudio(LocalCloudClient):
         Raises:
             ModelError: another extension, or a card whose `format` contradicts the file's.
         """
-        from helpers.detector_backends import FORMAT_FILES, format_of_file
+        from helpers.inference.backends import FORMAT_FILES, format_of_file
 
         path = Path(onnx_path)
         fmt = format_of_file(path)
@@ -183,7 +184,7 @@ class LocalStudio(LocalCloudClient):
         Raises:
             ModelError: the downloaded bytes do not match the registered sha256.
         """
-        from helpers.detector_backends import FORMAT_FILES, model_format
+        from helpers.inference.backends import FORMAT_FILES, model_format
 
         mv = self.get_model(version)
         fmt = model_format(mv.card)

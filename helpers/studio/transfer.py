@@ -14,8 +14,9 @@ twice and the second run copies nothing. The ingestion service's own duplicate c
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from helpers.studio.base import CATEGORIES
 

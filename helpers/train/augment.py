@@ -29,7 +29,7 @@ class AugmentParams:
     min_visible: float = 0.4  # drop a box when less than this fraction of it stays in view
 
     @classmethod
-    def none(cls) -> "AugmentParams":
+    def none(cls) -> AugmentParams:
         return cls(flip=0.0, zoom=(1.0, 1.0), shift=0.0, aspect=0.0, brightness=0.0, contrast=0.0,
                    saturation=0.0, hue_deg=0.0, blur=0.0, noise=0.0)
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from helpers.detector import OnnxDetector
 from helpers.errors import DatasetError, ModelError
 from helpers.geometry import BBox, iou
+from helpers.inference.detector import OnnxDetector
 
 BACKGROUND = "background"
 MAP_SCORE_THRESHOLD = 0.01  # low, so pycocotools sees the whole precision-recall curve
@@ -42,7 +43,7 @@ class ClassMetrics:
     ap: float | None = None
     support: int = 0  # ground-truth boxes
 
-    def finish(self) -> "ClassMetrics":
+    def finish(self) -> ClassMetrics:
         self.precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
         self.recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
         s = self.precision + self.recall
@@ -276,7 +277,7 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
         check_labels(detector.labels, ds_labels, allow_unknown=allow_unknown_labels)
     thr = detector.score_threshold if score_threshold is None else float(score_threshold)
     if not hasattr(detector, "decode_raw"):  # an .eim or TFLite model: detect once per threshold
-        from helpers.detector_backends import TwoPass
+        from helpers.inference.backends import TwoPass
 
         detector = TwoPass(detector)
     gts, preds, preds_low, sizes = [], [], [], []
@@ -311,7 +312,7 @@ def evaluate_model(model_dir: str, items: Iterable[tuple[np.ndarray, Sequence[BB
                    **kwargs: Any) -> EvalReport:
     """`evaluate_detector` on the model in `model_dir` (model.json + model.onnx, .eim or .tflite,
     by the card's `format`)."""
-    from helpers.detector import load_detector
+    from helpers.inference.detector import load_detector
 
     detector = load_detector(model_dir, threads=threads)
     try:

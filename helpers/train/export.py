@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.detector import CARD_NAME, ONNX_NAME, input_channels, sha256_file
 from helpers.errors import ModelError
+from helpers.inference.detector import CARD_NAME, ONNX_NAME, input_channels, sha256_file
 from helpers.train.model import ExportWrapper
 
 OPSET = 17
@@ -95,7 +95,7 @@ def export_onnx(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any
     full.setdefault("version", None)
     full.setdefault("parent_version", None)
     full["onnx_sha256"] = sha256_file(onnx_path)
-    full["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    full["created_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     full["git_commit"] = git_commit()
     full["export"] = {"opset": OPSET, "torch": torch.__version__, "parity_max_abs_diff": diff,
                       "outputs": names}

@@ -20,19 +20,27 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from helpers.detector import decode_ssd, to_channels
 from helpers.geometry import BBox
+from helpers.inference.detector import decode_ssd, to_channels
 from helpers.train.augment import augment
 from helpers.train.boxcoding import boxes_to_arrays
 from helpers.train.data import Item, dataset_hash
-from helpers.train.nanodet import (NANODET_PREPROCESSING, REG_MAX, STRIDES, NanoDet, adapt_head,
-                                   distribution_to_distance, grid_points)
+from helpers.train.nanodet import (
+    NANODET_PREPROCESSING,
+    REG_MAX,
+    STRIDES,
+    NanoDet,
+    adapt_head,
+    distribution_to_distance,
+    grid_points,
+)
 
 ARCH = "nanodet-ft"
 INPUT_SIZES = (224, 320, 416)

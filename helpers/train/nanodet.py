@@ -10,12 +10,12 @@ folded into the convolutions in the published weights, so every conv here carrie
 
 Outputs: `forward` gives the raw per-level maps for the loss; `export_forward` gives
 `boxes` (N, A, 4) x0, y0, x1, y1 in input pixels and `scores` (N, A, C) sigmoid
-probabilities, the contract `helpers.detector.decode_ssd` decodes (card head.type "gfl").
+probabilities, the contract `helpers.inference.detector.decode_ssd` decodes (card head.type "gfl").
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

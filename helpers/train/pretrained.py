@@ -11,7 +11,7 @@ the tarball's sha256 against the pin below, extracts only those two files and th
 and converts them with our own code (`helpers.train.tfjs`, numpy + onnx):
 
   - `coco-nanodet/model.onnx` + `model.json`: the zero-shot COCO detector, a model folder
-    `helpers.detector.OnnxDetector` runs (80 COCO labels, head.type "gfl");
+    `helpers.inference.detector.OnnxDetector` runs (80 COCO labels, head.type "gfl");
   - `nanodet_coco.pt`: the PyTorch state dict of `helpers.train.nanodet.NanoDet` that
     `nanodet-ft` fine-tunes from;
   - `weights.json`: source, version, hashes and licences (copied into every model card).
@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -196,11 +197,10 @@ def append_decode(raw: Any, size: int) -> Any:
     the cell centre ((x + 0.5) * stride); boxes are x0, y0, x1, y1 clipped to the input.
     """
     import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     from helpers.train.nanodet import REG_MAX, STRIDES, grid_points
-
-    import onnxruntime as ort
 
     # The outputs' shapes, measured (shape inference cannot see through the graph's Reshape(-1)).
     opts = ort.SessionOptions()

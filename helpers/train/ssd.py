@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from helpers.detector import decode_ssd
 from helpers.geometry import BBox
+from helpers.inference.detector import decode_ssd
 from helpers.train.augment import augment
 from helpers.train.boxcoding import boxes_to_arrays
 from helpers.train.data import Item, dataset_hash

@@ -2,7 +2,7 @@
 
 Built like torchvision's references/detection: an explicit `train_one_epoch` and a
 validation step, arguments checked up front. Validation F1 is measured with the same
-decoding the devices run (`helpers.detector.decode`), drives early stopping and picks the
+decoding the devices run (`helpers.inference.detector.decode`), drives early stopping and picks the
 score threshold written into the model card. Weights are averaged (EMA): on small data
 sets the average is steadier than the last step.
 """
@@ -11,17 +11,18 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from helpers.detector import COLORS, decode, input_channels, preprocessing_for, to_channels
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
+from helpers.inference.detector import COLORS, decode, input_channels, preprocessing_for, to_channels
 from helpers.train.augment import AugmentParams, augment
 from helpers.train.boxcoding import boxes_to_arrays, encode
 from helpers.train.data import Item, dataset_hash, validate_items
@@ -162,7 +163,7 @@ class TrainResult:
         }
         if choice:
             # How `score_threshold` was chosen; per-class thresholds, where chosen, override it per
-            # label in `helpers.detector` decoding (readers that know only score_threshold still work).
+            # label in `helpers.inference.detector` decoding (readers that know only score_threshold still work).
             card["threshold_choice"] = {k: v for k, v in choice.items() if k != "class_thresholds"}
             if choice.get("class_thresholds"):
                 card["class_thresholds"] = dict(choice["class_thresholds"])
@@ -256,7 +257,7 @@ class ModelEMA:
 
 
 def to_tensor(images: np.ndarray, color: str = "RGB") -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> normalised (N, C, S, S) float, as `helpers.detector.preprocess`."""
+    """(N, S, S, 3) uint8 -> normalised (N, C, S, S) float, as `helpers.inference.detector.preprocess`."""
     p = preprocessing_for(color)
     x = torch.from_numpy(to_channels(images, p)).mul_(p["scale"])
     x = (x - torch.tensor(p["mean"])) / torch.tensor(p["std"])
@@ -464,7 +465,7 @@ def synthetic_pretrained(params: TrainParams, workspace: str | Path | None = Non
     count, epochs, seed), so a changed recipe never reuses stale weights.
     """
     from helpers.config import load_settings
-    from helpers.synthetic import render_dataset, story_scenes
+    from helpers.sim.synthetic import render_dataset, story_scenes
 
     ws = Path(workspace) if workspace else load_settings().workspace
     labels = ["apple", "banana"]

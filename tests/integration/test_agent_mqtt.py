@@ -14,22 +14,23 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 
 pytest.importorskip("azure.iot.device")
 
+import waiting
+
 from helpers.config import parse_connection_string  # noqa: E402
 from helpers.errors import NotFound  # noqa: E402
-from helpers.hub.manifest import build_manifest, collector_module, module_spec, reveal_secrets  # noqa: E402
-from helpers.hub.sas import generate_sas_token  # noqa: E402
 from helpers.localcloud import tls  # noqa: E402
 from helpers.localcloud.service import read_service  # noqa: E402
-
-import waiting
+from helpers.protocol.manifest import build_manifest, collector_module, reveal_secrets  # noqa: E402
+from helpers.protocol.sas import generate_sas_token  # noqa: E402
 
 wait_for = functools.partial(waiting.wait_for, timeout=30.0)
 

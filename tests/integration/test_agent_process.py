@@ -12,12 +12,11 @@ import time
 from typing import Any
 
 import pytest
+import waiting
 
 from helpers.device import fleet
 from helpers.device.runtime import pid_alive
-from helpers.hub.manifest import build_manifest, collector_module, module_spec, reveal_secrets
-
-import waiting
+from helpers.protocol.manifest import build_manifest, collector_module, module_spec, reveal_secrets
 
 wait_for = functools.partial(waiting.wait_for, timeout=20.0, interval=0.3)
 

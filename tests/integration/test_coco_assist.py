@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_labeling_queue import upload_stream
 
 from helpers.geometry import iou
-from helpers.labeling.oracle import OracleLabeler, assist_report, ground_truth
 from helpers.labeling.proposals import COCO_SOURCE, coco_assist_proposers
 from helpers.labeling.queue import LabelQueue
+from helpers.sim.oracle import OracleLabeler, assist_report, ground_truth
 from helpers.train import pretrained
-
-from test_labeling_queue import upload_stream
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -120,9 +120,10 @@ def test_sigterm_keeps_the_spool_for_the_next_start(cloud, tmp_path, unique_name
     assert done["captured"] == 5 and len(Spool(workdir / "spool" / "collector")) == 0
     # sending it all again is harmless: the studio recognises every frame (x-disallow-duplicates)
     sp = Spool(workdir / "spool" / "collector")
+    import threading
+
     from helpers.device.collector import Uploader
     from helpers.studio.ingestion import IngestionClient
-    import threading
 
     for s in samples:
         sp.put(cloud.studio.get_image(s.id), {"filename": s.filename, "category": s.category, "label": None})

@@ -20,7 +20,7 @@ import requests
 
 from helpers import containers
 from helpers.device import fleet
-from helpers.hub import manifest as mf
+from helpers.protocol import manifest as mf
 
 pytestmark = pytest.mark.timeout(1500)
 

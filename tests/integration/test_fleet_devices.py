@@ -10,7 +10,7 @@ import pytest
 
 from helpers.device import fleet
 from helpers.device.runtime import pid_alive
-from helpers.hub.manifest import build_manifest, collector_module, reveal_secrets
+from helpers.protocol.manifest import build_manifest, collector_module, reveal_secrets
 
 pytestmark = pytest.mark.timeout(120)
 FAST = ["--stop-timeout", "5"]

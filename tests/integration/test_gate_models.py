@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers.deploy.gate import GateRefused, evaluation_gate, heldout_items
-from helpers.synthetic import render_dataset
+from helpers.sim.synthetic import render_dataset
 
 pytestmark = pytest.mark.timeout(300)
 

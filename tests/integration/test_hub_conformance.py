@@ -17,10 +17,12 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+import waiting
 from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
 from azure.iot.hub.models import (
     Configuration,
@@ -33,9 +35,7 @@ from azure.iot.hub.models import (
 )
 from msrest.exceptions import HttpOperationError
 
-from helpers.hub.manifest import build_manifest, module_spec
-
-import waiting
+from helpers.protocol.manifest import build_manifest, module_spec
 
 wait_for = functools.partial(waiting.wait_for, interval=0.5)
 
@@ -375,8 +375,8 @@ def test_throttling_answers_429_and_the_client_backs_off(tmp_path):
             hub.create_edge_device(f"thr-{i}")
         assert len(hub.list_devices()) == 8
         creds = hub_credentials(ws)
-        from helpers.hub.sas import generate_sas_token
         from helpers.config import parse_connection_string
+        from helpers.protocol.sas import generate_sas_token
 
         parts = parse_connection_string(creds["service_connection_string"])
         token = generate_sas_token(parts["HostName"], parts["SharedAccessKey"], "iothubowner").get_secret_value()

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import requests
+from waiting import wait_for
 
 from helpers.config import Secret
 from helpers.errors import BackendNotFound, ConfigError, Conflict, NotFound, ServiceError
 from helpers.hub import Hub, get_hub
 from helpers.hub.iothub import IoTHub
-from helpers.hub.manifest import build_manifest, module_spec
-from helpers.hub.sas import generate_sas_token
-from waiting import wait_for
+from helpers.protocol.manifest import build_manifest, module_spec
+from helpers.protocol.sas import generate_sas_token
 
 
 def manifest(image: str = "edgeloop-device:1", name: str = "collector") -> dict:
@@ -84,7 +84,7 @@ def test_device_identity_and_connection_string(cloud, unique_name):
     # devices connect to the hub's address on port 8883: no port in their HostName
     assert value.startswith(f"HostName={hub.device_host};DeviceId={dev};SharedAccessKey=")
     agent_cs = hub.connection_string(dev, "$edgeAgent").get_secret_value()
-    assert f";ModuleId=$edgeAgent;SharedAccessKey=" in agent_cs and agent_cs.split("SharedAccessKey=")[1] != value.split("SharedAccessKey=")[1]
+    assert ";ModuleId=$edgeAgent;SharedAccessKey=" in agent_cs and agent_cs.split("SharedAccessKey=")[1] != value.split("SharedAccessKey=")[1]
     hub.delete_device(dev)
     with pytest.raises(NotFound):
         hub.get_device(dev)

@@ -5,8 +5,8 @@ import pytest
 import requests
 
 from helpers.config import parse_connection_string
-from helpers.hub.sas import generate_sas_token
 from helpers.localcloud.service import read_credentials
+from helpers.protocol.sas import generate_sas_token
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,15 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lab_server
 import pytest
+from lab_server import CHROMIUM, stop
 
 from helpers.device.camera import SyntheticCamera
 from helpers.geometry import BBox, boxes_to_dicts, iou
 from helpers.labeling.queue import LabelQueue
 from helpers.widgets import encode_jpeg
-
-import lab_server
-from lab_server import CHROMIUM, stop
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 

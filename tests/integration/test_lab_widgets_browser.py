@@ -36,7 +36,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lab_server import CHROMIUM, start_lab, stop
 
 pytestmark = [pytest.mark.timeout(360), pytest.mark.slow]

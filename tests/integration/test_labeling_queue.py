@@ -5,10 +5,10 @@ import pytest
 
 from helpers.errors import DatasetError, NotFound
 from helpers.geometry import boxes_to_dicts
-from helpers.labeling.oracle import OracleLabeler
 from helpers.labeling.proposals import compare_boxes
 from helpers.labeling.queue import LabelQueue
-from helpers.synthetic import SceneStream
+from helpers.sim.oracle import OracleLabeler
+from helpers.sim.synthetic import SceneStream
 from helpers.widgets import encode_jpeg
 
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from test_labeling_queue import upload_stream
 
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
-from helpers.labeling.oracle import assist_report
 from helpers.labeling.proposals import Proposal
 from helpers.labeling.queue import LabelQueue
-
-from test_labeling_queue import upload_stream
+from helpers.sim.oracle import assist_report
 
 
 def test_undo_save_skip_and_delete(cloud, unique_name):

@@ -18,7 +18,7 @@ from helpers import localcloud
 from helpers.errors import ServiceUnavailable
 from helpers.geometry import BBox
 from helpers.hub.local import LocalHub
-from helpers.hub.manifest import build_manifest, module_spec
+from helpers.protocol.manifest import build_manifest, module_spec
 from helpers.studio.local import LocalStudio
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +188,7 @@ def test_logs_hold_no_secrets_and_stop_leaves_no_process(fresh_cloud, make_jpeg)
     cs = hub.connection_string("cam-log").get_secret_value()
     fresh_cloud.studio.upload([("l.jpg", make_jpeg(5))])
     from helpers.config import parse_connection_string
-    from helpers.hub.sas import generate_sas_token
+    from helpers.protocol.sas import generate_sas_token
 
     parts = parse_connection_string(hub.connection_string_service)
     token = generate_sas_token(parts["HostName"], parts["SharedAccessKey"], "iothubowner").get_secret_value()

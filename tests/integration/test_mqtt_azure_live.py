@@ -16,7 +16,6 @@ import os
 import uuid
 
 import pytest
-
 import waiting
 
 wait_for = functools.partial(waiting.wait_for, interval=2.0)
@@ -39,10 +38,10 @@ def azure_hub(tmp_path):
 def test_simulated_device_in_azure_runs_collector_then_runner(azure_hub, cloud, tmp_path):
     from azure.iot.hub import IoTHubRegistryManager
     from azure.iot.hub.models import CloudToDeviceMethod
+    from test_runner_model import CARD, tiny_detector  # tests/integration is on sys.path (pytest rootdir import)
 
     from helpers.device import fleet
-    from helpers.hub.manifest import build_manifest, collector_module, reveal_secrets, runner_module
-    from test_runner_model import CARD, tiny_detector  # tests/integration is on sys.path (pytest rootdir import)
+    from helpers.protocol.manifest import build_manifest, collector_module, reveal_secrets, runner_module
 
     hub = azure_hub
     dev = f"edgeloop-live-{uuid.uuid4().hex[:8]}"

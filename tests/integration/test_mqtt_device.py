@@ -19,15 +19,14 @@ import requests
 
 pytest.importorskip("azure.iot.device")
 
+import waiting
 from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse  # noqa: E402
 from azure.iot.device.exceptions import ClientError, CredentialError  # noqa: E402
 
 from helpers.config import parse_connection_string  # noqa: E402
-from helpers.hub.sas import generate_sas_token, new_key  # noqa: E402
 from helpers.localcloud import tls  # noqa: E402
 from helpers.localcloud.mqtt_store import read_messages  # noqa: E402
-
-import waiting
+from helpers.protocol.sas import generate_sas_token, new_key  # noqa: E402
 
 wait_for = functools.partial(waiting.wait_for, interval=0.05)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.detector import OnnxDetector
 from helpers.geometry import BBox
+from helpers.inference.detector import OnnxDetector
 from helpers.train import pretrained
 from helpers.train.finetune import atss_assign, gfl_loss, recommended_params
 from helpers.train.nanodet import COCO_LABELS, STRIDES, NanoDet, grid_points
@@ -141,10 +141,9 @@ def test_finetune_two_steps_export_and_run(tmp_path):
 
 
 def test_coco_proposer_offers_only_classes_coco_knows():
-    from helpers.labeling.proposals import COCO_SOURCE, CocoProposer
-
     from pathlib import Path
 
+    from helpers.labeling.proposals import COCO_SOURCE, CocoProposer
     from helpers.train.data import decode_image
 
     _weights()

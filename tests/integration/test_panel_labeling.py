@@ -5,13 +5,12 @@ import json
 
 import pytest
 from matplotlib.figure import Figure
+from test_labeling_queue import upload_stream
 
 from helpers.labeling import plots
-from helpers.labeling.oracle import OracleLabeler
 from helpers.labeling.panel import LabelPanel, boxes_from_widget, boxes_to_widget
 from helpers.labeling.queue import LabelQueue
-
-from test_labeling_queue import upload_stream
+from helpers.sim.oracle import OracleLabeler
 
 
 class Spy:

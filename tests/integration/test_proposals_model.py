@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from helpers.geometry import iou
-from helpers.labeling.oracle import OracleLabeler
-from helpers.labeling.queue import LabelQueue
-
 from test_gate_models import IMAGE_SIZE, models_cache, tiny_models
 from test_labeling_queue import upload_stream
+
+from helpers.geometry import iou
+from helpers.labeling.queue import LabelQueue
+from helpers.sim.oracle import OracleLabeler
 
 pytestmark = pytest.mark.timeout(300)
 

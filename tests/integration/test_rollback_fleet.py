@@ -11,6 +11,7 @@ import json
 
 import pytest
 import requests
+from test_gate_models import models_cache, tiny_models
 
 from helpers.deploy import (
     LastKnownGood,
@@ -21,9 +22,7 @@ from helpers.deploy import (
     runner_manifest,
 )
 from helpers.device import fleet
-from helpers.hub import manifest as mf
-
-from test_gate_models import models_cache, tiny_models
+from helpers.protocol import manifest as mf
 
 pytestmark = pytest.mark.timeout(240)
 

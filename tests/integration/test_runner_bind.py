@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_runner_model import CARD, tiny_detector, wait_http
 
 from helpers.device.runtime import ModuleLaunch, ProcessRuntime
-from test_runner_model import CARD, tiny_detector, wait_http
 
 pytestmark = pytest.mark.timeout(120)
 

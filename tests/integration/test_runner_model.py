@@ -16,7 +16,7 @@ import requests
 from helpers.config import REPO_ROOT
 from helpers.device import fleet
 from helpers.device.runtime import free_port
-from helpers.hub.manifest import build_manifest, module_spec, reveal_secrets
+from helpers.protocol.manifest import build_manifest, module_spec, reveal_secrets
 
 pytestmark = pytest.mark.timeout(120)
 

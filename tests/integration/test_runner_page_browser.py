@@ -11,9 +11,9 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
+from test_runner_model import CARD, start_runner, tiny_detector, wait_http
 
 from helpers.device.runtime import free_port
-from test_runner_model import CARD, start_runner, tiny_detector, wait_http
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torchvision", reason="the ssdlite320 architecture needs the [ssd] extra (make ssd-venv)")
 
-from helpers.detector import OnnxDetector  # noqa: E402
-from helpers.synthetic import render_dataset  # noqa: E402
+from helpers.inference.detector import OnnxDetector  # noqa: E402
+from helpers.sim.synthetic import render_dataset  # noqa: E402
 from helpers.train.export import export_result  # noqa: E402
 from helpers.train.trainer import TrainParams, train_detector  # noqa: E402
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -226,9 +225,9 @@ def test_impulse_round_trip(studio):
     imp = studio.set_impulse(input_size=160, color="RGB")
     assert (imp["input_size"], imp["color"]) == (160, "RGB")
     if studio.target == "local":
-        from helpers.studio.edgeimpulse import EdgeImpulseError
-
         from edgeimpulse_api.models import Impulse, ImpulseDspBlock, ImpulseInputBlock, ImpulseLearnBlock
+
+        from helpers.studio.edgeimpulse import EdgeImpulseError
 
         bad = Impulse(id=1, name="x", type="default", post_processing_blocks=[],
                       input_blocks=[ImpulseInputBlock(id=1, type="image", name="i", title="i", image_width=100, image_height=100)],
@@ -241,9 +240,9 @@ def test_impulse_round_trip(studio):
 @pytest.mark.slow
 def test_training_job_to_completion_with_logs_and_model_download(fresh_cloud, tmp_path):
     """A training job on the stand-in runs helpers.train in the background; logs stream; the model downloads."""
-    from helpers.detector import OnnxDetector
+    from helpers.inference.detector import OnnxDetector
+    from helpers.sim.synthetic import render_dataset
     from helpers.studio.edgeimpulse import EdgeImpulseStudio, TrainingFailed
-    from helpers.synthetic import render_dataset
 
     studio = EdgeImpulseStudio(fresh_cloud.workspace)
     scenes = [{"objects": ["apple"], "distractors": []}, {"objects": ["apple", "apple"], "distractors": []}]

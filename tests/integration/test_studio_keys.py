@@ -9,12 +9,12 @@ import re
 
 import pytest
 import requests
+from test_runner_model import CARD, tiny_detector
 
 from helpers.deploy import runner_manifest
-from helpers.hub import manifest as mf
 from helpers.localcloud.app import create_app
 from helpers.localcloud.keys import device_key, key_role
-from test_runner_model import CARD, tiny_detector
+from helpers.protocol import manifest as mf
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,7 +12,6 @@ from helpers.errors import BackendNotFound, NotFound, ServiceError, Unauthorized
 from helpers.geometry import BBox
 from helpers.studio import Studio, get_studio
 from helpers.studio.ingestion import IngestionClient
-from helpers.studio.local import LocalStudio
 
 
 def tiny_onnx(path):

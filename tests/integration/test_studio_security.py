@@ -5,9 +5,9 @@ import json
 
 import pytest
 import requests
+from test_runner_model import tiny_detector
 
 from helpers.errors import ServiceError
-from test_runner_model import tiny_detector
 
 pytestmark = pytest.mark.timeout(120)
 

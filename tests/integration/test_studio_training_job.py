@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def _upload_synthetic(studio, n_train: int = 20, n_test: int = 4) -> None:
-    from helpers.synthetic import render_dataset
+    from helpers.sim.synthetic import render_dataset
 
     scenes = [{"objects": ["apple"], "distractors": []}, {"objects": ["apple", "banana"], "distractors": []},
               {"objects": ["banana"], "distractors": []}]
@@ -33,7 +33,7 @@ def _upload_synthetic(studio, n_train: int = 20, n_test: int = 4) -> None:
 
 def test_job_trains_what_the_kernel_trains_for_the_same_seed(fresh_cloud, tmp_path):
     from helpers import ui
-    from helpers.detector import OnnxDetector, load_card
+    from helpers.inference.detector import OnnxDetector, load_card
     from helpers.localcloud.train_job import parse_epoch_line
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
     from helpers.train import data, trainer

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.2) -> Any:

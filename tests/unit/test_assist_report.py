@@ -7,9 +7,9 @@ import pytest
 
 from helpers.geometry import BBox
 from helpers.labeling import plots
-from helpers.labeling.oracle import assist_report
 from helpers.labeling.proposals import CocoProposer, coco_assist_proposers, compare_boxes
 from helpers.labeling.queue import LabelRecord
+from helpers.sim.oracle import assist_report
 from helpers.train import pretrained
 
 APPLE = BBox("apple", 100, 100, 40, 40)

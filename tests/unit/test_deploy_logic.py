@@ -5,12 +5,10 @@ import json
 
 import pytest
 
-from helpers.config import MASK, Secret
+from helpers.config import Secret
 from helpers.deploy.board import board_rows
 from helpers.deploy.drift import banana_called_apple_rate, confusion_rate
 from helpers.deploy.rollout import (
-    RolloutResult,
-    DeviceOutcome,
     _normalise_expect,
     check_device,
     expect_from_manifest,
@@ -18,8 +16,8 @@ from helpers.deploy.rollout import (
     wait_for_rollout,
 )
 from helpers.errors import RolloutError
-from helpers.hub import manifest as mf
 from helpers.hub.base import DeviceStatus, ModuleStatus
+from helpers.protocol import manifest as mf
 
 
 class _Studio:

@@ -5,9 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers.detector import OnnxDetector, decode, preprocess
 from helpers.errors import ModelError
-
+from helpers.inference.detector import OnnxDetector, decode, preprocess
 
 torch = pytest.importorskip("torch")
 

@@ -95,8 +95,8 @@ def test_dockerignore_keeps_secrets_and_state_out():
 DEVICE_MODULES = [
     "helpers.device.module", "helpers.device.agent", "helpers.device.runtime", "helpers.device.spool",
     "helpers.device.collector", "helpers.device.runner", "helpers.device.fleet", "helpers.device.camera",
-    "helpers.detector", "helpers.config", "helpers.studio.ingestion", "helpers.device.hub_link",
-    "helpers.hub.manifest",
+    "helpers.inference.detector", "helpers.config", "helpers.studio.ingestion", "helpers.device.hub_link",
+    "helpers.protocol.manifest",
 ]
 
 

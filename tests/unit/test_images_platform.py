@@ -10,7 +10,6 @@ import pytest
 from helpers.config import Secret, load_settings
 from helpers.device.runtime import env_file_binds, registry_auth_for
 from helpers.errors import ConfigError
-from helpers.hub import manifest as mf
 from helpers.images import (
     DockerImageBuilder,
     ImageBuildError,
@@ -19,6 +18,7 @@ from helpers.images import (
     image_registry,
     registry_credentials,
 )
+from helpers.protocol import manifest as mf
 
 
 def test_host_platform_is_this_machine():

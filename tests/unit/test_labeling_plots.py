@@ -10,9 +10,9 @@ from matplotlib.text import Text
 
 from helpers.geometry import BBox
 from helpers.labeling import plots
-from helpers.labeling.oracle import assist_report
 from helpers.labeling.proposals import compare_boxes
 from helpers.labeling.queue import LabelRecord
+from helpers.sim.oracle import assist_report
 from helpers.studio.base import Sample
 from helpers.widgets import encode_jpeg
 

@@ -13,8 +13,8 @@ import pytest
 
 from helpers.config import MASK, Secret
 from helpers.errors import ConfigError, InvalidManifest
-from helpers.hub import manifest as mf
-from helpers.hub.manifest import (
+from helpers.protocol import manifest as mf
+from helpers.protocol.manifest import (
     build_manifest,
     collector_module,
     module_env,

@@ -6,7 +6,7 @@ import pytest
 from helpers.config import Secret
 from helpers.deploy.rollback import LastKnownGood, manifest_secrets
 from helpers.errors import RolloutError
-from helpers.hub import manifest as mf
+from helpers.protocol import manifest as mf
 
 KEY = "ei_00112233445566778899aabb"
 

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from urllib.parse import parse_qs, quote_plus
 
 import pytest
 
 from helpers.config import Secret, mask
 from helpers.errors import Unauthorized
-from helpers.hub.sas import generate_sas_token, new_key, parse_sas_token, verify_sas_token
+from helpers.protocol.sas import generate_sas_token, new_key, parse_sas_token, verify_sas_token
 
 KEY = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

@@ -7,13 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers.detector import OnnxDetector, decode, decode_ssd  # noqa: E402
 from helpers.errors import ModelError  # noqa: E402
 from helpers.geometry import BBox  # noqa: E402
-from helpers.synthetic import render_dataset  # noqa: E402
+from helpers.inference.detector import OnnxDetector, decode, decode_ssd  # noqa: E402
+from helpers.sim.synthetic import render_dataset  # noqa: E402
 from helpers.train.evaluate import detection_counts  # noqa: E402
-from helpers.train.trainer import (MIN_CLASS_OBJECTS, TrainParams, best_threshold, plateau_middle,  # noqa: E402
-                                   train_detector)
+from helpers.train.trainer import MIN_CLASS_OBJECTS, TrainParams, best_threshold, plateau_middle, train_detector  # noqa: E402
 
 GRID = TrainParams().score_thresholds  # 0.2 .. 0.7
 
@@ -21,7 +20,7 @@ GRID = TrainParams().score_thresholds  # 0.2 .. 0.7
 def _scene(n, tp_score, fp_score, label="apple", x0=0):
     """n images with one `label` each, found at `tp_score`, plus a false box at `fp_score`."""
     gts, preds = [], []
-    for i in range(n):
+    for _i in range(n):
         g = BBox(label, x0 + 10, 10, 30, 30)
         gts.append([g])
         p = [BBox(label, g.x, g.y, g.width, g.height, value=tp_score)]

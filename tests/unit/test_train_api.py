@@ -5,9 +5,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from helpers.errors import DatasetError  # noqa: E402
-from helpers.synthetic import render_dataset  # noqa: E402
-from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
+from helpers.sim.synthetic import render_dataset  # noqa: E402
 from helpers.train.model import FomoBox  # noqa: E402
+from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
 
 TINY = dict(input_size=96, width=0.35, epochs=2, batch_size=4, threads=1, min_epochs=1)
 
@@ -92,7 +92,7 @@ def test_synthetic_pretraining_is_cached_under_the_workspace(tmp_path):
 def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
     """Colour depth "grayscale" (Edge Impulse's option): one input channel, in training, in the
     ONNX file and in the device's preprocessing; the card says so."""
-    from helpers.detector import OnnxDetector
+    from helpers.inference.detector import OnnxDetector
     from helpers.train.export import export_result
 
     r = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY, color="grayscale"), progress=False)
@@ -109,7 +109,7 @@ def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
 
 
 def test_greyscale_preprocessing_is_luma():
-    from helpers.detector import preprocess, preprocessing_for
+    from helpers.inference.detector import preprocess, preprocessing_for
 
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 1] = 255  # pure green: luma 0.587

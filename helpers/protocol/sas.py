@@ -38,7 +38,7 @@ def _key_bytes(key: str | Secret) -> bytes:
 
 def sign(uri: str, key: str | Secret, expiry: int) -> str:
     """The base64 HMAC-SHA256 signature of `quote_plus(uri) + "\\n" + expiry` with `key`."""
-    message = f"{quote_plus(uri)}\n{int(expiry)}".encode("utf-8")
+    message = f"{quote_plus(uri)}\n{int(expiry)}".encode()
     return base64.b64encode(hmac.new(_key_bytes(key), message, hashlib.sha256).digest()).decode("ascii")
 
 
@@ -82,7 +82,7 @@ def parse_sas_token(token: str | Secret) -> ParsedToken:
     fields = dict(parse_qsl(value[len(PREFIX):], keep_blank_values=True))
     missing = [k for k in ("sr", "sig", "se") if not fields.get(k)]
     if missing:
-        raise Unauthorized(f"SAS token is missing {', '.join(missing)}; generate it with helpers.hub.sas.generate_sas_token", 401, "Authorization")
+        raise Unauthorized(f"SAS token is missing {', '.join(missing)}; generate it with helpers.protocol.sas.generate_sas_token", 401, "Authorization")
     try:
         se = int(fields["se"])
     except ValueError:

@@ -3,7 +3,7 @@
 A model folder holds `model.json` (the card) and one model file; the card's `format` says which:
 
     format   file           backend
-    "onnx"   model.onnx     `helpers.detector.OnnxDetector` (the default: cards without `format`)
+    "onnx"   model.onnx     `helpers.inference.detector.OnnxDetector` (the default: cards without `format`)
     "eim"    model.eim      `EimDetector`: Edge Impulse's Linux executable through the official
                             `edge_impulse_linux.image.ImageImpulseRunner` (the `[eim]` extra)
     "tflite" model.tflite   `TfliteDetector`: an Edge Impulse FOMO TFLite model through LiteRT
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import stat
 import threading
 import time
@@ -87,7 +86,7 @@ def model_file(model_dir: str | Path, card: dict[str, Any] | None = None) -> Pat
 
 def check_file_sha(path: Path, card: dict[str, Any]) -> None:
     """ModelError when the card carries the registry's `sha256` and the file differs."""
-    from helpers.detector import sha256_file
+    from helpers.inference.detector import sha256_file
 
     want = card.get("sha256")
     if want and sha256_file(path) != want:
@@ -102,7 +101,7 @@ def load_detector(model_dir: str | Path, threads: int = 1) -> Any:
         ModelError: the card, the file or the model is unusable (the message says which).
         MissingExtra: the format's runtime package is not installed (the message names the extra).
     """
-    from helpers.detector import OnnxDetector
+    from helpers.inference.detector import OnnxDetector
 
     p = Path(model_dir)
     if p.is_file():
@@ -367,7 +366,7 @@ class EimDetector:
                     proc.kill()
                     proc.wait(5)
 
-    def __enter__(self) -> "EimDetector":
+    def __enter__(self) -> EimDetector:
         return self
 
     def __exit__(self, *exc: Any) -> None:

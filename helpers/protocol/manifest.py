@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from helpers.config import MASK, Secret
 from helpers.errors import ConfigError, InvalidManifest

@@ -14,7 +14,7 @@ Features are one integer per pixel of the (already resized) input image, `0xRRGG
 the detector's score, as Edge Impulse's object-detection models answer.
 
 The executable built here is a Python zip application (`python -m zipapp` layout) with a shebang
-line: the model files, the device's detector code (`helpers/detector.py` and what it imports:
+line: the model files, the device's detector code (`helpers/inference/detector.py` and what it imports:
 numpy, OpenCV and onnxruntime must be installed where it runs, as for the device image) and
 the protocol server below as `__main__.py`. So a user of Edge Impulse's Linux tools can run a
 model trained here: `edge-impulse-linux-runner --model-file model.eim`, or the Python SDK.
@@ -31,7 +31,7 @@ from pathlib import Path
 from helpers.errors import ModelError
 
 HELPERS = Path(__file__).resolve().parents[1]
-RUNTIME_MODULES = ("detector.py", "errors.py", "geometry.py")
+RUNTIME_MODULES = ("inference/__init__.py", "inference/detector.py", "errors.py", "geometry.py")
 
 EIM_MAIN = r'''
 """The .eim protocol server (Edge Impulse Linux runner protocol over a Unix socket)."""
@@ -59,7 +59,7 @@ def main():
             for name in ("model/model.onnx", "model/model.json"):
                 with open(os.path.join(workdir, os.path.basename(name)), "wb") as fh:
                     fh.write(z.read(name))
-        from helpers.detector import OnnxDetector
+        from helpers.inference.detector import OnnxDetector
 
         det = OnnxDetector(workdir, threads=int(os.environ.get("EIM_THREADS", "1")))
         return serve(sys.argv[1], det)
@@ -173,7 +173,7 @@ def build_eim(model_dir: str | Path, dest: str | Path, interpreter: str = "/usr/
     Raises:
         ModelError: the folder lacks the model files or the card cannot be read.
     """
-    from helpers.detector import load_card
+    from helpers.inference.detector import load_card
 
     onnx_path, card = load_card(model_dir)
     buf = io.BytesIO()

@@ -18,8 +18,9 @@ BGR channels with its own mean/std (`preprocessing.channel_order` "BGR", scale 1
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -232,7 +233,7 @@ def load_card(model_dir_or_onnx_path: str | Path) -> tuple[Path, dict[str, Any]]
                          "or the .onnx file itself")
     if not card_path.is_file():
         raise ModelError(f"no model card {card_path}: the {CARD_NAME} written by export_onnx must sit beside the ONNX")
-    from helpers.detector_backends import read_card  # one card reader for every format
+    from helpers.inference.backends import read_card  # one card reader for every format
 
     return onnx_path, read_card(onnx_path.parent)
 
@@ -355,8 +356,8 @@ class OnnxDetector:
 
 def load_detector(model_dir: str | Path, threads: int = 1) -> Any:
     """The detector for a model folder by its card's `format`: "onnx" (default) -> `OnnxDetector`,
-    "eim" -> `EimDetector`, "tflite" -> `TfliteDetector` (see `helpers.detector_backends`); all
+    "eim" -> `EimDetector`, "tflite" -> `TfliteDetector` (see `helpers.inference.backends`); all
     share `detect(rgb, score_threshold=None)`, `labels`, `input_size`, `card`, `version`."""
-    from helpers.detector_backends import load_detector as _load
+    from helpers.inference.backends import load_detector as _load
 
     return _load(model_dir, threads=threads)

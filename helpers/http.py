@@ -1,7 +1,8 @@
 """HTTP plumbing the local clients share: status code -> `helpers.errors` class, masked messages."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 

@@ -1,0 +1,1 @@
+"""Wire contracts shared by clients, stand-ins and devices: no I/O, imports only the base modules."""
