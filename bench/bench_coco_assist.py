@@ -26,12 +26,12 @@ from pathlib import Path
 
 from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.device.camera import SyntheticCamera
 from helpers.geometry import boxes_to_dicts
 from helpers.labeling.proposals import COCO_SOURCE, coco_assist_proposers, compare_boxes
 from helpers.labeling.queue import LabelQueue
+from helpers.sim.camera import SyntheticCamera
 from helpers.sim.oracle import OracleLabeler, assist_report, ground_truth
-from helpers.sim.synthetic import story_scenes
+from helpers.sim.scenes import story_scenes
 
 SHUFFLE_EVERY, MOVE_EVERY = 5, 3
 MIXES = {"apples": ["apple"], "apples_bananas": ["apple", "banana"]}

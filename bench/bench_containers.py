@@ -18,7 +18,8 @@ import time
 from common import REPO, write_result
 
 from helpers import containers
-from helpers.images import DockerImageBuilder, host_platform
+from helpers.containers.platforms import host_platform
+from helpers.images import DockerImageBuilder
 
 
 def timed(fn):

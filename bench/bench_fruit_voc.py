@@ -9,6 +9,7 @@ Writes bench/results/fruit_voc_<input-size>[_pretrained].json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--time-budget", type=float, default=None)
-    ap.add_argument("--pretrained", default="none", help="none | synthetic")
+    ap.add_argument("--pretrained", default="none", help="none | synthetic | a .pt file")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workspace", default="/tmp/edgeloop-bench-ws", help="pre-trained weights cache")
@@ -53,11 +54,13 @@ def main() -> None:
         print(write_result(name, {"skipped": f"dataset folder {src} is absent"}))
         return
 
-    from helpers.labeling.formats import import_dataset
+    from helpers.datasets import import_dataset
+    from helpers.sim.pretrain import synthetic_pretrained
     from helpers.train.data import decode_image, split_items
     from helpers.train.evaluate import evaluate_model
     from helpers.train.export import export_result
-    from helpers.train.trainer import TrainParams, train_detector
+    from helpers.train.run import train_detector
+    from helpers.train.trainer import TrainParams
 
     dataset, report = import_dataset(src, "voc")
     labels = sorted(dataset.labels)
@@ -66,11 +69,14 @@ def main() -> None:
     train_all, test = to_items(tr), to_items(te)
     train, val = split_items(train_all, 0.15, args.seed)
     params = TrainParams(input_size=args.input_size, width=args.width, epochs=args.epochs, seed=args.seed,
-                         time_budget_s=args.time_budget, threads=args.threads, patience=15,
-                         pretrained=None if args.pretrained == "none" else args.pretrained)
+                         time_budget_s=args.time_budget, threads=args.threads, patience=15)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = train_detector(train, val, labels, params, progress=False, workspace=args.workspace,
-                            callback=lambda r: print(r, flush=True))
+    if args.pretrained == "synthetic":  # pre-training (cached in --workspace) counts in the training time
+        _, _, weights = synthetic_pretrained(params, workspace=args.workspace, progress=False)
+        params = dataclasses.replace(params, pretrained=str(weights))
+    elif args.pretrained != "none":
+        params = dataclasses.replace(params, pretrained=args.pretrained)
+    result = train_detector(train, val, labels, params, progress=False, callback=lambda r: print(r, flush=True))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     out = Path(args.models) / name
     export_result(result, out)

@@ -16,8 +16,8 @@ from common import write_result  # noqa: I001
 
 
 def measure(model, card: dict, runs: int) -> dict:
-    from helpers.inference.detector import OnnxDetector
-    from helpers.sim.synthetic import SceneStream
+    from helpers.inference.onnx import OnnxDetector
+    from helpers.sim.scenes import SceneStream
     from helpers.train.evaluate import measure_latency
     from helpers.train.export import export_onnx
     from helpers.train.model import count_parameters

@@ -26,6 +26,7 @@ phase into nanodet_choice.json, the file notebook 04's model-choice table reads
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ ASSIST_IOU = 0.9
 RUNNER_SNIPPET = r"""
 import json, resource, sys, time
 import numpy as np
-from helpers.inference.detector import OnnxDetector
+from helpers.inference.onnx import OnnxDetector
 det = OnnxDetector(sys.argv[1], threads=1)
 rng = np.random.default_rng(0)
 frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
@@ -64,7 +65,7 @@ print(json.dumps({"cpu_ms_median": float(np.median(cpu)), "min_ms": float(np.min
 def load_split(dataset: Path, seed: int):
     from bench_fruit_voc import stratified_split
 
-    from helpers.labeling.formats import import_dataset
+    from helpers.datasets import import_dataset
     from helpers.train.data import decode_image, split_items
 
     ds, report = import_dataset(dataset, "voc")
@@ -80,9 +81,9 @@ def coco_predict(det, items, labels, thr=0.05):
 
 
 def phase_zeroshot(info, labels, val, test) -> dict:
-    from helpers.inference.detector import OnnxDetector
+    from helpers.inference.onnx import OnnxDetector
     from helpers.train.evaluate import coco_map, detection_counts
-    from helpers.train.trainer import best_threshold
+    from helpers.train.threshold import best_threshold
 
     det = OnnxDetector(info["paths"]["zero_shot"], threads=1)
     t0 = time.perf_counter()
@@ -101,7 +102,7 @@ def phase_zeroshot(info, labels, val, test) -> dict:
 def phase_assist(info, labels, items) -> dict:
     """What a labeler accepts unchanged: COCO proposals at the card threshold vs the true boxes."""
     from helpers.geometry import iou
-    from helpers.inference.detector import OnnxDetector
+    from helpers.inference.onnx import OnnxDetector
 
     det = OnnxDetector(info["paths"]["zero_shot"], threads=1)
     stats = {lb: {"proposals": 0, "accepted_unchanged": 0, "true_boxes": 0} for lb in labels}
@@ -131,7 +132,7 @@ def phase_finetune(args, labels, train, val, test) -> dict:
     from helpers.train.evaluate import evaluate_model
     from helpers.train.export import export_result
     from helpers.train.finetune import recommended_params
-    from helpers.train.trainer import train_detector
+    from helpers.train.run import train_detector
 
     kw = {"input_size": args.input_size, "seed": args.seed, "threads": args.threads, "time_budget_s": args.time_budget,
           "budget_clock": args.budget_clock}
@@ -155,17 +156,21 @@ def phase_finetune(args, labels, train, val, test) -> dict:
 
 def phase_baselines(args, labels, train, val, test) -> dict:
     """fomo-box from scratch and from synthetic pre-training: bench_fruit_voc.py's recipe, this split."""
+    from helpers.sim.pretrain import synthetic_pretrained
     from helpers.train.evaluate import evaluate_model
     from helpers.train.export import export_result
-    from helpers.train.trainer import TrainParams, train_detector
+    from helpers.train.run import train_detector
+    from helpers.train.trainer import TrainParams
 
     res: dict = {}
     for start in ("none", "synthetic"):
-        params = TrainParams(input_size=160, width=0.5, epochs=60, seed=args.seed, threads=args.threads, patience=15,
-                             pretrained=None if start == "none" else start)
+        params = TrainParams(input_size=160, width=0.5, epochs=60, seed=args.seed, threads=args.threads, patience=15)
         load0 = os.getloadavg()
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = train_detector(train, val, labels, params, progress=False, workspace=args.baseline_workspace)
+        if start == "synthetic":
+            _, _, weights = synthetic_pretrained(params, workspace=args.baseline_workspace, progress=False)
+            params = dataclasses.replace(params, pretrained=str(weights))
+        result = train_detector(train, val, labels, params, progress=False)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         out = Path(args.models) / f"fomo_box_160_{start}"
         export_result(result, out)

@@ -45,7 +45,7 @@ def run_recipe(name: str, over: dict, dataset: str, budget: float, models: str) 
     from helpers.train.augment import AugmentParams
     from helpers.train.evaluate import evaluate_model
     from helpers.train.export import export_result
-    from helpers.train.trainer import train_detector
+    from helpers.train.run import train_detector
 
     over = json.loads(json.dumps(over))
     for k, v in over.pop("_module", {}).items():

@@ -29,7 +29,6 @@ from pathlib import Path
 import cv2
 from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.device.camera import SyntheticCamera
 from helpers.labeling.proposals import (
     best_proposal,
     compare_boxes,
@@ -38,8 +37,9 @@ from helpers.labeling.proposals import (
     model_proposal,
     tracking_proposal,
 )
-from helpers.labeling.queue import decode_image
-from helpers.sim.synthetic import story_scenes
+from helpers.labeling.samples import decode_image
+from helpers.sim.camera import SyntheticCamera
+from helpers.sim.scenes import story_scenes
 
 SHUFFLE_EVERY, MOVE_EVERY = 5, 3
 
@@ -62,10 +62,11 @@ def camera_frames(seed: int, n: int):
 
 
 def train_model(train_images: int, epochs: int, out: Path):
-    from helpers.inference.detector import OnnxDetector
-    from helpers.sim.synthetic import render_dataset
+    from helpers.inference.onnx import OnnxDetector
+    from helpers.sim.scenes import render_dataset
     from helpers.train.export import export_result
-    from helpers.train.trainer import TrainParams, train_detector
+    from helpers.train.run import train_detector
+    from helpers.train.trainer import TrainParams
 
     train = render_dataset(train_images, story_scenes("apples"), (320, 320), seed=7000)
     val = render_dataset(max(20, train_images // 5), story_scenes("apples"), (320, 320), seed=8000)

@@ -14,11 +14,12 @@ import time
 
 from common import short, write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.inference.detector import OnnxDetector
-from helpers.sim.synthetic import render_dataset, story_scenes
+from helpers.inference.onnx import OnnxDetector
+from helpers.sim.scenes import render_dataset, story_scenes
 from helpers.train.evaluate import evaluate_model
 from helpers.train.export import export_result
-from helpers.train.trainer import TrainParams, train_detector
+from helpers.train.run import train_detector
+from helpers.train.trainer import TrainParams
 
 SIZE = (320, 320)  # render size: the camera's; the model resizes to its input
 

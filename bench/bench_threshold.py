@@ -1,7 +1,7 @@
 """How the card's score threshold is chosen: old rule vs F1-plateau rules, judged on TEST data.
 
 One model is trained per seed and case; its validation predictions choose a threshold by each
-rule of `helpers.train.trainer.best_threshold` ("max": the lowest threshold with the best
+rule of `helpers.train.threshold.best_threshold` ("max": the lowest threshold with the best
 validation F1, the rule before; "plateau"; "plateau-per-class"), and the same model's TEST
 predictions are scored at each choice. For the apple-only model also: the share of held-out
 banana objects called "apple" (the workshop story's discovery) at each choice.
@@ -19,9 +19,12 @@ from pathlib import Path
 
 from common import write_result  # noqa: I001  (bench/ is the script's folder)
 
-from helpers.sim.synthetic import render_dataset, story_scenes
+from helpers.sim.scenes import render_dataset, story_scenes
 from helpers.train.evaluate import detection_counts
-from helpers.train.trainer import THRESHOLD_RULES, TrainParams, best_threshold, predict_items, train_detector
+from helpers.train.fomo import predict_items
+from helpers.train.run import train_detector
+from helpers.train.threshold import THRESHOLD_RULES, best_threshold
+from helpers.train.trainer import TrainParams
 
 SIZE = (320, 320)
 
@@ -87,7 +90,7 @@ def synthetic(args, seed: int) -> dict:
 def fruit_voc(args, seed: int) -> dict:
     from bench_fruit_voc import DEFAULT_DATASET, stratified_split
 
-    from helpers.labeling.formats import import_dataset
+    from helpers.datasets import import_dataset
     from helpers.train.data import decode_image, split_items
 
     dataset, _ = import_dataset(Path(DEFAULT_DATASET), "voc")

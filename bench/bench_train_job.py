@@ -1,11 +1,11 @@
 """Training in the notebook's kernel vs. as the local studio's training job, same data and seed.
 
 Notebooks 04 and 06 train through the Studio's job API (`EdgeImpulseStudio.set_impulse` +
-`train`): on the local studio a background process (`helpers.localcloud.train_job`) trains. This
+`train`): on the local studio a background process (`helpers.localcloud.studio.train_job`) trains. This
 measures, on a workshop-size synthetic set uploaded to a fresh local studio (default: 120 apple
 images, 96 training / 24 testing, 320x320 renders, the workshop recipe: 160 px, 40 epochs, batch 16):
 
-- direct: `trainer.train_detector` in this process (what the kernel did before), its training
+- direct: `run.train_detector` in this process (what the kernel did before), its training
   time and the wall time of snapshot + training + export;
 - job: `studio.train(...)` from start to downloaded model: wall time, the job's own training
   time (card) and the overhead (process start, snapshot, export, evaluation, download),
@@ -44,9 +44,9 @@ def main() -> None:
     import cv2
 
     from helpers.localcloud import ensure_running, stop
-    from helpers.sim.synthetic import render_dataset, story_scenes
+    from helpers.sim.scenes import render_dataset, story_scenes
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
-    from helpers.train import data, trainer
+    from helpers.train import data, run, trainer
     from helpers.train.export import export_result
 
     ws = Path(tempfile.mkdtemp(prefix="edgeloop-bench-trainjob-"))
@@ -81,7 +81,7 @@ def main() -> None:
                                "log_head": job["log"][0]}
             elif which == "direct":
                 train_items, _test, labels, _snap = data.load_studio_snapshot(studio)
-                result = trainer.train_detector(train_items, None, labels, params, progress=False)
+                result = run.train_detector(train_items, None, labels, params, progress=False)
                 export_result(result, ws / "models" / "direct")
                 wall = time.perf_counter() - t0
                 runs["direct"] = {"wall_s": round(wall, 1), "train_time_s": round(result.train_time_s, 1),

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from helpers.train.evaluate import EvalReport, evaluate_detector, evaluate_model  # noqa: F401  (re-exported)
+from helpers.train.cli import evaluate_main
 
 if __name__ == "__main__":
-    from helpers.train.cli import evaluate_main
-
     sys.exit(evaluate_main())

@@ -25,65 +25,23 @@ from __future__ import annotations
 
 import logging
 import os
-import platform as _platform
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from helpers.config import REPO_ROOT, Secret, Settings, mask
+from helpers.config import REPO_ROOT, Secret, Settings, load_settings, mask
+from helpers.containers.base_image import base_image_name
+from helpers.containers.engine import docker_client, docker_engine_available, engine_endpoint, load_stack
+from helpers.containers.platforms import DEFAULT_PLATFORM, PLATFORMS, can_emulate, host_platform
 from helpers.errors import ConfigError, EdgeLoopError, MissingExtra
 
 log = logging.getLogger(__name__)
 
 DOCKERFILE = "Dockerfile.device"
-PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
-#: `uname -m` -> Docker platform
-_MACHINES = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64",
-             "armv7l": "linux/arm/v7"}
-#: Docker platform -> the binfmt_misc handler qemu-user-static registers for it
-_QEMU_HANDLERS = {"linux/amd64": "qemu-x86_64", "linux/arm64": "qemu-aarch64", "linux/arm/v7": "qemu-arm"}
 #: The official base for real users (multi-arch); Dockerfile.device's BASE_IMAGE default
 OFFICIAL_BASE = "python:3.11-slim"
-BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
-
-
-def host_platform() -> str:
-    """This machine's Docker platform (`linux/amd64`, `linux/arm64`, `linux/arm/v7`)."""
-    machine = _platform.machine().lower()
-    return _MACHINES.get(machine, f"linux/{machine}")
-
-
-DEFAULT_PLATFORM = host_platform()
-
-
-def can_emulate(platform: str, binfmt_dir: str | Path = BINFMT_DIR) -> tuple[bool, str]:
-    """Whether build steps for `platform` can run here: (yes/no, how or why not and the fix).
-
-    The host's own platform always can; another one needs qemu-user-static's binfmt handler
-    registered with the kernel (`/proc/sys/fs/binfmt_misc/qemu-aarch64` for linux/arm64).
-    """
-    host = host_platform()
-    if platform == host:
-        return True, f"native {host}"
-    handler = _QEMU_HANDLERS.get(platform)
-    entry = Path(binfmt_dir) / handler if handler else None
-    if entry is not None and entry.is_file():
-        try:
-            enabled = entry.read_text().splitlines()[0].strip() == "enabled"
-        except (OSError, IndexError):
-            enabled = False
-        if enabled:
-            return True, f"{platform} emulated with {handler} (binfmt_misc) on this {host} machine"
-    return False, (
-        f"this {host} machine cannot run {platform} build steps: no {handler or 'qemu'} handler is registered in "
-        f"{binfmt_dir} (install qemu-user-static and binfmt-support, e.g. `apt-get install qemu-user-static "
-        "binfmt-support`, where the kernel allows binfmt_misc; Docker Desktop has it built in). Or build it on a "
-        f"machine that can, and push it to the same registry: `docker buildx build --platform {platform} "
-        "-f Dockerfile.device -t REGISTRY/edgeloop-device:TAG --push .` (or `docker build` on the Raspberry Pi "
-        "itself); the devices then pull it as usual"
-    )
 
 
 class ImageBuildError(EdgeLoopError):
@@ -143,8 +101,6 @@ def image_registry(settings: Settings) -> str:
     """Where device images go: `EDGELOOP_REGISTRY`, else the local stack's registry, else none."""
     if settings.registry:
         return settings.registry
-    from helpers.containers import load_stack
-
     stack = load_stack()
     return stack.registry if stack is not None else ""
 
@@ -172,8 +128,6 @@ def registry_credentials(settings: Settings, image: str) -> dict[str, Any] | Non
 
 def engine_available() -> tuple[bool, str]:
     """(True, "Docker engine X") when a Docker engine answers, else (False, why and the fix)."""
-    from helpers.device.runtime import docker_engine_available
-
     return docker_engine_available()
 
 
@@ -248,8 +202,6 @@ class DockerImageBuilder:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from helpers.containers import docker_client
-
             self._client = docker_client(timeout=900)
         return self._client
 
@@ -265,8 +217,6 @@ class DockerImageBuilder:
         """
         if self.base_image:
             return self.base_image
-        from helpers.containers import base_image_name, engine_endpoint, load_stack
-
         stack = load_stack()
         if stack is None:
             return OFFICIAL_BASE
@@ -410,8 +360,6 @@ def get_image_builder(settings: Settings | None = None, prefer: str = "auto") ->
         ConfigError: `prefer="docker"` and no engine answers (the message says why), or an
             unknown `prefer`.
     """
-    from helpers.config import load_settings
-
     if prefer not in ("auto", "container", "docker", "process"):
         raise ConfigError(f"prefer={prefer!r} is not one of auto, container, docker, process")
     if prefer == "process":
@@ -427,18 +375,14 @@ def get_image_builder(settings: Settings | None = None, prefer: str = "auto") ->
 
 
 __all__ = [
-    "DEFAULT_PLATFORM",
     "DOCKERFILE",
     "DockerImageBuilder",
     "ImageBuildError",
     "ImageBuilder",
     "LocalProcessImage",
     "OFFICIAL_BASE",
-    "PLATFORMS",
-    "can_emulate",
     "engine_available",
     "get_image_builder",
-    "host_platform",
     "image_reference",
     "image_registry",
     "registry_credentials",

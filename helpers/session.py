@@ -2,7 +2,7 @@
 
 Notebooks start with `s = session.connect()`; with the embedded defaults this starts the local
 cloud in the workspace if it isn't running (idempotent), so each notebook can run alone after
-its predecessors.
+its predecessors. The clients never start it: this module is the one place that does.
 """
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import __version__, localcloud
 from helpers.config import Settings, load_settings, settings_table
+from helpers.device import fleet
+from helpers.errors import NotFound
+from helpers.hub import default_hub_name, get_hub
+from helpers.images import image_reference, image_registry
+from helpers.inference.card import model_file
+from helpers.inference.loader import load_detector
+from helpers.studio import get_studio
 
 
 @dataclass
@@ -41,9 +49,6 @@ class Session:
     def device_image(self) -> str:
         """The device image reference: `EDGELOOP_REGISTRY/EDGELOOP_IMAGE:<package version>` (the
         `make containers` registry when EDGELOOP_REGISTRY is not set and that stack runs)."""
-        from helpers import __version__
-        from helpers.images import image_reference, image_registry
-
         return image_reference(f"{self.settings.image_name}:{__version__}", image_registry(self.settings))
 
     def lab_devices(self, tag: str, key: str = "lab") -> list[str]:
@@ -56,8 +61,6 @@ class Session:
         Raises:
             NotFound: no model is registered yet (run notebook 04).
         """
-        from helpers.errors import NotFound
-
         models = self.studio.models()
         if not models:
             raise NotFound("no model is registered yet: run 04_train first", status=404)
@@ -68,9 +71,6 @@ class Session:
         """The registered model `version` as a detector (`OnnxDetector`, or the `.eim` / TFLite
         backend its card names), downloaded once into `WORKSPACE/models/registry/v<version>/`
         (the files the devices run)."""
-        from helpers.inference.backends import model_file
-        from helpers.inference.detector import load_detector
-
         dest = self.workspace / "models" / "registry" / f"v{int(version)}"
         if not (dest / "model.json").is_file() or not model_file(dest).is_file():
             dest.mkdir(parents=True, exist_ok=True)
@@ -81,11 +81,18 @@ class Session:
         return settings_table(self.settings)
 
 
+def uses_local_cloud(hub_backend: str, studio_backend: str) -> bool:
+    """Whether these backends need the workspace's local cloud running: the local hub or studio, and
+    the `edgeimpulse` studio, whose model registry and snapshots are kept there."""
+    return "local" in (hub_backend, studio_backend) or studio_backend == "edgeimpulse"
+
+
 def connect(backend: str | None = None, studio_backend: str | None = None, workspace: str | Path | None = None,
             resume_devices: bool = True) -> Session:
     """Resolve settings, start the embedded local cloud when it is used, and return the backends.
 
-    With the local hub, simulated devices created in this workspace by an earlier notebook are
+    The local cloud is used by the local hub, the local studio, and the `edgeimpulse` studio too
+    (its model registry and snapshots are the workspace's local cloud). With the local hub, simulated devices created in this workspace by an earlier notebook are
     started again when they are not running (idempotent), so a notebook can run alone after its
     predecessors even when a pipeline stopped everything in between.
 
@@ -95,24 +102,15 @@ def connect(backend: str | None = None, studio_backend: str | None = None, works
         workspace: state folder; default from EDGELOOP_WORKSPACE.
         resume_devices: restart this workspace's stopped simulated devices (local hub only).
     """
-    from helpers.hub import get_hub
-    from helpers.studio import get_studio
-
     settings = load_settings(workspace, hub_backend=backend, studio_backend=studio_backend)
     if backend is None:  # a set IOTHUB_CONNECTION_STRING selects Azure unless EDGELOOP_HUB says otherwise
-        from helpers.hub import default_hub_name
-
         settings.hub_backend = default_hub_name(settings.workspace)
     service: dict[str, Any] = {}
-    if "local" in (settings.hub_backend, settings.studio_backend):
-        from helpers import localcloud
-
+    if uses_local_cloud(settings.hub_backend, settings.studio_backend):
         service = localcloud.ensure_running(settings.workspace)
     hub = get_hub(settings.hub_backend, workspace=settings.workspace)
     studio = get_studio(settings.studio_backend, workspace=settings.workspace)
     if resume_devices and settings.hub_backend == "local":
-        from helpers.device import fleet
-
         stopped = [d.device_id for d in fleet.list_devices(settings.workspace) if not d.alive]
         if stopped:
             fleet.start_devices(hub, stopped, settings.workspace)

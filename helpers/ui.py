@@ -5,17 +5,25 @@ run never waits for a click.
 """
 from __future__ import annotations
 
+import base64
 import html
+import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import ipywidgets as w
 import numpy as np
+import requests
+from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
 from helpers.config import REPO_ROOT, mask, mask_connection_string
 from helpers.geometry import BBox
+from helpers.protocol.joblog import parse_epoch_line
 from helpers.widgets import cell_style, show_figures_inline
 
 show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
@@ -30,9 +38,6 @@ def report_progress(line: str) -> None:
     The pipeline names the file in EDGELOOP_PROGRESS_FILE; interactively nothing is written
     (the notebook's own progress displays are what a person watches).
     """
-    import json
-    import os
-
     target = os.environ.get(PROGRESS_ENV)
     if not target:
         return
@@ -43,7 +48,6 @@ def report_progress(line: str) -> None:
         os.replace(tmp, path)
     except OSError:  # the pipeline's out folder went away: progress is a nicety, the step goes on
         tmp.unlink(missing_ok=True)
-
 
 
 def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -77,8 +81,6 @@ def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
 
 def show_file(path: str | Path, language: str | None = None) -> None:
     """Display a repository file as a highlighted code block."""
-    from IPython.display import Markdown, display
-
     p = Path(path)
     if not p.is_absolute():
         p = REPO_ROOT / p
@@ -94,23 +96,15 @@ def show_file(path: str | Path, language: str | None = None) -> None:
 
 def show_json(obj: Any) -> None:
     """Display a JSON document (masked) as a code block."""
-    import json
-
-    from IPython.display import Markdown, display
-
     display(Markdown("```json\n" + mask(json.dumps(obj, indent=2, default=str)) + "\n```"))
 
 
 def jpeg_data_url(jpeg: bytes) -> str:
-    import base64
-
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Iterable[BBox], color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
     """A copy of `rgb` with labelled boxes drawn on it."""
-    import cv2
-
     out = rgb.copy()
     for b in boxes:
         x0, y0, x1, y1 = (int(round(v)) for v in b.xyxy)
@@ -141,8 +135,6 @@ def device_rows(hub: Any, device_ids: Sequence[str]) -> list[dict[str, Any]]:
 
 def device_table(hub: Any, device_ids: Sequence[str]):
     """An HTML widget of `device_rows`."""
-    import ipywidgets as w
-
     return w.HTML(html_table(device_rows(hub, device_ids)))
 
 
@@ -194,8 +186,6 @@ class CollectionPanel:
     """Per device: collector status, samples uploaded, and the newest thumbnails."""
 
     def __init__(self, hub: Any, studio: Any, device_ids: Sequence[str], label: str | None = None, thumbs: int = 6):
-        import ipywidgets as w
-
         self.hub, self.studio, self.device_ids, self.label, self.thumbs = hub, studio, list(device_ids), label, thumbs
         self.status = w.HTML()
         self.strip = w.HTML()
@@ -252,8 +242,6 @@ class LivePlot:
         report_progress(f"training {self.title}: epoch {row.get('epoch')}{of}, loss {row.get('loss', float('nan')):.3f}, "
                         f"validation F1 {row.get('val_f1', float('nan')):.3f}, {row.get('elapsed_s', 0):.0f} s")
         fig = self.figure()
-        from IPython.display import display
-
         if self._handle is None:
             self._handle = display(fig, display_id=True)
         else:
@@ -275,7 +263,7 @@ class LivePlot:
 class JobLog:
     """A studio training job's log as the notebook's progress view (`Studio.train(on_log=...)`).
 
-    The local job's epoch lines (`helpers.localcloud.train_job.format_epoch_line`) become the
+    The local job's epoch lines (`helpers.protocol.joblog.format_epoch_line`) become the
     records `LivePlot` draws (and reports to a headless pipeline's terminal); every other line,
     and every line of an Edge Impulse job (its own log format), is printed as text and reported.
     """
@@ -284,8 +272,6 @@ class JobLog:
         self.plot, self.lines, self.records = plot, [], []
 
     def __call__(self, line: str) -> None:
-        from helpers.localcloud.train_job import parse_epoch_line
-
         self.lines.append(line)
         rec = parse_epoch_line(line)
         if rec is not None and self.plot is not None:
@@ -326,7 +312,6 @@ def plot_confusion(report: Any):
 
 def plot_predictions(detector: Any, items: Sequence[tuple[np.ndarray, list[BBox]]], n: int = 8, cols: int = 4):
     """Test images with true boxes (blue) and predicted boxes (green)."""
-
     items = list(items)[:n]
     rows = max(1, (len(items) + cols - 1) // cols)
     fig = Figure(figsize=(3 * cols, 3 * rows))
@@ -344,8 +329,6 @@ def plot_predictions(detector: Any, items: Sequence[tuple[np.ndarray, list[BBox]
 
 def image_features(rgb: np.ndarray, size: int = 24) -> np.ndarray:
     """A small feature vector of an image: a downscaled colour thumbnail plus an HSV hue histogram."""
-    import cv2
-
     thumb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel() / 255.0
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hist = cv2.calcHist([hsv], [0, 1], None, [18, 4], [0, 180, 0, 256]).ravel()
@@ -358,6 +341,7 @@ def feature_explorer(items: Sequence[tuple[np.ndarray, list[BBox]]], seed: int =
     Edge Impulse shows this after "Generate features": clusters say the classes are separable,
     outliers are often labeling mistakes.
     """
+    # scikit-learn (about 3 s to import) only for this view, not for every notebook that imports ui
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -392,8 +376,6 @@ def runner_urls(hub: Any, device_ids: Sequence[str], module: str = "runner", hos
 
 def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     """GET a JSON document (the runner's API)."""
-    import requests
-
     r = requests.get(url, timeout=timeout)
     r.raise_for_status()
     return r.json()

@@ -12,6 +12,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+from IPython import get_ipython
+from IPython.core.pylabtools import select_figure_formats
 
 from helpers.geometry import BBox
 
@@ -26,15 +28,9 @@ def show_figures_inline() -> None:
     figure twice), and a plain kernel only shows such a figure as "<Figure size ...>" text until
     pyplot happens to set the inline backend up. Idempotent.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
     shell = get_ipython()
     if shell is None or not hasattr(shell, "display_formatter"):
         return
-    from IPython.core.pylabtools import select_figure_formats
-
     select_figure_formats(shell, {"png"}, bbox_inches="tight")
 
 

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from helpers.config import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("localcloud/state.db", "localcloud/service.json")
 
@@ -38,8 +40,6 @@ def choose(workspace: str | None, root: Path = ROOT) -> tuple[Path, str]:
     """The workspace to use and why (one line)."""
     if workspace:
         return Path(workspace).expanduser().resolve(), "chosen with WORKSPACE="
-    from helpers.config import load_settings
-
     settings = load_settings()
     src = settings.source.get("workspace", "default")
     if src != "default":

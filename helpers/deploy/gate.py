@@ -140,7 +140,7 @@ def heldout_items(studio: Any, split: str = "test") -> list[tuple[Any, list[BBox
     Raises:
         DatasetError: the split is empty.
     """
-    from helpers.labeling.queue import decode_image
+    from helpers.labeling.samples import decode_image
 
     snap = studio.snapshot()
     items = snap.split(split)

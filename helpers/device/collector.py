@@ -49,9 +49,12 @@ from typing import Any
 import requests
 
 from helpers.config import Secret, mask
-from helpers.device.module import run_until_stopped
+from helpers.device.camera import open_camera
+from helpers.device.module_client import ModuleHub, run_until_stopped
 from helpers.device.spool import Spool, SpoolItem
-from helpers.errors import ConfigError, ServiceError, ServiceUnavailable
+from helpers.errors import ConfigError, Forbidden, ServiceError, ServiceUnavailable, Unauthorized
+from helpers.frames import CameraError
+from helpers.studio.ingestion import IngestionClient
 
 log = logging.getLogger("helpers.device.collector")
 
@@ -209,8 +212,6 @@ class Uploader(threading.Thread):
 
     def send(self, item: SpoolItem) -> float:
         """Upload one item; returns the seconds to wait before the next try (0 after success)."""
-        from helpers.errors import Forbidden, Unauthorized
-
         try:
             data = self.spool.read(item)
         except KeyError:
@@ -331,8 +332,6 @@ class Collector:
     """Captures frames into the spool at the configured rate while the uploader drains it."""
 
     def __init__(self, cfg: CollectorConfig, client: Any = None):
-        from helpers.studio.ingestion import IngestionClient
-
         self.cfg = cfg
         self.stop = threading.Event()
         self.spool = open_spool(cfg.workdir, "collector", os.environ)
@@ -344,8 +343,6 @@ class Collector:
         self.camera_errors = 0
         self.last_camera_error: str | None = None
         self._load_state()
-        from helpers.device.module import ModuleHub
-
         # counts go to the module twin through the IoT Edge SDK (at most every HUB_REPORT_S, and on changes of state)
         self.hub = ModuleHub.from_environment()
         self._hub_reported: tuple[float, str] = (0.0, "")
@@ -420,8 +417,6 @@ class Collector:
 
     def run(self) -> int:
         """Capture and upload until SIGTERM; returns the exit code."""
-        from helpers.device.camera import CameraError, open_camera
-
         opts = dict(self.cfg.camera_opts)
         if self.cfg.camera_source == "synthetic":
             # A continued collection must not replay the frames it already sent (hence `captured`),

@@ -12,7 +12,9 @@ and stop it, and a reused pid is never mistaken for it), `agent.log` (masked), `
 and the module folders. Agents run detached (`start_new_session`) so a notebook kernel can
 exit without taking the fleet down; calls are idempotent (a running agent is kept).
 The device connection string reaches the agent through its environment, never its command
-line (which `ps` shows to every user).
+line (which `ps` shows to every user). A device of the workspace's local stand-in is handed the
+stand-in's CA file and REST URL (`--ca-file`, `--rest-url`, from `helpers.endpoints.local_hub`);
+a device of Azure IoT Hub gets neither and trusts the system's CAs.
 """
 from __future__ import annotations
 
@@ -28,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.config import Secret, load_settings, parse_connection_string
 from helpers.device.runtime import ProcessRuntime, pid_alive, process_start_ticks, read_json
-from helpers.errors import EdgeLoopError
+from helpers.endpoints import local_hub
+from helpers.errors import ConfigError, EdgeLoopError
+from helpers.protocol import module_env as env_names
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,22 @@ def _read_device(workdir: Path) -> SimDevice:
     return SimDevice(workdir.name, workdir, info.get("pid"), info.get("start_ticks"), info.get("runtime", "process"))
 
 
+def hub_args(device_cs: Secret | str, workspace: Path) -> list[str]:
+    """The agent's `--ca-file` and `--rest-url` for a device of the workspace's local stand-in; [] for Azure IoT Hub.
+
+    A device belongs to the stand-in when its connection string's HostName is the stand-in's
+    address (its MQTT endpoint); the stand-in's REST API is on another port of that address.
+    """
+    try:
+        hub = local_hub(workspace)
+    except ConfigError:
+        return []  # the local cloud never ran in this workspace: the hub is Azure's
+    host = parse_connection_string(device_cs).get("HostName", "")
+    if not hub.address or host.lower() != hub.address.lower():
+        return []
+    return ["--ca-file", str(hub.ca_file), "--rest-url", hub.rest_url]
+
+
 def _check_id(device_id: str) -> str:
     if not device_id or "/" in device_id or device_id.startswith(".") or device_id != device_id.strip():
         raise ValueError(f"device id {device_id!r} is not usable as a folder name: use letters, digits, '-', '_', '.'")
@@ -118,8 +139,6 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
         FleetError: an agent exited right after its start (its log tail is in the message).
     """
     if runtime is None:
-        from helpers.config import load_settings
-
         runtime = load_settings(workspace).runtime
     if runtime not in ("process", "container", "docker"):
         raise ValueError(f"runtime {runtime!r} is not 'process' or 'container'")
@@ -140,11 +159,12 @@ def start_devices(hub: Any, device_ids: Sequence[str], workspace: str | Path, ta
             continue
         cs = hub.connection_string(device_id)
         env = dict(os.environ)
-        env["IOTEDGE_CONNECTION_STRING"] = cs.get_secret_value() if hasattr(cs, "get_secret_value") else str(cs)
-        env.pop("EI_API_KEY", None)  # modules get their key from the deployment, not the host
+        raw_cs = cs.get_secret_value() if hasattr(cs, "get_secret_value") else str(cs)
+        env[env_names.IOTEDGE_CONNECTION_STRING] = raw_cs
+        env.pop(env_names.EI_API_KEY, None)  # modules get their key from the deployment, not the host
         env.setdefault("EDGELOOP_CONTAINER_NETWORK", "host")  # one machine: the stand-ins are on loopback
         cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--runtime", runtime,
-               "--hub-workspace", str(ws), *agent_args]
+               *hub_args(raw_cs, ws), *agent_args]
         with open(workdir / LOG_FILE, "ab") as logf:
             proc = subprocess.Popen(cmd, cwd=str(workdir), env=env, stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -237,12 +257,12 @@ def set_scene(workspace: str | Path, device_id: str, objects: Sequence[str], dis
     """Put things in front of a device's synthetic camera (its running modules follow at once).
 
     `mix` lists further arrangements the camera goes through, one each time the fruit is
-    reshuffled (see `helpers.sim.synthetic.story_scenes` for the story's mixes).
+    reshuffled (see `helpers.sim.scenes.story_scenes` for the story's mixes).
 
     Returns:
         The scene file written.
     """
-    from helpers.device.camera import write_scene
+    from helpers.sim.camera import write_scene  # here: cv2 and the renderer stay off the fleet's import path
 
     return write_scene(devices_dir(workspace) / _check_id(device_id) / "scene.json", objects, distractors, mix=mix)
 
@@ -275,4 +295,4 @@ def wait_online(hub: Any, device_ids: Sequence[str], timeout: float = 60.0, inte
         time.sleep(interval)
 
 
-__all__ = ["FleetError", "SimDevice", "list_devices", "set_scene", "start_devices", "stop_devices", "wait_online"]
+__all__ = ["FleetError", "SimDevice", "hub_args", "list_devices", "set_scene", "start_devices", "stop_devices", "wait_online"]

@@ -13,8 +13,9 @@ IoT Hub alike:
   properties from a background thread (only the difference from what the hub acknowledged,
   retried until acknowledged).
 
-TLS: against the local stand-in the workspace CA is trusted for this endpoint only
-(`ca_file`); against Azure the system's CA bundle (certifi) is used.
+TLS: the hub is known by the device's connection string and a CA file (`--ca-file`), as on a
+Raspberry Pi: against the local stand-in that file is its CA, trusted for this endpoint only;
+against Azure the system's CA bundle (certifi) is used.
 """
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+
+import certifi
+import requests
 
 from helpers.config import Secret, mask, parse_connection_string
 from helpers.errors import ConfigError, ServiceError
-from helpers.protocol.twinpatch import diff_patch, merge_patch  # noqa: F401 (re-exported)
+from helpers.protocol.sas import generate_sas_token
+from helpers.protocol.twinpatch import diff_patch
 
 log = logging.getLogger("helpers.device.hub_link")
 
@@ -38,15 +43,22 @@ API_VERSION = "2021-04-12"
 EDGE_AGENT = "$edgeAgent"
 
 
+def sdk_errors() -> tuple[type[BaseException], ...]:
+    """The `azure-iot-device` errors of a call that reached no hub (retried, never fatal)."""
+    # imported here: azure-iot-device stays off the import path of the device's modules
+    from azure.iot.device.exceptions import ClientError, OperationCancelled, OperationTimeout
+
+    return (ClientError, OperationCancelled, OperationTimeout)
 
 
 @dataclass(frozen=True)
 class HubEndpoint:
-    """Where the hub is: its host name (what MQTT connects to and SAS tokens name), its REST API.
+    """Where the hub is: its host name (what MQTT connects to and SAS tokens name), its REST API, its CA.
 
-    On Azure both are the connection string's HostName. The local stand-in serves MQTT on port
-    8883 of its own loopback address and REST on another port, so there the REST calls' tokens
-    name `rest_host` (address or host with that port), as the stand-in's REST API checks.
+    On Azure both are the connection string's HostName and the system CAs are trusted. The local
+    stand-in serves MQTT on port 8883 of its own loopback address and REST on another port, so
+    there the REST calls go to `rest_url` and their tokens name `rest_host` (its host and port),
+    as the stand-in's REST API checks.
     """
 
     host: str
@@ -55,41 +67,41 @@ class HubEndpoint:
     ca_file: Path | None
 
     @classmethod
-    def for_connection_string(cls, cs: Secret | str, workspace: str | Path | None = None) -> HubEndpoint:
-        """Azure: `https://<HostName>` with the system CAs. The local stand-in (`workspace` given and its
-        local cloud running there): its REST URL from service.json and the workspace CA.
+    def for_connection_string(cls, cs: Secret | str, ca_file: str | Path | None = None,
+                              rest_url: str | None = None) -> HubEndpoint:
+        """The hub of a device connection string.
+
+        Args:
+            cs: the device's connection string (its HostName is the hub).
+            ca_file: the CA certificate to trust for this hub only (the stand-in's); None: the system's.
+            rest_url: the hub's HTTPS base URL when it is not `https://HostName` (the stand-in's REST port).
+
+        Raises:
+            ConfigError: the connection string has no HostName, or `ca_file` is not a readable file.
         """
-        from urllib.parse import urlsplit
-
-        parts = parse_connection_string(cs)
-        host = parts["HostName"]
-        if workspace is not None:
-            from helpers.localcloud import tls
-            from helpers.localcloud.service import read_service
-
-            ws = Path(workspace)
-            info = read_service(ws) or {}
-            address = info.get("hub_address") or tls.read_hub_address(ws)
-            url = info.get("hub_url") or info.get("url")
-            if address and url and host.lower() == str(address).lower():  # this device belongs to the stand-in
-                url = str(url).rstrip("/")
-                return cls(host=address, rest_url=url, rest_host=urlsplit(url).netloc, ca_file=tls.ca_file(ws))
-        return cls(host=host, rest_url=f"https://{host}", rest_host=host, ca_file=None)
+        host = parse_connection_string(cs).get("HostName")
+        if not host:
+            raise ConfigError("the device connection string has no HostName=...: hub.connection_string(device_id)")
+        ca = None
+        if ca_file is not None:
+            ca = Path(ca_file).expanduser().resolve()  # absolute: modules get it as EdgeModuleCACertificateFile
+            if not ca.is_file():
+                raise ConfigError(f"--ca-file {ca} is not a file: give the hub's CA certificate (the local stand-in's "
+                                  "is endpoints.local_hub(workspace).ca_file), or omit it for Azure IoT Hub")
+        url = (rest_url or f"https://{host}").rstrip("/")
+        return cls(host=host, rest_url=url, rest_host=urlsplit(url).netloc, ca_file=ca)
 
     @property
-    def verify(self) -> str | bool:
-        if self.ca_file is not None:
-            return str(self.ca_file)
-        import certifi
-
-        return certifi.where()
+    def verify(self) -> str:
+        """What `requests` verifies the hub's certificate with: the CA file, else the system bundle."""
+        return str(self.ca_file) if self.ca_file is not None else certifi.where()
 
     def ca_pem(self) -> str | None:
         return self.ca_file.read_text() if self.ca_file is not None else None
 
     def ca_bundle_path(self) -> str:
-        """A CA file for modules' `EdgeModuleCACertificateFile` (the workspace CA, or the system bundle)."""
-        return str(self.verify)
+        """A CA file for modules' `EdgeModuleCACertificateFile` (the given CA file, or the system bundle)."""
+        return self.verify
 
 
 class ModuleRegistry:
@@ -102,8 +114,6 @@ class ModuleRegistry:
     """
 
     def __init__(self, device_cs: Secret, endpoint: HubEndpoint, timeout: float = 10.0):
-        import requests
-
         parts = parse_connection_string(device_cs)
         if "DeviceId" not in parts or "SharedAccessKey" not in parts:
             raise ConfigError("the edge agent needs the device's connection string (HostName, DeviceId, "
@@ -115,8 +125,6 @@ class ModuleRegistry:
         self._session = requests.Session()
 
     def _headers(self) -> dict[str, str]:
-        from helpers.protocol.sas import generate_sas_token
-
         token = generate_sas_token(f"{self.endpoint.rest_host}/devices/{self.device_id}", self._key)
         return {"Authorization": token.get_secret_value(), "Content-Type": "application/json"}
 
@@ -125,8 +133,6 @@ class ModuleRegistry:
                 f"{quote(module_id, safe='')}?api-version={API_VERSION}")
 
     def _call(self, method: str, module_id: str, body: dict[str, Any] | None = None) -> Any:
-        import requests
-
         try:
             resp = self._session.request(method, self._url(module_id), headers=self._headers(),
                                          data=json.dumps(body) if body is not None else None, timeout=self.timeout,
@@ -171,7 +177,7 @@ class MethodCall:
     _client: Any
 
     def answer(self, status: int, payload: Any) -> None:
-        from azure.iot.device import MethodResponse
+        from azure.iot.device import MethodResponse  # the SDK stays off the modules' import path (see sdk_errors)
 
         self._client.send_method_response(MethodResponse.create_from_method_request(self._request, status, payload))
 
@@ -186,7 +192,7 @@ class AgentLink:
     """
 
     def __init__(self, module_cs: Secret, endpoint: HubEndpoint, report_retry_s: float = 1.0):
-        from azure.iot.device import IoTHubModuleClient
+        from azure.iot.device import IoTHubModuleClient  # the SDK stays off the modules' import path (see sdk_errors)
 
         kw: dict[str, Any] = {"keep_alive": 30}
         ca = endpoint.ca_pem()
@@ -252,11 +258,9 @@ class AgentLink:
                 self._cond.wait(0.1)
             self._closing = True
             self._cond.notify_all()
-        from azure.iot.device.exceptions import ClientError
-
         try:
             self.client.shutdown()
-        except (ClientError, OSError) as exc:
+        except (*sdk_errors(), OSError) as exc:
             log.info("disconnecting from the hub: %s", mask(str(exc)))
 
     # ------------------------------------------------------------ reporting
@@ -271,8 +275,7 @@ class AgentLink:
             return self._target is not None and self._target != self._acked
 
     def _report_loop(self) -> None:
-        from azure.iot.device.exceptions import ClientError, OperationCancelled, OperationTimeout
-
+        errors = (*sdk_errors(), OSError)
         while True:
             with self._cond:
                 while not self._closing and (self._target is None or self._target == self._acked):
@@ -283,7 +286,7 @@ class AgentLink:
             patch = diff_patch(acked, target)
             try:
                 self.client.patch_twin_reported_properties(patch)
-            except (ClientError, OperationCancelled, OperationTimeout, OSError) as exc:
+            except errors as exc:
                 self.report_errors += 1
                 log.warning("report not acknowledged (%s); retrying in %.0f s", mask(str(exc)), self.report_retry_s)
                 time.sleep(self.report_retry_s)
@@ -294,4 +297,4 @@ class AgentLink:
                 self._cond.notify_all()
 
 
-__all__ = ["AgentLink", "EDGE_AGENT", "HubEndpoint", "MethodCall", "ModuleRegistry", "diff_patch", "merge_patch"]
+__all__ = ["AgentLink", "EDGE_AGENT", "HubEndpoint", "MethodCall", "ModuleRegistry", "sdk_errors"]

@@ -1,6 +1,6 @@
 """`IoTHub`: the one `Hub` implementation, on the official `azure-iot-hub` SDK.
 
-    hub = IoTHub.local(workspace)                    # the workspace's stand-in (helpers.localcloud)
+    hub = IoTHub.local(workspace)                    # the workspace's stand-in (helpers.endpoints.local_hub)
     hub = IoTHub.from_connection_string(cs)          # Azure IoT Hub (IOTHUB_CONNECTION_STRING)
     hub = get_hub()                                  # either, from settings (helpers.hub.get_hub)
 
@@ -13,140 +13,39 @@ Errors: the SDK raises `msrest.exceptions.HttpOperationError` (and `ClientReques
 hub cannot be reached); `_sdk()` turns them, once, into `helpers.errors` classes whose message
 carries IoT Hub's error code and says what to do. Throttling (429) and transient 5xx answers
 are retried by the SDK's own transport (urllib3 `Retry`, honouring `Retry-After`).
+The SDK (`azure.iot.hub`, msrest) is imported inside the methods that call it: it takes a second
+to import and `helpers.hub` is imported by paths that never call a hub.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from helpers.config import Secret, mask, parse_connection_string
-from helpers.errors import ConfigError, Conflict, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unauthorized
+from helpers.config import Secret, load_settings, parse_connection_string
+from helpers.endpoints import local_hub as local_hub_endpoint
+from helpers.endpoints import resolve_workspace
+from helpers.errors import ConfigError, Conflict, NotFound, ServiceError
 from helpers.hub.base import Deployment, Device, DeviceStatus, ModuleStatus, Twin
+from helpers.hub.sdk_errors import http_error, unreachable_error
+from helpers.hub.shapes import (
+    EDGE_AGENT,
+    deployment_from_sdk,
+    device_from_row,
+    device_from_sdk_twin,
+    device_status_from,
+    edge_agent_report,
+    modules_content_of,
+    quote,
+    strip_meta,
+    twin_from_sdk,
+)
+from helpers.hub.x509 import make_device_certificate
 
 log = logging.getLogger("helpers.hub")
 T = TypeVar("T")
-
-EDGE_AGENT = "$edgeAgent"
-_BY_STATUS: dict[int, type[ServiceError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 412: Conflict,
-                                             429: ServiceUnavailable, 502: ServiceUnavailable, 503: ServiceUnavailable,
-                                             504: ServiceUnavailable}
-_HINTS = {401: "check the hub connection string (IOTHUB_CONNECTION_STRING, or the workspace's credentials.json)",
-          403: "the connection string's policy lacks a permission; use an iothubowner connection string",
-          412: "the object changed since it was read: read it again for its current etag",
-          429: "the hub throttled the calls and the retries ran out; slow down or raise the hub's tier"}
-
-
-def modules_content_of(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Accept either `modulesContent` itself or `{"modulesContent": ...}` / `{"content": {...}}`."""
-    if "modulesContent" in manifest:
-        return manifest["modulesContent"]
-    if isinstance(manifest.get("content"), dict) and "modulesContent" in manifest["content"]:
-        return manifest["content"]["modulesContent"]
-    return manifest
-
-
-def _strip(props: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (props or {}).items() if not k.startswith("$")}
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _iso(value: Any) -> str | None:
-    """ISO text of an SDK datetime (or text), None for IoT Hub's `0001-01-01` "never"."""
-    if value is None:
-        return None
-    text = value.isoformat() if isinstance(value, _dt.datetime) else str(value)
-    return None if text.startswith("0001-01-01") else text
-
-
-def _host_port(settings: dict[str, Any] | None) -> int | None:
-    """The host port bound to the module's first container port, from `settings.createOptions`."""
-    opts = (settings or {}).get("createOptions")
-    if isinstance(opts, str):
-        try:
-            opts = json.loads(opts)
-        except ValueError:
-            return None
-    bindings = ((opts or {}).get("HostConfig") or {}).get("PortBindings") or {}
-    for binds in bindings.values():
-        for b in binds or []:
-            if isinstance(b, dict) and str(b.get("HostPort", "")).isdigit():
-                return int(b["HostPort"])
-    return None
-
-
-def module_status(name: str, m: dict[str, Any], telemetry: dict[str, Any] | None = None) -> ModuleStatus:
-    """A `ModuleStatus` from edgeAgent's reported schema (Azure's, or the HTTP agent's older keys)."""
-    settings = m.get("settings") or {}
-    port = m.get("hostPort")
-    host_port = int(port) if str(port or "").isdigit() else _host_port(settings)
-    return ModuleStatus(
-        name=name, runtime_status=str(m.get("runtimeStatus", "unknown")), exit_code=m.get("exitCode"),
-        restart_count=int(m.get("restartCount") or 0), start_time=m.get("lastStartTimeUtc") or m.get("startTime"),
-        image=settings.get("image") or m.get("image"), version=None if m.get("version") is None else str(m.get("version")),
-        host_port=host_port, telemetry=telemetry if telemetry is not None else (m.get("telemetry") or {}),
-        status_description=m.get("statusDescription"), last_exit_time=m.get("lastExitTimeUtc") or m.get("lastExitTime"))
-
-
-def twin_from_sdk(t: Any) -> Twin:
-    """Our `Twin` from the SDK's `Twin` model."""
-    props = t.properties
-    desired = (props.desired if props else None) or {}
-    reported = (props.reported if props else None) or {}
-    return Twin(device_id=t.device_id, etag=t.etag or "", version=int(t.version or 0), tags=t.tags or {},
-                desired=_strip(desired), reported=_strip(reported), module_id=t.module_id,
-                desired_version=desired.get("$version"), reported_version=reported.get("$version"))
-
-
-def deployment_from_sdk(c: Any) -> Deployment:
-    """Our `Deployment` from the SDK's `Configuration` model."""
-    content = c.content.modules_content if c.content else None
-    return Deployment(name=c.id, target_condition=c.target_condition or "", priority=int(c.priority or 0),
-                      modules_content=content or {}, created=_iso(c.created_time_utc), labels=dict(c.labels or {}),
-                      metrics={k: int(v) for k, v in ((c.system_metrics.results if c.system_metrics else None) or {}).items()},
-                      custom_metrics={k: int(v) for k, v in ((c.metrics.results if c.metrics else None) or {}).items()},
-                      etag=c.etag)
-
-
-def make_device_certificate(device_id: str, folder: Path, days: int = 365) -> tuple[Path, Path, str]:
-    """A self-signed device certificate (CN = device id) and its key, for X.509 authentication.
-
-    The key is written owner-only (0600) into `folder` (0700). Returns (cert, key, SHA-1 thumbprint).
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
-    now = _dt.datetime.now(_dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / f"{device_id}.pem", folder / f"{device_id}.key"
-    for path, data in ((key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption())),
-                       (cert_path, cert.public_bytes(serialization.Encoding.PEM))):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(path, 0o600)
-    thumb = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - IoT Hub's thumbprint format
-    return cert_path, key_path, thumb
 
 
 class IoTHub:
@@ -179,21 +78,18 @@ class IoTHub:
         return cls(connection_string, **kw)
 
     @classmethod
-    def local(cls, workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> IoTHub:
-        """The workspace's local stand-in: its connection string and CA from `WORKSPACE/localcloud/`.
+    def local(cls, workspace: str | Path | None = None, **kw: Any) -> IoTHub:
+        """The workspace's local stand-in: its connection string and CA (`helpers.endpoints.local_hub`).
 
         Raises:
-            ConfigError: the local cloud never started there (`autostart=True` starts it).
+            ConfigError: the local cloud never started there (`session.connect()` or
+                `python -m helpers.localcloud start` starts it).
         """
-        from helpers.localcloud import service
-
-        ws = service.resolve_workspace(workspace)
-        if autostart:
-            service.ensure_running(ws)
+        ws = resolve_workspace(workspace)
 
         def creds() -> tuple[Secret, str | None]:
-            c = service.hub_credentials(ws)
-            return Secret(c["service_connection_string"], "service_connection_string"), c["ca_file"]
+            endpoint = local_hub_endpoint(ws)
+            return endpoint.connection_string, str(endpoint.ca_file)
 
         cs, ca = creds()
         return cls(cs, ca_file=ca, workspace=ws, reload=creds, **kw)
@@ -248,46 +144,10 @@ class IoTHub:
     @property
     def workspace(self) -> Path:
         if self._workspace is None:
-            from helpers.config import load_settings
-
             self._workspace = load_settings().workspace
         return self._workspace
 
     # ------------------------------------------------------------------ the one place SDK errors are handled
-    def _error(self, what: str, exc: Any) -> ServiceError:
-        resp = getattr(exc, "response", None)
-        status = getattr(resp, "status_code", 0) or 0
-        code, message = "", ""
-        if resp is not None:
-            code = resp.headers.get("iothub-errorcode", "") if resp.headers is not None else ""
-            try:
-                body = resp.json()
-            except ValueError:
-                body = None
-            if isinstance(body, dict):
-                raw = str(body.get("Message") or body.get("message") or "")
-                if raw.startswith("ErrorCode:"):
-                    head, _, message = raw.partition(";")
-                    code = code or head[len("ErrorCode:"):]
-                else:
-                    message = raw
-            if not message:
-                message = (getattr(resp, "text", "") or getattr(resp, "reason", "") or "")[:300]
-        cls = _BY_STATUS.get(status, ServiceError)
-        hint = _HINTS.get(status)
-        text = f"{what}: HTTP {status}{' ' + code if code else ''}: {message}".rstrip(": ")
-        if hint:
-            text += f" ({hint})"
-        err = cls(mask(text), status, None)
-        err.error_code = code  # type: ignore[attr-defined]
-        return err
-
-    def _unreachable(self, what: str, exc: Exception) -> ServiceUnavailable:
-        hint = ("is the local cloud running? `python -m helpers.localcloud start --workspace ...`" if self._reload
-                else "check the network and the HostName of IOTHUB_CONNECTION_STRING")
-        inner = getattr(exc, "inner_exception", None) or exc
-        return ServiceUnavailable(mask(f"{what}: the hub at https://{self.host} cannot be reached ({type(inner).__name__}); {hint}"), 0)
-
     def _sdk(self, what: str, call: Callable[[], T]) -> T:
         """Run one SDK call; its errors become `helpers.errors` (retried once after a stand-in restart).
 
@@ -300,14 +160,14 @@ class IoTHub:
             try:
                 return call()
             except HttpOperationError as exc:
-                raise self._error(what, exc) from None
+                raise http_error(what, exc) from None
             except ClientRequestError as exc:
                 if attempt == 0 and self._reload is not None:
                     cs, ca = self._reload()
                     if cs.get_secret_value() != self._cs.get_secret_value() or ca != self.ca_file:
                         self._connect(cs, ca)
                         continue
-                raise self._unreachable(what, exc) from None
+                raise unreachable_error(what, self.host, exc, local=self._reload is not None) from None
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ identities
@@ -359,23 +219,13 @@ class IoTHub:
             raise NotFound(f"no X.509 certificate for {device_id!r} in {folder}: create the device with auth='x509'", 404)
         return cert, key
 
-    def _device_from_twin(self, t: Any) -> Device:
-        return Device(device_id=t.device_id, edge=bool(t.capabilities and t.capabilities.iot_edge), status=t.status or "enabled",
-                      tags=t.tags or {}, connection_state=t.connection_state or "Disconnected",
-                      last_activity=_iso(t.last_activity_time), auth=t.authentication_type or "sas")
-
     def list_devices(self) -> list[Device]:
         """Every device, read with the query language (`SELECT * FROM devices`), as IoT Hub recommends."""
-        return [self._device_from_dict(d) for d in self.query("SELECT * FROM devices")]
-
-    def _device_from_dict(self, d: dict[str, Any]) -> Device:
-        return Device(device_id=d["deviceId"], edge=bool((d.get("capabilities") or {}).get("iotEdge")), status=d.get("status", "enabled"),
-                      tags=d.get("tags") or {}, connection_state=d.get("connectionState", "Disconnected"),
-                      last_activity=_iso(d.get("lastActivityTime")), auth=d.get("authenticationType") or "sas")
+        return [device_from_row(d) for d in self.query("SELECT * FROM devices")]
 
     def get_device(self, device_id: str) -> Device:
         """One device (identity and tags, from its twin)."""
-        return self._device_from_twin(self._sdk(f"get device {device_id}", lambda: self._registry.get_twin(device_id)))
+        return device_from_sdk_twin(self._sdk(f"get device {device_id}", lambda: self._registry.get_twin(device_id)))
 
     def delete_device(self, device_id: str) -> None:
         self._sdk(f"delete device {device_id}", lambda: self._registry.delete_device(device_id))
@@ -597,9 +447,9 @@ class IoTHub:
 
     def deployed_content(self, device_id: str) -> dict[str, Any] | None:
         """The modulesContent in the device's module twins now (what its edge agent runs), or None."""
-        rows = self.query(f"SELECT * FROM devices.modules WHERE deviceId = {_quote(device_id)}")
-        content = {r["moduleId"]: {"properties.desired": _strip((r.get("properties") or {}).get("desired"))}
-                   for r in rows if _strip((r.get("properties") or {}).get("desired"))}
+        rows = self.query(f"SELECT * FROM devices.modules WHERE deviceId = {quote(device_id)}")
+        content = {r["moduleId"]: {"properties.desired": strip_meta((r.get("properties") or {}).get("desired"))}
+                   for r in rows if strip_meta((r.get("properties") or {}).get("desired"))}
         return content if EDGE_AGENT in content else None
 
     def _module_twin_json(self, device_id: str, module_id: str) -> dict[str, Any] | None:
@@ -627,48 +477,18 @@ class IoTHub:
         """
         twin = self._sdk(f"get twin {device_id}", lambda: self._registry.get_twin(device_id))
         agent_twin = self._module_twin_json(device_id, EDGE_AGENT) or {}
-        desired = (agent_twin.get("properties") or {}).get("desired") or {}
-        module_report = _strip((agent_twin.get("properties") or {}).get("reported"))
-        device_report = ((twin.properties.reported if twin.properties else None) or {}).get("edgeAgent") or {}
-        if module_report.get("lastDesiredVersion") is not None or module_report.get("modules") is not None:
-            report, source = module_report, "moduleTwin"
-            telemetry = {}
+        report, source = edge_agent_report(agent_twin, twin)
+        telemetry = {}
+        if source == "moduleTwin":
             for name in (report.get("modules") or {}):
                 module_twin = self._module_twin_json(device_id, name) or {}
-                telemetry[name] = _strip((module_twin.get("properties") or {}).get("reported"))
-        elif device_report:
-            report, source, telemetry = device_report, "deviceTwin", {}
-        else:
-            report, source, telemetry = {}, "none", {}
-        connected = (twin.connection_state == "Connected") or agent_twin.get("connectionState") == "Connected"
-        desired_version = str(desired["$version"]) if _strip(desired) and desired.get("$version") is not None else None
-        reported_version = None if report.get("lastDesiredVersion") is None else str(report.get("lastDesiredVersion"))
-        lds = report.get("lastDesiredStatus") or {}
-        configurations = {k: str((v or {}).get("status", "")) for k, v in (agent_twin.get("configurations") or {}).items()}
-        applied = [k for k, v in configurations.items() if v == "Applied"]
-        if desired_version is not None and reported_version == desired_version:
-            code, desc = lds.get("code"), lds.get("description") or ""
-        elif desired_version is not None and not connected:
-            code, desc = 406, f"device offline: desired version {desired_version} is pending"
-        elif desired_version is not None:
-            code, desc = None, f"pending: the device has not applied desired version {desired_version} yet"
-        else:
-            code, desc = (lds.get("code"), lds.get("description") or "") if reported_version else (None, "")
-        modules = {}
-        for name, m in (report.get("modules") or {}).items():
-            if isinstance(m, dict):
-                modules[name] = module_status(name, m, telemetry.get(name) if source == "moduleTwin" else None)
-        last_seen = report.get("heartbeat") or _iso(agent_twin.get("lastActivityTime")) or _iso(twin.last_activity_time)
-        return DeviceStatus(device_id=device_id, connected=connected, last_seen=last_seen, last_desired_status=code,
-                            last_desired_description=desc,
-                            deployment=(applied[0] if applied else ("device" if desired_version else None)),
-                            desired_version=desired_version, reported_version=reported_version, modules=modules,
-                            configurations=configurations, source=source)
+                telemetry[name] = strip_meta((module_twin.get("properties") or {}).get("reported"))
+        return device_status_from(device_id, twin, agent_twin, report, source, telemetry)
 
 
-def local_hub(workspace: str | Path | None = None, autostart: bool = False, **kw: Any) -> IoTHub:
+def local_hub(workspace: str | Path | None = None, **kw: Any) -> IoTHub:
     """`get_hub("local")`: the workspace's stand-in (`IoTHub.local`)."""
-    return IoTHub.local(workspace, autostart=autostart, **kw)
+    return IoTHub.local(workspace, **kw)
 
 
 def azure_hub(workspace: str | Path | None = None, connection_string: str | Secret | None = None, **kw: Any) -> IoTHub:
@@ -678,10 +498,8 @@ def azure_hub(workspace: str | Path | None = None, connection_string: str | Secr
         ConfigError: no connection string is set (the message names the variable).
     """
     if connection_string is None:
-        from helpers.config import load_settings
-
         connection_string = load_settings(workspace).require("iothub_connection_string")
     return IoTHub(connection_string, workspace=workspace, **kw)
 
 
-__all__ = ["IoTHub", "local_hub", "azure_hub", "make_device_certificate", "module_status", "twin_from_sdk", "deployment_from_sdk", "modules_content_of"]
+__all__ = ["IoTHub", "local_hub", "azure_hub"]

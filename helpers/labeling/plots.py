@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from helpers.geometry import BBox
-from helpers.labeling.queue import decode_image, sample_device
+from helpers.labeling.samples import decode_image, sample_device
 from helpers.widgets import TAB10, html_table, label_color, show_figures_inline
 
 show_figures_inline()

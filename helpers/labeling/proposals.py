@@ -7,7 +7,7 @@ any callable returning a `Proposal` under its own source name):
   its object went. The object's pixels in the old frame are the template; OpenCV's normalised
   cross-correlation (`cv2.matchTemplate`, `TM_CCOEFF_NORMED`) finds it in a window around the old
   position of the new frame, at a few scales. The box score is the correlation peak.
-- **model**: the detections of a registered model (`helpers.inference.detector.OnnxDetector`); the box score
+- **model**: the detections of a registered model (`helpers.inference.onnx.OnnxDetector`); the box score
   is the detector's confidence.
 - **coco** (label assist, `CocoProposer`, `coco_assist_proposers`): the COCO-pretrained NanoDet
   (`make weights`) proposes the project's classes COCO knows (apple, banana, orange, ...) before
@@ -41,6 +41,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from helpers.geometry import BBox, iou
+from helpers.inference.onnx import OnnxDetector
+from helpers.train.pretrained import WeightsMissing, weights_info
 
 COCO_SOURCE = "coco"
 # The proposal sources in the order reports list them and ties are broken (tracking first: it
@@ -247,9 +249,6 @@ class CocoProposer:
 
     def __init__(self, detector: Any = None, score_threshold: float | None = None, cache: Any = None):
         if detector is None:
-            from helpers.inference.detector import OnnxDetector
-            from helpers.train.pretrained import weights_info
-
             info = weights_info(cache)
             detector = OnnxDetector(info["paths"]["zero_shot"])
             self.weights = f"{info['name']} {info['version']}"
@@ -286,8 +285,6 @@ def coco_assist_proposers(enabled: Any = "auto", cache: Any = None, score_thresh
         raise ValueError(f"coco_assist must be 'auto', True or False, got {enabled!r}")
     if enabled is False:
         return []
-    from helpers.train.pretrained import WeightsMissing
-
     try:
         return [CocoProposer(score_threshold=score_threshold, cache=cache)]
     except WeightsMissing as e:

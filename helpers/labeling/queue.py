@@ -25,21 +25,20 @@ The queue never reads `metadata["ground_truth"]`; only the oracle labeler does.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from helpers.config import load_settings
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
+from helpers.inference.card import FORMAT_FILES, model_format
+from helpers.inference.loader import load_detector
 from helpers.labeling.proposals import (
-    BoxComparison,
     Proposal,
     best_proposal,
     compare_boxes,
@@ -48,157 +47,8 @@ from helpers.labeling.proposals import (
     model_proposal,
     tracking_proposal,
 )
-
-_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes to an RGB uint8 array.
-
-    Raises:
-        DatasetError: the bytes are not an image OpenCV can decode.
-    """
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise DatasetError("sample image could not be decoded (not a JPEG/PNG?): delete the sample or re-upload it")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-
-
-def sample_device(sample: Any) -> str:
-    """The device a sample came from (`Sample.device`, else metadata `device`, else '')."""
-    return str(sample.device or sample.metadata.get("device") or "")
-
-
-def sample_frame_index(sample: Any) -> int | None:
-    value = sample.metadata.get("frame_index")
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def captured_epoch(sample: Any) -> float | None:
-    """The capture time as epoch seconds, or None when absent or not ISO 8601."""
-    raw = sample.captured_at or sample.metadata.get("captured_at")
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def capture_key(sample: Any) -> tuple[str, str, int, int]:
-    """Sort key: device, capture time, frame index, sample id (upload order)."""
-    captured = str(sample.captured_at or sample.metadata.get("captured_at") or "")
-    fi = sample_frame_index(sample)
-    return (sample_device(sample), captured, -1 if fi is None else fi, int(sample.id))
-
-
-def normalise_label(name: str) -> str:
-    """A class name as the studio keeps it: lowercase, stripped.
-
-    Raises:
-        DatasetError: empty, or characters other than a-z, 0-9, `_` and `-`.
-    """
-    label = str(name).strip().lower()
-    if not _LABEL_RE.match(label):
-        raise DatasetError(
-            f"class name {name!r} is not valid: use lowercase letters, digits, '_' or '-', "
-            "starting with a letter (e.g. 'banana')"
-        )
-    return label
-
-
-@dataclass
-class QueueItem:
-    """The sample in front of the labeler and its proposals.
-
-    Attributes:
-        sample: the studio sample (its metadata may hold ground truth: never display it).
-        proposals: by source (`tracking`, `model`, `coco`, ...); a source is absent when it has nothing to
-            offer (no previous labeled frame, no model).
-        offered: the source offered first (the best score), None without proposals.
-        position: 1-based position in the queue.
-        total: queue length at the last refresh.
-    """
-
-    sample: Any
-    proposals: dict[str, Proposal]
-    offered: str | None
-    position: int
-    total: int
-
-    @property
-    def sample_id(self) -> int:
-        return int(self.sample.id)
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """What a labeling UI may show about the sample (never the ground truth)."""
-        return {
-            "sample_id": self.sample_id,
-            "filename": self.sample.filename,
-            "device": sample_device(self.sample),
-            "captured_at": self.sample.captured_at or self.sample.metadata.get("captured_at"),
-            "frame_index": sample_frame_index(self.sample),
-            "width": self.sample.width,
-            "height": self.sample.height,
-        }
-
-
-@dataclass
-class LabelRecord:
-    """One handled sample: what was proposed, shown and saved (or that it was skipped/deleted).
-
-    Attributes:
-        sample_id: the studio sample id.
-        device: the device it came from.
-        action: `saved`, `skipped` or `deleted`.
-        offered: the source offered first.
-        shown: the source on screen when the labeler saved.
-        boxes: number of boxes saved.
-        comparisons: per available source, how its proposal compares with the saved boxes.
-        saved_classes: boxes saved per class.
-    """
-
-    sample_id: int
-    device: str
-    action: str
-    offered: str | None = None
-    shown: str | None = None
-    boxes: int = 0
-    comparisons: dict[str, BoxComparison] = field(default_factory=dict)
-    saved_classes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def accepted_unchanged(self) -> bool:
-        """The proposal on screen was saved as proposed."""
-        return (self.action == "saved" and self.shown != "saved" and self.shown in self.comparisons
-                and self.comparisons[self.shown].unchanged)
-
-
-@dataclass
-class QueueProgress:
-    """Counts for a progress line."""
-
-    total: int
-    handled: int
-    saved: int
-    accepted_unchanged: int
-    skipped: int
-    deleted: int
-    remaining: int
-
-    @property
-    def text(self) -> str:
-        """`37 of 120, 31 accepted unchanged` (+ skipped/deleted when there are any)."""
-        parts = [f"{self.handled} of {self.total}", f"{self.accepted_unchanged} accepted unchanged"]
-        if self.skipped:
-            parts.append(f"{self.skipped} skipped")
-        if self.deleted:
-            parts.append(f"{self.deleted} deleted")
-        return ", ".join(parts)
+from helpers.labeling.records import LabelRecord, QueueItem, QueueProgress
+from helpers.labeling.samples import capture_key, captured_epoch, decode_image, normalise_label, sample_device, sample_frame_index
 
 
 @dataclass
@@ -328,8 +178,6 @@ class LabelQueue:
             return self._model_dir
         ws = getattr(self.studio, "workspace", None)
         if ws is None:
-            from helpers.config import load_settings
-
             ws = load_settings().workspace
         return Path(ws) / "models" / "registry"
 
@@ -357,9 +205,6 @@ class LabelQueue:
         self._model_version = int(chosen.version)
 
     def _load_registry_model(self, mv: Any) -> Any:
-        from helpers.inference.backends import FORMAT_FILES, model_format
-        from helpers.inference.detector import load_detector
-
         dest = self._workspace_models() / f"v{int(mv.version)}"
         model = dest / FORMAT_FILES[model_format(mv.card or {})]  # model.onnx, or the .eim / .tflite of the card
         cached = model.is_file() and (dest / "model.json").is_file() and (

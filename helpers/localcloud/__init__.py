@@ -7,16 +7,11 @@ Python API::
     localcloud.status(workspace)                  # {"running": bool, ...}
     localcloud.stop(workspace)                    # SIGTERM, wait, state flushed
 
-Command line: ``python -m helpers.localcloud start|status|stop --workspace DIR`` prints JSON.
+Command line: ``python -m helpers.localcloud start|status|stop|credentials --workspace DIR`` prints JSON.
+Clients find a running stand-in through `helpers.endpoints` (service.json, credentials.json), never through this package.
 Files under ``WORKSPACE/localcloud/``: ``state.db`` (SQLite, WAL), ``files/``, ``service.json``,
 ``credentials.json`` (0600), ``service.log``.
 """
-from helpers.localcloud.service import (
-    ensure_running,
-    read_credentials,
-    read_service,
-    status,
-    stop,
-)
+from helpers.localcloud.service import ensure_running, hub_credentials, status, stop
 
-__all__ = ["ensure_running", "status", "stop", "read_credentials", "read_service"]
+__all__ = ["ensure_running", "status", "stop", "hub_credentials"]

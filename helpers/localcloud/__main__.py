@@ -9,8 +9,11 @@ import argparse
 import json
 import sys
 
+from helpers.endpoints import resolve_workspace
 from helpers.errors import EdgeLoopError
 from helpers.localcloud import service
+from helpers.localcloud.app import serve
+from helpers.localcloud.hub.runtime import hub_runtime_from
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                     if getattr(args, k) is not None}
     try:
         if args.command == "serve":
-            from helpers.localcloud.app import serve
-
             if args.port is None:
                 parser.error("serve needs --port (use `start` to pick one)")
-            from helpers.localcloud.app import hub_runtime_from
-
-            serve(service.resolve_workspace(args.workspace), args.port, args.max_body_mb, hub_port=args.hub_port,
+            serve(resolve_workspace(args.workspace), args.port, args.max_body_mb, hub_port=args.hub_port,
                   hub=hub_runtime_from(**hub_settings))
             return 0
         if args.command == "credentials":

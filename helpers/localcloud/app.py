@@ -1,6 +1,7 @@
 """The local cloud's ASGI application (hub + studio endpoints) and its server entry point."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -9,26 +10,31 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helpers.config import mask
+from helpers.endpoints import cloud_dir, read_service
 from helpers.errors import ServiceError
-from helpers.localcloud import hub_api, studio_api
-from helpers.localcloud.common import ApiError, Context, error_from_service_error, require_any, service_key_from_cs
-from helpers.localcloud.db import Store
-from helpers.localcloud.service import (
-    DEFAULT_MAX_BODY_MB,
-    HOST,
-    cloud_dir,
-    ensure_credentials,
-    now_iso,
-    read_service,
-    secure_state,
-    write_service,
-)
+from helpers.localcloud.common import tls
+from helpers.localcloud.common.auth import Principal, hub_principal
+from helpers.localcloud.common.clock import now_iso
+from helpers.localcloud.common.context import Context, service_key_from_cs
+from helpers.localcloud.common.db import Store
+from helpers.localcloud.common.errors import ApiError, error_from_service_error
+from helpers.localcloud.hub.deploy import Evaluator
+from helpers.localcloud.hub.errors import azure_error_response, is_hub_path
+from helpers.localcloud.hub.routes import router as hub_router
+from helpers.localcloud.hub.runtime import HubRuntime, hub_runtime_from
+from helpers.localcloud.mqtt.api import router as methods_router
+from helpers.localcloud.mqtt.endpoint import start_broker
+from helpers.localcloud.service import DEFAULT_MAX_BODY_MB, HOST, ensure_credentials, secure_state, write_service
+from helpers.localcloud.studio.auth import require_studio
+from helpers.localcloud.studio.routes import router as studio_router
+from helpers.localcloud.studio.store import sweep_files
 
 VERSION = "1"
 log = logging.getLogger("helpers.localcloud")
@@ -76,8 +82,17 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+def require_any(request: Request) -> Principal:
+    """Dependency for service-wide endpoints (health, OpenAPI): a studio key or a hub SAS token."""
+    if request.headers.get("x-api-key"):
+        return require_studio(request)
+    if request.headers.get("authorization"):
+        return hub_principal(request)
+    raise ApiError(401, "authentication required: send x-api-key (studio) or Authorization (hub SAS token)", "Authorization")
+
+
 def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB, hub_port: int | None = None,
-               hub: hub_api.HubRuntime | None = None) -> Any:
+               hub: HubRuntime | None = None) -> Any:
     """The ASGI app for `workspace`, served on `port` (plain HTTP) and `hub_port` (HTTPS, the hub's address).
 
     Args:
@@ -85,8 +100,6 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
             the hub in the service connection string (`HostName=ADDRESS:HUB_PORT`).
         hub: the hub's runtime settings (throttling, deployment timing); default ones when None.
     """
-    from helpers.localcloud import tls
-
     ws = Path(workspace).resolve()
     d = cloud_dir(ws)
     address = tls.hub_address(ws)
@@ -94,25 +107,21 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
     creds = ensure_credentials(ws, port, hub_host=hub_host)
     host, service_key = service_key_from_cs(creds["service_connection_string"])
     store = Store(d / "state.db")
-    ctx = Context(workspace=ws, store=store, files=d / "files", service_key=service_key, service_host=host,
-                  studio_api_key=creds["studio_api_key"], max_body_bytes=int(max_body_mb * 1e6))
     # every name this hub answers to: HTTPS (service SDK), the bare address (device/module
     # connection strings, MQTT) and the plain-HTTP listener (the HTTP edge agent)
-    ctx.hub_hosts = tuple(dict.fromkeys(h.lower() for h in (host, address, f"{HOST}:{port}")))
+    hub_hosts = tuple(dict.fromkeys(h.lower() for h in (host, address, f"{HOST}:{port}")))
+    ctx = Context(workspace=ws, store=store, files=d / "files", service_key=service_key, service_host=host,
+                  studio_api_key=creds["studio_api_key"], max_body_bytes=int(max_body_mb * 1e6), hub_hosts=hub_hosts)
     ctx.files.mkdir(parents=True, exist_ok=True)
     started_at = now_iso()
-    runtime = hub or hub_api.HubRuntime()
+    runtime = hub or HubRuntime()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        removed = studio_api.sweep_files(ctx)
+        removed = sweep_files(ctx)
         if any(removed.values()):
             log.info("removed files left by an interrupted run: %s", removed)
-        from helpers.localcloud.mqtt import start_broker
-
         app.state.mqtt = start_broker(ws, store)  # IoT Hub's device endpoint (MQTT over TLS, port 8883)
-        from helpers.localcloud.hub_deploy import Evaluator
-
         runtime.evaluator = Evaluator(store, runtime.timing).start()  # at-scale deployments on IoT Hub's cycle
         yield
         runtime.evaluator.stop()
@@ -132,40 +141,35 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
     app.state.ctx = ctx
     app.state.hub = runtime
 
+    def error_response(request: Request, err: ApiError) -> JSONResponse:
+        """The one place an error answer is shaped: IoT Hub's on hub paths (so the service SDK raises its own errors)."""
+        if is_hub_path(request.url.path):
+            return azure_error_response(err)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if hub_api.is_hub_path(request.url.path):  # IoT Hub's error shape, so the service SDK raises its own errors
-            return hub_api.azure_error_response(exc)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return error_response(request, exc)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        err = error_from_service_error(exc)
-        return JSONResponse(err.body(), status_code=err.status)
+        return error_response(request, error_from_service_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        err = ApiError(400, f"{field or 'request'}: {first.get('msg', 'invalid value')}", field)
-        if hub_api.is_hub_path(request.url.path):
-            return hub_api.azure_error_response(err)
-        return JSONResponse(err.body(), status_code=400)
+        return error_response(request, ApiError(400, f"{field or 'request'}: {first.get('msg', 'invalid value')}", field))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = f"no such endpoint {request.method} {request.url.path}; see /openapi.json" if exc.status_code in (404, 405) else str(exc.detail)
-        if hub_api.is_hub_path(request.url.path):
-            return hub_api.azure_error_response(ApiError(exc.status_code, msg))
-        return JSONResponse(ApiError(exc.status_code, msg).body(), status_code=exc.status_code)
+        return error_response(request, ApiError(exc.status_code, msg))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s:\n%s", request.method, request.url.path, traceback.format_exc())
-        err = ApiError(500, f"internal error ({type(exc).__name__}); see {d / 'service.log'}")
-        if hub_api.is_hub_path(request.url.path):
-            return hub_api.azure_error_response(err)
-        return JSONResponse(err.body(), status_code=500)
+        return error_response(request, ApiError(500, f"internal error ({type(exc).__name__}); see {d / 'service.log'}"))
 
     @app.middleware("http")
     async def _access(request: Request, call_next):
@@ -192,54 +196,20 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         }
         return schema
 
-    app.include_router(hub_api.router)
-    from helpers.localcloud import mqtt_api
-
-    app.include_router(mqtt_api.router)
-    app.include_router(studio_api.router)
+    app.include_router(hub_router)
+    app.include_router(methods_router)
+    app.include_router(studio_router)
     return BodyLimit(app, ctx.max_body_bytes)
 
 
-def hub_runtime_from(throttle_rps: float | None = None, throttle_burst: int | None = None,
-                     deployment_timing: str | None = None) -> hub_api.HubRuntime:
-    """The hub's runtime settings from arguments, else the environment.
-
-    `EDGELOOP_HUB_THROTTLE_RPS` (requests per second before 429 + Retry-After; empty or 0: off),
-    `EDGELOOP_HUB_THROTTLE_BURST` (default: the rate, at least 1), `EDGELOOP_HUB_DEPLOYMENT_TIMING`
-    (`fast` = evaluate at once then every second, `azure` = about 30 s after a change then every
-    5 minutes, or `DELAY,INTERVAL` in seconds).
-    """
-    from helpers.errors import ConfigError
-    from helpers.localcloud.hub_deploy import DeploymentTiming
-
-    rps_text = os.environ.get("EDGELOOP_HUB_THROTTLE_RPS", "") if throttle_rps is None else str(throttle_rps)
-    burst_text = os.environ.get("EDGELOOP_HUB_THROTTLE_BURST", "") if throttle_burst is None else str(throttle_burst)
-    try:
-        rps = float(rps_text) if rps_text.strip() else 0.0
-        burst = int(burst_text) if burst_text.strip() else max(1, int(rps))
-        timing = DeploymentTiming.parse(os.environ.get("EDGELOOP_HUB_DEPLOYMENT_TIMING") if deployment_timing is None
-                                        else deployment_timing)
-    except ValueError as exc:
-        raise ConfigError(f"hub settings: {exc} (EDGELOOP_HUB_THROTTLE_RPS is a number, EDGELOOP_HUB_THROTTLE_BURST an "
-                          "integer, EDGELOOP_HUB_DEPLOYMENT_TIMING 'fast', 'azure' or 'DELAY,INTERVAL')") from None
-    throttle = hub_api.TokenBucket(rps, burst) if rps > 0 else None
-    return hub_api.HubRuntime(timing=timing, throttle=throttle)
-
-
 def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hub_port: int | None = None,
-          hub: hub_api.HubRuntime | None = None) -> None:
+          hub: HubRuntime | None = None) -> None:
     """Run the service in the foreground until SIGTERM/SIGINT (what `start` runs detached).
 
     Two listeners share one app: plain HTTP on 127.0.0.1:`port` (studio, the HTTP edge agent)
     and HTTPS on the workspace's hub address:`hub_port` with the workspace CA's certificate (the
     IoT Hub REST API the service SDK calls). The MQTT endpoint starts in the app's lifespan.
     """
-    import asyncio
-
-    import uvicorn
-
-    from helpers.localcloud import tls
-
     ws = Path(workspace).resolve()
     # Everything this process writes (database, WAL, sample and model files, TLS keys) is owner-only,
     # and what an earlier run or a person left looser is tightened now.

@@ -9,7 +9,6 @@ stopped) and only then escalates to SIGKILL.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import fcntl
 import json
 import os
@@ -25,28 +24,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from helpers.config import Secret, load_settings, parse_connection_string
-from helpers.errors import ConfigError, ServiceUnavailable
+import requests
+
+from helpers.config import Secret, mask, parse_connection_string
+from helpers.endpoints import cloud_dir, read_credentials, read_service, resolve_workspace
+from helpers.errors import ServiceUnavailable
+from helpers.localcloud.common import tls
+from helpers.localcloud.common.auth import SERVICE_POLICY
+from helpers.localcloud.common.clock import now_iso
 from helpers.protocol.sas import generate_sas_token, new_key
 
 HOST = "127.0.0.1"
-SERVICE_POLICY = "iothubowner"
 DEFAULT_MAX_BODY_MB = 20.0
 _CHILDREN: dict[int, subprocess.Popen] = {}
-
-
-def now_iso() -> str:
-    """UTC now as ISO 8601 with a Z."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def resolve_workspace(workspace: str | Path | None) -> Path:
-    """The workspace folder: the argument, else `load_settings().workspace`."""
-    return Path(workspace).expanduser().resolve() if workspace is not None else load_settings().workspace
-
-
-def cloud_dir(workspace: str | Path | None) -> Path:
-    return resolve_workspace(workspace) / "localcloud"
 
 
 #: WORKSPACE/localcloud/ holds the service key, device keys and manifests with API keys: owner-only.
@@ -102,48 +92,8 @@ def _write_json_atomic(path: Path, data: dict[str, Any], mode: int = FILE_MODE) 
     os.replace(tmp, path)
 
 
-def read_service(workspace: str | Path | None) -> dict[str, Any] | None:
-    """service.json as a dict, or None when the service never started here."""
-    path = service_file(workspace)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def service_url(workspace: str | Path | None, url: str | None = None) -> str:
-    """The local cloud's base URL without a trailing slash: `url` when given, else service.json's.
-
-    Raises:
-        ServiceUnavailable: the service never started in `workspace` (the message says how to start it).
-    """
-    info = read_service(workspace) or {}
-    url = url or info.get("url")
-    if not url:
-        raise ServiceUnavailable(f"the local cloud never started in {workspace}: run `python -m helpers.localcloud start --workspace {workspace}`", 0)
-    return url.rstrip("/")
-
-
 def write_service(workspace: Path, data: dict[str, Any]) -> None:
     _write_json_atomic(service_file(workspace), data)
-
-
-def read_credentials(workspace: str | Path | None) -> dict[str, Secret]:
-    """`{"service_connection_string": Secret, "studio_api_key": Secret}` from credentials.json.
-
-    Raises:
-        ConfigError: the file is missing (the local cloud never started in this workspace).
-    """
-    path = credentials_file(workspace)
-    if not path.is_file():
-        raise ConfigError(
-            f"{path} does not exist: start the local cloud first with "
-            f"`python -m helpers.localcloud start --workspace {resolve_workspace(workspace)}`"
-        )
-    raw = json.loads(path.read_text())
-    return {
-        "service_connection_string": Secret(raw["service_connection_string"], "service_connection_string"),
-        "studio_api_key": Secret(raw["studio_api_key"], "studio_api_key"),
-    }
 
 
 def ensure_credentials(workspace: Path, port: int, hub_host: str | None = None) -> dict[str, Secret]:
@@ -212,8 +162,6 @@ def _auth_headers(workspace: Path) -> dict[str, str]:
 
 
 def _health(workspace: Path, url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    import requests
-
     try:
         resp = requests.get(f"{url}/api/health", headers=_auth_headers(workspace), timeout=timeout)
     except requests.RequestException:
@@ -250,8 +198,6 @@ def _log_tail(ws: Path, n: int = 20) -> str:
     log = cloud_dir(ws) / "service.log"
     if not log.is_file():
         return "(no log)"
-    from helpers.config import mask
-
     return mask("\n".join(log.read_text(errors="replace").splitlines()[-n:]))
 
 
@@ -277,8 +223,6 @@ def ensure_running(workspace: str | Path | None = None, port: int | None = None,
             return {**current, "started": False}
         previous = current.get("port")
         previous_hub = current.get("hub_port")
-        from helpers.localcloud import tls
-
         address = tls.hub_address(ws)
         last_error = ""
         for attempt in range(3):
@@ -399,8 +343,6 @@ def hub_credentials(workspace: str | Path | None = None) -> dict[str, Any]:
     creds = read_credentials(ws)
     cs = creds["service_connection_string"].get_secret_value()
     host = parse_connection_string(cs)["HostName"]
-    from helpers.localcloud import tls
-
     return {"service_connection_string": cs, "host_name": host, "hub_url": f"https://{host}",
             "ca_file": str(tls.ca_file(ws)), "workspace": str(ws),
             "note": "local stand-in only; trust ca_file for this host alone (e.g. REQUESTS_CA_BUNDLE for that one tool's process)"}

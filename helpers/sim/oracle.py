@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
 from helpers.labeling.proposals import SOURCES
-from helpers.labeling.queue import LabelQueue, LabelRecord, QueueItem
+from helpers.labeling.queue import LabelQueue
+from helpers.labeling.records import LabelRecord, QueueItem
 
 GROUND_TRUTH_KEY = "ground_truth"
 # Report rows always listed (in this order); other sources follow, sorted by name. `saved` (the
@@ -255,7 +256,7 @@ class OracleLabeler:
             raise DatasetError(
                 f"{len(missing)} of {len(pending)} samples have no synthetic ground truth (e.g. sample(s) {ids}): "
                 "the oracle labeler only plays the human on synthetic camera data. Label real images in the "
-                "panel (helpers.labeling.panel.LabelPanel) or import labels (helpers.labeling.formats.import_dataset)."
+                "panel (helpers.labeling.panel.LabelPanel) or import labels (helpers.datasets.import_dataset)."
             )
         return len(pending)
 
@@ -272,7 +273,7 @@ class OracleLabeler:
         if truth is None:
             raise DatasetError(
                 f"sample {item.sample_id} has no synthetic ground truth: label it in the panel "
-                "(helpers.labeling.panel.LabelPanel) or import labels (helpers.labeling.formats.import_dataset)"
+                "(helpers.labeling.panel.LabelPanel) or import labels (helpers.datasets.import_dataset)"
             )
         keep = set(self.labels if self.labels is not None else self.queue.labels)
         boxes = [BBox(b.label, b.x, b.y, b.width, b.height) for b in truth if b.label in keep]

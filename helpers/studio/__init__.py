@@ -4,10 +4,11 @@
     studio = get_studio("local", workspace="/tmp/ws")
     studio = get_studio("edgeimpulse")     # a real Edge Impulse project (EI_API_KEY, EI_PROJECT_ID)
 
-Both names give an `EdgeImpulseStudio` (helpers/studio/edgeimpulse.py): "local" points it at the
+Both names give an `EdgeImpulseStudio` (helpers/studio/edgeimpulse/): "local" points it at the
 workspace's local studio (the stand-in that answers the official clients), "edgeimpulse" at
 Edge Impulse. `LocalStudio` (helpers/studio/local.py) is the client of the local cloud's own
-extension endpoints (model registry, snapshots) that `EdgeImpulseStudio` uses for them.
+extension endpoints (model registry, snapshots, device keys) that `EdgeImpulseStudio` uses for
+them. The clients find the local cloud through `helpers.endpoints` and never start it.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from helpers.registry import BackendRegistry
 from helpers.studio.base import ModelVersion, Sample, Snapshot, SnapshotItem, Studio, UploadResult
 
 STUDIO_BACKENDS: dict[str, str] = {
-    "local": "helpers.studio.edgeimpulse:local_studio",
-    "edgeimpulse": "helpers.studio.edgeimpulse:edge_impulse_studio",
+    "local": "helpers.studio.edgeimpulse.studio:local_studio",
+    "edgeimpulse": "helpers.studio.edgeimpulse.studio:edge_impulse_studio",
 }
 _REGISTRY = BackendRegistry("studio", STUDIO_BACKENDS, setting="studio_backend")
 

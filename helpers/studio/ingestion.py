@@ -18,6 +18,7 @@ import requests
 from helpers.config import Secret
 from helpers.geometry import BBox
 from helpers.http import call
+from helpers.protocol import ei_labels
 from helpers.studio.base import CATEGORIES, UploadResult
 
 FileLike = str | Path | tuple[str, bytes]
@@ -34,12 +35,7 @@ def read_file_like(f: FileLike) -> tuple[str, bytes]:
 
 def boxes_labels_file(boxes: dict[str, list[BBox | dict[str, Any]]]) -> bytes:
     """An Edge Impulse `bounding_boxes.labels` document for {file name: boxes}."""
-    doc = {"version": 1, "type": "bounding-box-labels",
-           "boundingBoxes": {name: [b.to_dict() if isinstance(b, BBox) else dict(b) for b in bs] for name, bs in boxes.items()}}
-    for bs in doc["boundingBoxes"].values():
-        for b in bs:
-            b.pop("value", None)
-    return json.dumps(doc).encode()
+    return ei_labels.encode(boxes)
 
 
 class IngestionClient:

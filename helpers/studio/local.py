@@ -1,7 +1,10 @@
 """`LocalStudio`: the `Studio` protocol against the embedded local cloud's studio endpoints.
 
 Authenticates with the workspace's studio API key (`x-api-key`, Edge Impulse's header), uploads
-through `IngestionClient` exactly as a device's collector does.
+through `IngestionClient` exactly as a device's collector does. It finds the service through
+`helpers.endpoints` (`service.json`, or a fixed URL) and never starts it; when the service cannot
+be reached and no URL was fixed, it re-reads `service.json` once (the local cloud restarted on
+another port).
 """
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from helpers.config import Secret
+from helpers.endpoints import read_credentials, resolve_workspace, service_url
 from helpers.errors import ModelError
 from helpers.geometry import BBox, boxes_from_dicts
-from helpers.localcloud import service
-from helpers.localcloud.client import LocalCloudClient
+from helpers.http import call
+from helpers.inference.card import FORMAT_FILES, format_of_file, model_format
 from helpers.studio.base import STAGES, ModelVersion, Sample, Snapshot, SnapshotItem, UploadResult
 from helpers.studio.ingestion import IngestionClient
 
@@ -39,43 +45,62 @@ def model_from_json(d: dict[str, Any]) -> ModelVersion:
                         created_at=d.get("created_at"))
 
 
-class LocalStudio(LocalCloudClient):
+class LocalStudio:
     """The local cloud's studio.
 
     Args:
-        workspace: workspace folder (default: settings); the local cloud must run there, or
-            pass `autostart=True`.
+        workspace: workspace folder (default: settings); the local cloud must run there
+            (`session.connect()` or `python -m helpers.localcloud start` starts it).
         url: override the service URL (default: service.json).
         timeout: seconds per HTTP call.
-        autostart: start the local cloud when it is not running.
 
     Attributes:
+        workspace: the resolved workspace folder.
         url: the studio base URL (also the ingestion base URL for devices).
         api_key: the studio's management API key (`Secret`); devices get `device_key()`.
     """
 
     name = "local"
 
-    def __init__(self, workspace: str | Path | None = None, url: str | None = None, timeout: float = 30.0, autostart: bool = False):
-        super().__init__(workspace, url, timeout, autostart)
+    def __init__(self, workspace: str | Path | None = None, url: str | None = None, timeout: float = 30.0):
+        self.workspace = resolve_workspace(workspace)
+        self._fixed_url = url.rstrip("/") if url else None
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._load()
 
     def _load(self) -> None:
-        self.api_key: Secret = service.read_credentials(self.workspace)["studio_api_key"]
-        super()._load()
+        """(Re)read the studio API key and the service URL."""
+        self.api_key: Secret = read_credentials(self.workspace)["studio_api_key"]
+        self.url: str = service_url(self.workspace, self._fixed_url)
         self.ingestion = IngestionClient(self.url, self.api_key, timeout=self.timeout)
+
+    def _reload_url(self) -> str | None:
+        old = self.url
+        self._load()
+        return self.url if self.url != old else None
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key.get_secret_value()}
+
+    def _req(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return call(self._session, method, self.url + path, headers=self._headers, timeout=self.timeout,
+                    on_unreachable=None if self._fixed_url else self._reload_url, **kw)
 
     def __repr__(self) -> str:
         return f"LocalStudio(url={self.url!r}, api_key={self.api_key!r})"
 
     def device_key(self, model_version: int | None = None) -> Secret:
         """The key a device is given (`EI_API_KEY` in its manifest): uploads only, and with
-        `model_version` the download of that version (see `helpers.localcloud.keys`)."""
-        from helpers.localcloud.keys import device_key
+        `model_version` the download of that version (`POST /api/devicekeys`, management key).
 
-        return device_key(self.api_key, model_version)
-
-    def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self.api_key.get_secret_value()}
+        Raises:
+            ValueError: `model_version` is not a positive integer (a registry version) or None.
+        """
+        if model_version is not None and (isinstance(model_version, bool) or not isinstance(model_version, int) or model_version < 1):
+            raise ValueError(f"model_version must be a positive integer (a registry version) or None, got {model_version!r}")
+        body = self._req("POST", "/api/devicekeys", json={"modelVersion": model_version}).json()
+        return Secret(body["apiKey"], "EI_API_KEY")
 
     # -- samples
     def upload(self, files: Sequence[str | Path | tuple[str, bytes]], *, category: str = "training", label: str | None = None,
@@ -160,8 +185,6 @@ class LocalStudio(LocalCloudClient):
         Raises:
             ModelError: another extension, or a card whose `format` contradicts the file's.
         """
-        from helpers.inference.backends import FORMAT_FILES, format_of_file
-
         path = Path(onnx_path)
         fmt = format_of_file(path)
         if card.get("format", fmt) != fmt:
@@ -184,8 +207,6 @@ class LocalStudio(LocalCloudClient):
         Raises:
             ModelError: the downloaded bytes do not match the registered sha256.
         """
-        from helpers.inference.backends import FORMAT_FILES, model_format
-
         mv = self.get_model(version)
         fmt = model_format(mv.card)
         data = self._req("GET", f"/api/models/{int(version)}/file").content

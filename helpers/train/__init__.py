@@ -17,8 +17,7 @@ from typing import Any
 _EXPORTS = {
     "TrainParams": "helpers.train.trainer",
     "TrainResult": "helpers.train.trainer",
-    "train_detector": "helpers.train.trainer",
-    "synthetic_pretrained": "helpers.train.trainer",
+    "train_detector": "helpers.train.run",
     "AugmentParams": "helpers.train.augment",
     "export_onnx": "helpers.train.export",
     "export_result": "helpers.train.export",
@@ -29,7 +28,7 @@ _EXPORTS = {
     "load_dataset_dir": "helpers.train.data",
     "load_studio_snapshot": "helpers.train.data",
     "split_items": "helpers.train.data",
-    "train_and_export": "helpers.train.cli",
+    "train_and_export": "helpers.train.run",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ Targets (CenterNet / TTFNet style) on the stride-8 grid of an S x S input:
   - `reg_weight` (h, w): where the box regression is trained: cells inside a box near its
     centre, weighted by the Gaussian (more cells than CenterNet's single centre cell:
     faster convergence on small data sets).
-Decoding is `helpers.inference.detector.decode`, the same function the devices run.
+Decoding is `helpers.inference.onnx.decode`, the same function the devices run.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from helpers.geometry import BBox
-from helpers.inference.detector import decode as _decode
+from helpers.inference.onnx import decode as _decode
 from helpers.train.model import STRIDE
 
 # TTFNet's alpha: Gaussian sigma = alpha * side / 6.

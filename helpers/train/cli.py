@@ -12,54 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.errors import DatasetError, EdgeLoopError, ModelError
+from helpers.errors import DatasetError, EdgeLoopError
+from helpers.studio import get_studio
+from helpers.train.data import load_dataset_dir
+from helpers.train.evaluate import evaluate_model
 
 FORMAT_CHOICES = ("auto", "ei", "voc", "coco")
-
-
-def train_and_export(out: str | Path, dataset: str | Path | None = None, fmt: str = "auto",
-                     params: Any = None, progress: bool = True, studio: Any = None,
-                     callback: Any = None, **card_extra: Any) -> dict[str, Any]:
-    """Load data, train, export to `out`, evaluate the ONNX; returns a JSON-able summary.
-
-    Without `dataset` the studio's current snapshot is used (its test split is the test set).
-    Validation for early stopping is split off the training images, never the test split.
-    """
-    from helpers.train.data import load_dataset_dir, load_studio_snapshot, split_items, validate_items
-    from helpers.train.evaluate import evaluate_model
-    from helpers.train.export import export_result, update_card
-    from helpers.train.trainer import TrainParams, train_detector
-
-    params = params or TrainParams()
-    if dataset is not None:
-        train, test, labels = load_dataset_dir(dataset, fmt)
-        source = {"path": str(dataset), "format": fmt}
-    else:
-        train, test, labels, snap_id = load_studio_snapshot(studio)
-        source = {"studio_snapshot": snap_id}
-    validate_items(train + test, labels, "dataset")
-    train, val = split_items(train, params.val_fraction, params.seed)
-    result = train_detector(train, val, labels, params, progress=progress, callback=callback)
-    card_extra.setdefault("dataset", {"hash": result.dataset_hash, **source,
-                                      "train_images": len(train), "val_images": len(val), "test_images": len(test)})
-    onnx_path = export_result(result, out, **card_extra)
-    eval_items, eval_on = (test, "test") if test else (val, "validation")
-    report = evaluate_model(str(out), eval_items, progress=progress)
-    metrics = {"eval_split": eval_on, eval_on: _short_metrics(report.to_dict())}
-    update_card(out, metrics=metrics)
-    return {"onnx": str(onnx_path), "card": str(Path(out) / "model.json"), "labels": labels,
-            "val_f1": result.val_f1, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-            "train_time_s": round(result.train_time_s, 1), "score_threshold": result.score_threshold,
-            "evaluation": {"split": eval_on, **_short_metrics(report.to_dict())}}
-
-
-def _short_metrics(d: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of an evaluation report (what the card carries)."""
-    return {"f1": d["overall"]["f1"], "precision": d["overall"]["precision"], "recall": d["overall"]["recall"],
-            "map50": d["map50"], "map": d["map"], "images": d["images"],
-            "per_class": {k: {m: v[m] for m in ("f1", "precision", "recall", "ap50", "ap")}
-                          for k, v in d["per_class"].items()},
-            "confusion": d["confusion"], "latency_ms": d["latency_ms"]}
 
 
 def _fail(e: Exception) -> int:
@@ -68,7 +26,11 @@ def _fail(e: Exception) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
+    # The training modules import torch: only here, so `python -m helpers.evaluate` runs without it.
+    from helpers.train.finetune import recommended_params
     from helpers.train.model import ARCHS
+    from helpers.train.run import train_and_export
+    from helpers.train.trainer import TrainParams
 
     ap = argparse.ArgumentParser(prog="python -m helpers.train",
                                  description="Train a fruit detector and export model.onnx + model.json. "
@@ -87,13 +49,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=float, default=None, help="backbone width multiplier (fomo-box)")
     ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
     ap.add_argument("--pretrained", default="none",
-                    help="fomo-box: 'none', 'synthetic' (cached under the workspace) or a .pt file; nanodet-ft: "
+                    help="fomo-box: 'none' or a .pt file (synthetic pre-training: "
+                         "helpers.sim.pretrain.synthetic_pretrained writes one under the workspace); nanodet-ft: "
                          "the COCO weights from `make weights` (default) or a NanoDet .pt checkpoint")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: EDGELOOP_TORCH_THREADS)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    from helpers.train.trainer import TrainParams
-
     kw: dict[str, Any] = {"arch": args.arch, "seed": args.seed, "threads": args.threads, "color": args.color,
                           "time_budget_s": args.time_budget,
                           "pretrained": None if args.pretrained in ("", "none") else args.pretrained}
@@ -104,14 +65,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             kw[name] = val
     try:
         if args.arch == "nanodet-ft":
-            from helpers.train.finetune import recommended_params
-
             kw.pop("width", None)
             params = recommended_params(**kw)
         else:
             params = TrainParams(**kw)
         params.check()
-        summary = train_and_export(args.out, args.dataset, args.format, params, progress=not args.quiet)
+        studio = None if args.dataset else get_studio("local")  # no --dataset: the local studio's snapshot
+        summary = train_and_export(args.out, args.dataset, args.format, params, progress=not args.quiet, studio=studio)
     except (EdgeLoopError, ValueError) as e:
         return _fail(e)
     print(json.dumps(summary, indent=2))
@@ -133,9 +93,6 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                     help="accept dataset classes the model does not know (they show in the confusion matrix)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    from helpers.train.data import load_dataset_dir
-    from helpers.train.evaluate import evaluate_model
-
     try:
         train, test, labels = load_dataset_dir(args.dataset, args.format)
         items = {"all": train + test, "train": train, "test": test}[args.split]
@@ -153,4 +110,4 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["train_and_export", "train_main", "evaluate_main", "ModelError", "DatasetError"]
+__all__ = ["train_main", "evaluate_main"]

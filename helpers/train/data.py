@@ -1,4 +1,4 @@
-"""Training data: (rgb, boxes) pairs from a dataset folder, the studio or the synthetic world.
+"""Training data: (rgb, boxes) pairs from a dataset folder, a studio snapshot or renders.
 
 Items are plain `(rgb uint8 (H, W, 3), list[BBox])` tuples everywhere in training and
 evaluation, so notebooks can pass renders, imported folders or studio snapshots alike.
@@ -16,6 +16,7 @@ import numpy as np
 
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
+from helpers.datasets import import_dataset
 
 Item = tuple[np.ndarray, list[BBox]]
 TRAIN_SPLITS = ("train", "training")
@@ -89,7 +90,7 @@ def dataset_hash(items: Sequence[Item]) -> str:
 
 
 def items_from_dataset(dataset: Any) -> tuple[list[Item], list[Item], list[str]]:
-    """(train items, test items, labels) from a `helpers.labeling.formats.Dataset`.
+    """(train items, test items, labels) from a `helpers.datasets.Dataset`.
 
     Items whose split is not a test split count as training.
     """
@@ -111,19 +112,16 @@ def load_dataset_dir(path: str | Path, fmt: str = "auto") -> tuple[list[Item], l
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"dataset folder {p} does not exist")
-    from helpers.labeling.formats import import_dataset
-
     dataset, report = import_dataset(p, fmt)
     train, test, labels = items_from_dataset(dataset)
     return train, test, labels
 
 
-def load_studio_snapshot(studio: Any = None) -> tuple[list[Item], list[Item], list[str], str]:
-    """(train, test, labels, snapshot id) from the studio's current labeled snapshot."""
-    if studio is None:
-        from helpers.studio import get_studio
+def load_studio_snapshot(studio: Any) -> tuple[list[Item], list[Item], list[str], str]:
+    """(train, test, labels, snapshot id) from the studio's current labeled snapshot.
 
-        studio = get_studio("local")
+    `studio` is anything with `.snapshot()` and `.get_image(sample_id)` (a `helpers.studio` client).
+    """
     snap = studio.snapshot()
     train: list[Item] = []
     test: list[Item] = []

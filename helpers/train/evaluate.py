@@ -22,10 +22,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
 
 from helpers.errors import DatasetError, ModelError
 from helpers.geometry import BBox, iou
-from helpers.inference.detector import OnnxDetector
+from helpers.inference.loader import load_detector
+from helpers.inference.onnx import OnnxDetector
 
 BACKGROUND = "background"
 MAP_SCORE_THRESHOLD = 0.01  # low, so pycocotools sees the whole precision-recall curve
@@ -173,9 +177,6 @@ def coco_map(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBox]], lab
 
     Classes without ground truth get None (COCO's -1), and are left out of the means.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     cat = {n: i + 1 for i, n in enumerate(labels)}
     images, anns, dets = [], [], []
     for k, (gt, pr, (w, h)) in enumerate(zip(gts, preds, image_sizes)):
@@ -259,6 +260,27 @@ def check_labels(model_labels: Sequence[str], dataset_labels: Sequence[str], all
     )
 
 
+class TwoPass:
+    """A backend without separable head outputs (`.eim`, TFLite) behind `raw`/`decode_raw`:
+    `raw` keeps the image and `decode_raw` runs `detect` at the asked threshold, so each
+    threshold costs one inference (ONNX decodes one inference twice)."""
+
+    def __init__(self, detector: Any):
+        self.detector = detector
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.detector, name)
+
+    def raw(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def decode_raw(self, rgb: np.ndarray, image_size: tuple[int, int], score_threshold: float | None = None) -> list[BBox]:
+        return self.detector.detect(rgb, score_threshold=score_threshold)
+
+    def detect(self, rgb: np.ndarray, score_threshold: float | None = None) -> list[BBox]:
+        return self.detector.detect(rgb, score_threshold=score_threshold)
+
+
 def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, Sequence[BBox]]],
                       iou_threshold: float = 0.5, score_threshold: float | None = None,
                       latency_runs: int = 50, progress: bool = False,
@@ -277,14 +299,10 @@ def evaluate_detector(detector: OnnxDetector, items: Iterable[tuple[np.ndarray, 
         check_labels(detector.labels, ds_labels, allow_unknown=allow_unknown_labels)
     thr = detector.score_threshold if score_threshold is None else float(score_threshold)
     if not hasattr(detector, "decode_raw"):  # an .eim or TFLite model: detect once per threshold
-        from helpers.inference.backends import TwoPass
-
         detector = TwoPass(detector)
     gts, preds, preds_low, sizes = [], [], [], []
     it = items
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(items, desc="evaluate", unit="img")
     for rgb, boxes in it:
         raw = detector.raw(rgb)  # one inference, decoded at two thresholds
@@ -312,8 +330,6 @@ def evaluate_model(model_dir: str, items: Iterable[tuple[np.ndarray, Sequence[BB
                    **kwargs: Any) -> EvalReport:
     """`evaluate_detector` on the model in `model_dir` (model.json + model.onnx, .eim or .tflite,
     by the card's `format`)."""
-    from helpers.inference.detector import load_detector
-
     detector = load_detector(model_dir, threads=threads)
     try:
         return evaluate_detector(detector, items, **kwargs)

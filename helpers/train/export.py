@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from helpers.errors import ModelError
-from helpers.inference.detector import CARD_NAME, ONNX_NAME, input_channels, sha256_file
-from helpers.train.model import ExportWrapper
+from helpers.inference.card import CARD_NAME, ONNX_NAME, sha256_file
+from helpers.inference.onnx import input_channels
+from helpers.train.model import ExportWrapper, SSDExportWrapper
+from helpers.train.nanodet import NanoDet
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-3
@@ -31,14 +34,10 @@ def git_commit(repo: str | Path | None = None) -> str | None:
 
 def _wrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
     """The module to trace and its output names, by head type."""
-    from helpers.train.nanodet import NanoDet
-
     if isinstance(model, NanoDet):
         return ExportWrapper(model).eval(), ["boxes", "scores"]
     if hasattr(model, "export_forward"):
         return ExportWrapper(model).eval(), ["heatmap", "ltrb"]
-    from helpers.train.model import SSDExportWrapper
-
     if isinstance(model, SSDExportWrapper):
         return model.eval(), ["boxes", "scores"]
     raise ModelError(f"cannot export {type(model).__name__}: not a helpers.train model")
@@ -47,8 +46,6 @@ def _wrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
 def parity_check(onnx_path: str | Path, module: torch.nn.Module, input_size: int, seed: int = 0,
                  channels: int = 3) -> float:
     """Max abs difference between onnxruntime and torch outputs on a random input."""
-    import onnxruntime as ort
-
     shape = (1, channels, input_size, input_size)
     x = torch.from_numpy(np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32))
     with torch.no_grad():

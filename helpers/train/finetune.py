@@ -26,13 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
+from helpers.errors import ModelError
 from helpers.geometry import BBox
-from helpers.inference.detector import decode_ssd, to_channels
-from helpers.train.augment import augment
+from helpers.inference.onnx import decode_ssd, to_channels
+from helpers.train.augment import AugmentParams, augment
 from helpers.train.boxcoding import boxes_to_arrays
 from helpers.train.data import Item, dataset_hash
 from helpers.train.nanodet import (
+    COCO_LABELS,
     NANODET_PREPROCESSING,
     REG_MAX,
     STRIDES,
@@ -41,6 +44,9 @@ from helpers.train.nanodet import (
     distribution_to_distance,
     grid_points,
 )
+from helpers.train.pretrained import load_coco_state
+from helpers.train.threshold import best_threshold
+from helpers.train.trainer import BestEpoch, ModelEMA, TrainParams, TrainResult, set_threads, shrink
 
 ARCH = "nanodet-ft"
 INPUT_SIZES = (224, 320, 416)
@@ -63,11 +69,8 @@ ANCHOR_SCALE = 8.0
 LOSS_WEIGHTS = {"qfl": 1.0, "giou": 2.0, "dfl": 0.25}
 
 
-def recommended_params(**overrides: Any):
+def recommended_params(**overrides: Any) -> TrainParams:
     """`TrainParams` for fine-tuning (measured on the real-photo bench; see docs/training.md)."""
-    from helpers.train.augment import AugmentParams
-    from helpers.train.trainer import TrainParams
-
     base: dict[str, Any] = {"arch": ARCH, "input_size": 224, "epochs": 60, "batch_size": 8, "lr": 1e-3,
                             "weight_decay": 0.05, "ema_decay": 0.98, "patience": 8,
                             "augment": AugmentParams(zoom=(0.6, 1.5), hue_deg=4.0),
@@ -237,9 +240,6 @@ def param_groups(model: NanoDet, frozen: Sequence[str] | None = None,
 def build_model(labels: Sequence[str], checkpoint: str | None = None,
                 workspace: Any = None) -> tuple[NanoDet, dict[str, Any], list[str]]:
     """NanoDet for `labels` from the COCO weights (or `checkpoint`); (model, provenance, labels from COCO)."""
-    from helpers.train.nanodet import COCO_LABELS
-    from helpers.train.pretrained import load_coco_state
-
     state, prov = load_coco_state(checkpoint=checkpoint)
     n_src = state["head.gfl.0.bias"].shape[0] - 4 * (REG_MAX + 1)
     src_labels = COCO_LABELS if n_src == len(COCO_LABELS) else tuple(f"class{i}" for i in range(n_src))
@@ -247,31 +247,27 @@ def build_model(labels: Sequence[str], checkpoint: str | None = None,
     model = NanoDet(len(labels))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        from helpers.errors import ModelError
-
         raise ModelError(f"starting weights do not fit NanoDet: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model, prov, reused
 
 
-def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels: Sequence[str], params: Any,
-                  progress: bool = True, callback: Callable[[dict[str, Any]], Any] | None = None):
+def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels: Sequence[str], params: TrainParams,
+                  progress: bool = True, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
     """Fine-tune NanoDet from COCO weights; returns a `TrainResult` (card includes `pretrained`).
 
     Raises:
         WeightsMissing: the COCO weights were never fetched (`make weights`) and no
             `params.pretrained` checkpoint file was given.
     """
-    from helpers.train.trainer import BestEpoch, ModelEMA, TrainResult, _set_threads, _shrink, best_threshold
-
     size = params.input_size
     ckpt = params.pretrained if params.pretrained not in (None, "", "coco") else None
     model, prov, reused = build_model(labels, ckpt)
     model = model.to(memory_format=torch.channels_last)
-    _set_threads(params)
+    set_threads(params)
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     ds_hash = dataset_hash(list(train_items) + list(val_items))
-    train_items = _shrink(train_items, size * 2)
+    train_items = shrink(train_items, size * 2)
     val_items = list(val_items)
     groups = param_groups(model)
     trainable = [p for g in groups for p in g["params"]]
@@ -307,8 +303,6 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
         callback(history[0])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=params.epochs, desc=f"train {ARCH} {size}px", unit="epoch")
     try:
         for epoch in range(1, params.epochs + 1):

@@ -68,7 +68,7 @@ class FomoBox(nn.Module):
         in_channels: 3 for RGB input, 1 for greyscale.
 
     `forward` returns raw `(heat_logits, log_ltrb)`; `export_forward` (used for ONNX) returns
-    `(heatmap probabilities, ltrb distances in input pixels)`, the contract `helpers.inference.detector`
+    `(heatmap probabilities, ltrb distances in input pixels)`, the contract `helpers.inference.onnx`
     decodes.
     """
 
@@ -203,10 +203,10 @@ class SSDExportWrapper(nn.Module):
     """SSD without torchvision's data-dependent post-processing, for a static ONNX graph.
 
     Outputs `boxes` (1, A, 4) as x0, y0, x1, y1 in input pixels and `scores` (1, A, C)
-    softmax probabilities without the background column; `helpers.inference.detector` thresholds and
+    softmax probabilities without the background column; `helpers.inference.onnx` thresholds and
     runs NMS with OpenCV, as it does for `fomo-box`.
 
-    The input is the already-normalised tensor from `helpers.inference.detector.preprocess`, so the
+    The input is the already-normalised tensor from `helpers.inference.onnx.preprocess`, so the
     wrapper skips torchvision's GeneralizedRCNNTransform (normalising twice would be wrong).
     """
 

@@ -10,7 +10,7 @@ folded into the convolutions in the published weights, so every conv here carrie
 
 Outputs: `forward` gives the raw per-level maps for the loss; `export_forward` gives
 `boxes` (N, A, 4) x0, y0, x1, y1 in input pixels and `scores` (N, A, C) sigmoid
-probabilities, the contract `helpers.inference.detector.decode_ssd` decodes (card head.type "gfl").
+probabilities, the contract `helpers.inference.onnx.decode_ssd` decodes (card head.type "gfl").
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ the tarball's sha256 against the pin below, extracts only those two files and th
 and converts them with our own code (`helpers.train.tfjs`, numpy + onnx):
 
   - `coco-nanodet/model.onnx` + `model.json`: the zero-shot COCO detector, a model folder
-    `helpers.inference.detector.OnnxDetector` runs (80 COCO labels, head.type "gfl");
+    `helpers.inference.onnx.OnnxDetector` runs (80 COCO labels, head.type "gfl");
   - `nanodet_coco.pt`: the PyTorch state dict of `helpers.train.nanodet.NanoDet` that
     `nanodet-ft` fine-tunes from;
   - `weights.json`: source, version, hashes and licences (copied into every model card).

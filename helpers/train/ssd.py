@@ -13,13 +13,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from helpers.geometry import BBox
-from helpers.inference.detector import decode_ssd
+from helpers.inference.onnx import decode_ssd
 from helpers.train.augment import augment
 from helpers.train.boxcoding import boxes_to_arrays
 from helpers.train.data import Item, dataset_hash
 from helpers.train.model import SSDExportWrapper, build_ssdlite, count_parameters
+from helpers.train.threshold import best_threshold
+from helpers.train.trainer import BestEpoch, TrainParams, TrainResult, set_threads, shrink, to_tensor
 
 
 def _inputs(items: Sequence[Item], idx: Sequence[int], labels: Sequence[str], size: int,
@@ -40,8 +43,6 @@ def _inputs(items: Sequence[Item], idx: Sequence[int], labels: Sequence[str], si
 @torch.no_grad()
 def _predict(wrapper: SSDExportWrapper, items: Sequence[Item], labels: Sequence[str], size: int,
              thr: float) -> list[list[BBox]]:
-    from helpers.train.trainer import to_tensor
-
     wrapper.eval()
     out = []
     for rgb, _ in items:
@@ -51,22 +52,20 @@ def _predict(wrapper: SSDExportWrapper, items: Sequence[Item], labels: Sequence[
     return out
 
 
-def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Sequence[str], params: Any,
-              progress: bool = True, callback: Callable[[dict[str, Any]], Any] | None = None):
+def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Sequence[str], params: TrainParams,
+              progress: bool = True, callback: Callable[[dict[str, Any]], Any] | None = None) -> TrainResult:
     """Train SSDLite320 from scratch; returns a `TrainResult` whose model is the export wrapper.
 
     Raises:
         MissingExtra: torchvision is not installed (`pip install .[ssd]`).
     """
-    from helpers.train.trainer import BestEpoch, TrainResult, _set_threads, _shrink, best_threshold
-
     size = params.input_size
     model = build_ssdlite(len(labels), size)  # raises MissingExtra first, before any work
-    _set_threads(params)
+    set_threads(params)
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     ds_hash = dataset_hash(list(train_items) + list(val_items))
-    train_items = _shrink(train_items, size * 2)
+    train_items = shrink(train_items, size * 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=4e-5)
     steps = max(1, math.ceil(len(train_items) / params.batch_size)) * params.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=steps, pct_start=0.1)
@@ -76,8 +75,6 @@ def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Se
     t0 = time.perf_counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=params.epochs, desc=f"train ssdlite320 {size}px", unit="epoch")
     try:
         for epoch in range(1, params.epochs + 1):

@@ -26,9 +26,12 @@ pytest.importorskip("azure.iot.device")
 import waiting
 
 from helpers.config import parse_connection_string  # noqa: E402
+from helpers.endpoints import (
+    local_hub,  # noqa: E402
+    read_service,  # noqa: E402
+)
 from helpers.errors import NotFound  # noqa: E402
-from helpers.localcloud import tls  # noqa: E402
-from helpers.localcloud.service import read_service  # noqa: E402
+from helpers.localcloud.common import tls  # noqa: E402
 from helpers.protocol.manifest import build_manifest, collector_module, reveal_secrets  # noqa: E402
 from helpers.protocol.sas import generate_sas_token  # noqa: E402
 
@@ -78,8 +81,9 @@ def device_cs(cloud, device_id: str) -> str:
 def start_agent(cloud, device_id: str, workdir: Path) -> subprocess.Popen:
     env = dict(os.environ, IOTEDGE_CONNECTION_STRING=device_cs(cloud, device_id))
     env.pop("EI_API_KEY", None)
-    cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--hub-workspace",
-           str(cloud.workspace), "--backoff-max", "4", "--stop-timeout", "5", "--hub-backoff-max", "1"]
+    hub = local_hub(cloud.workspace)
+    cmd = [sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir), "--ca-file", str(hub.ca_file),
+           "--rest-url", hub.rest_url, "--backoff-max", "4", "--stop-timeout", "5", "--hub-backoff-max", "1"]
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "agent.log", "ab")
     try:

@@ -16,6 +16,7 @@ import waiting
 
 from helpers.device import fleet
 from helpers.device.runtime import pid_alive
+from helpers.endpoints import local_hub
 from helpers.protocol.manifest import build_manifest, collector_module, module_spec, reveal_secrets
 
 wait_for = functools.partial(waiting.wait_for, timeout=20.0, interval=0.3)
@@ -206,10 +207,12 @@ def test_sigterm_stops_modules_and_exits_0(cloud, unique_name, tmp_path):
     dev = unique_name("agent")
     cloud.hub.create_edge_device(dev)
     workdir = tmp_path / dev
-    # the connection string names the hub's address (MQTT); --hub-workspace: trust the stand-in's CA
+    # the connection string names the hub's address (MQTT); --ca-file: trust the stand-in's CA;
+    # --rest-url: the stand-in's REST port (Azure's is https://HostName)
     env = {**os.environ, "IOTEDGE_CONNECTION_STRING": cloud.hub.connection_string(dev).get_secret_value()}
+    hub = local_hub(cloud.workspace)
     proc = subprocess.Popen([sys.executable, "-m", "helpers.device.agent", "--workdir", str(workdir),
-                             "--hub-workspace", str(cloud.workspace), *FAST],
+                             "--ca-file", str(hub.ca_file), "--rest-url", hub.rest_url, *FAST],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deploy(cloud, dev, [collector(cloud, label="apple")])

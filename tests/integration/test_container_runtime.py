@@ -30,17 +30,28 @@ RUNNER_ENV = {"INFER_RATE_HZ": "4", "TELEMETRY_INTERVAL_S": "1", "CAMERA_SIZE": 
 
 @pytest.fixture(scope="module")
 def stack():
-    """The local stack, set up (idempotently) when it is not; skips only without podman."""
+    """The local stack, set up (idempotently) when it is not; skips only without podman.
+
+    A stack this fixture started is stopped again at the end, also on failure (the podman service,
+    the registry, every mount under `.containers/`; the base image stays cached), so the suite
+    leaves the machine as it found it; a stack that `make containers` left running stays running.
+    """
     from helpers.containers import ContainerStackError, missing_packages
 
     if os.environ.get("DOCKER_HOST"):
         pytest.skip("DOCKER_HOST is set: these tests drive the podman stack of `make containers`")
+    was_running = containers.running()
     try:
-        return containers.up(say=lambda line: print(f"containers: {line}"))
+        st = containers.up(say=lambda line: print(f"containers: {line}"))
     except ContainerStackError as exc:
         if missing_packages():
             pytest.skip(f"podman cannot be installed here: {exc}")
         raise
+    try:
+        yield st
+    finally:
+        if not was_running:
+            containers.stop(say=lambda line: print(f"containers: {line}"))
 
 
 @pytest.fixture(scope="module")

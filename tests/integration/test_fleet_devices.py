@@ -90,7 +90,7 @@ def test_wait_online_names_the_missing(cloud, unique_name):
 
 
 def test_docker_runtime_without_engine_fails_fast_with_the_reason(cloud, unique_name):
-    from helpers.device.runtime import docker_engine_available
+    from helpers.containers.engine import docker_engine_available
 
     ok, reason = docker_engine_available()
     if ok:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers.deploy.gate import GateRefused, evaluation_gate, heldout_items
-from helpers.sim.synthetic import render_dataset
+from helpers.sim.scenes import render_dataset
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,7 +39,8 @@ def tiny_models(cache_root: Path, names=tuple(RECIPES)) -> dict[str, Path]:
     """`{"good": dir, "bad": dir}` (or just `names`) of exported models (model.onnx + model.json),
     trained when not cached."""
     from helpers.train.export import export_result
-    from helpers.train.trainer import TrainParams, train_detector
+    from helpers.train.run import train_detector
+    from helpers.train.trainer import TrainParams
 
     out: dict[str, Path] = {}
     items = None

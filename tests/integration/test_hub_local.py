@@ -96,7 +96,7 @@ def test_x509_device_keeps_its_key_owner_only(cloud, unique_name):
     import os
     import stat
 
-    from helpers.localcloud.tls import thumbprint
+    from helpers.localcloud.common.tls import thumbprint
 
     hub = cloud.hub
     dev = unique_name("x509")
@@ -267,8 +267,8 @@ def test_deployment_metrics_and_device_status(cloud, unique_name):
 
 def test_device_status_reads_the_edge_agent_module_twin(cloud, unique_name):
     """Azure's edgeAgent reports on the $edgeAgent module twin; that report wins over the device twin's."""
-    from helpers.localcloud import hub_store
-    from helpers.localcloud.db import Store
+    from helpers.localcloud.common.db import Store
+    from helpers.localcloud.hub import store as hub_store
 
     hub = cloud.hub
     dev = unique_name("cam")

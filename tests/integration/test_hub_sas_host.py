@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from helpers.config import parse_connection_string
-from helpers.localcloud.service import read_credentials
+from helpers.endpoints import read_credentials
 from helpers.protocol.sas import generate_sas_token
 
 pytestmark = pytest.mark.timeout(60)

@@ -2,7 +2,7 @@
 
 The test starts the local cloud in a fresh workspace, uploads a few synthetic camera frames
 through the studio (as the collector does, with a scene change in the middle), writes notebook
-03 from `tools/build_notebooks.py`, starts JupyterLab on 127.0.0.1 with a token, and drives the
+03 from `notebooks/src/03_label_review.py` (tools/build_notebooks.py), starts JupyterLab on 127.0.0.1 with a token, and drives the
 system Chromium with Playwright: Run All, draw a box, edit a proposal with the keyboard after a
 click on the panel's text (D,D must not delete the cell), skip and press Enter (saves the next
 frame, does not skip again), delete a frame and undo, the scene change (nothing offered), the
@@ -12,7 +12,6 @@ Screenshots land in `out/lab_labeling/` (git-ignored).
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -23,9 +22,9 @@ import lab_server
 import pytest
 from lab_server import CHROMIUM, stop
 
-from helpers.device.camera import SyntheticCamera
 from helpers.geometry import BBox, boxes_to_dicts, iou
 from helpers.labeling.queue import LabelQueue
+from helpers.sim.camera import SyntheticCamera
 from helpers.widgets import encode_jpeg
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
@@ -65,7 +64,7 @@ def write_notebook(folder: Path) -> Path:
     import nbformat
     from nbformat.v4 import new_notebook
 
-    cells = copy.deepcopy(build_notebooks.NB["03_label_review"])  # the module's cells stay as built
+    cells = build_notebooks.cells("03_label_review")  # read afresh from notebooks/src/03_label_review.py
     # The panel's own mechanics with tracking only: COCO label assist would propose on the first
     # frame and after the scene change, where this test draws by hand. The COCO proposal in the
     # panel is tests/integration/test_coco_assist.py's.

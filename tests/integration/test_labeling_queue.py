@@ -8,7 +8,7 @@ from helpers.geometry import boxes_to_dicts
 from helpers.labeling.proposals import compare_boxes
 from helpers.labeling.queue import LabelQueue
 from helpers.sim.oracle import OracleLabeler
-from helpers.sim.synthetic import SceneStream
+from helpers.sim.scenes import SceneStream
 from helpers.widgets import encode_jpeg
 
 

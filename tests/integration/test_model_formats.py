@@ -65,7 +65,7 @@ def onnx_model(tmp_path_factory) -> Path:
     """A fomo-box detector exported by helpers.train (untrained, its heat map spread to give boxes)."""
     import torch
 
-    from helpers.inference.detector import preprocessing_for
+    from helpers.inference.onnx import preprocessing_for
     from helpers.train.export import export_onnx
     from helpers.train.model import FomoBox
 
@@ -80,7 +80,7 @@ def onnx_model(tmp_path_factory) -> Path:
 
 
 def frames(n: int = 3) -> list[np.ndarray]:
-    from helpers.sim.synthetic import render_dataset
+    from helpers.sim.scenes import render_dataset
 
     scenes = [{"objects": ["apple", "banana"], "distractors": []}, {"objects": ["apple"], "distractors": ["orange"]}]
     return [rgb for rgb, _ in render_dataset(n, scenes, size=(160, 120), seed=5)]
@@ -88,9 +88,10 @@ def frames(n: int = 3) -> list[np.ndarray]:
 
 @pytest.mark.skipif(_no_eim is not None, reason=_no_eim or "")
 def test_eim_registered_downloaded_and_run_by_the_runner(cloud, onnx_model, tmp_path, unique_name):
-    from helpers.inference.backends import EimDetector
-    from helpers.inference.detector import OnnxDetector, load_detector
-    from helpers.inference.eim import build_eim
+    from helpers.inference.eim import EimDetector
+    from helpers.inference.eim_build import build_eim
+    from helpers.inference.loader import load_detector
+    from helpers.inference.onnx import OnnxDetector
 
     eim = build_eim(onnx_model, tmp_path / "build" / "model.eim", interpreter=sys.executable)
     # what EdgeImpulseStudio.train keeps for an Edge Impulse build: the format, no labels (the .eim names them)
@@ -121,7 +122,7 @@ def test_eim_registered_downloaded_and_run_by_the_runner(cloud, onnx_model, tmp_
         det.close()
     assert det._runner is None
     # evaluation (notebooks 04-06) takes the model folder whatever its format: the same report as the ONNX
-    from helpers.sim.synthetic import render_dataset
+    from helpers.sim.scenes import render_dataset
     from helpers.train.evaluate import evaluate_model
 
     items = render_dataset(3, [{"objects": ["apple", "banana"], "distractors": []}], size=(160, 120), seed=5)
@@ -160,7 +161,7 @@ def test_eim_registered_downloaded_and_run_by_the_runner(cloud, onnx_model, tmp_
 
 @pytest.mark.skipif(_no_eim is not None, reason=_no_eim or "")
 def test_eim_that_exits_at_once_is_a_model_error(tmp_path):
-    from helpers.inference.backends import EimDetector
+    from helpers.inference.eim import EimDetector
 
     d = tmp_path / "m"
     d.mkdir()
@@ -187,8 +188,9 @@ def test_eim_that_exits_at_once_is_a_model_error(tmp_path):
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["float32", "int8"])
 def test_tflite_fomo_detects_where_the_object_is(tmp_path, quantized):
-    from helpers.inference.backends import TfliteDetector, resize_like_studio
-    from helpers.inference.detector import load_detector
+    from helpers.inference.loader import load_detector
+    from helpers.inference.resize import resize_like_studio
+    from helpers.inference.tflite import TfliteDetector
 
     d = tmp_path / "m"
     write_fomo_tflite(d / "model.tflite", quantized=quantized)
@@ -272,8 +274,9 @@ def test_training_on_edge_impulse_registers_the_eim(fresh_cloud, tmp_path, monke
     """`EdgeImpulseStudio.train` with target "edgeimpulse" (here pointed at the stand-in, which
     answers as Edge Impulse does) fetches the `.eim` build and registers it: a model version
     either way, with the labels the executable reports."""
-    from helpers.inference.detector import OnnxDetector, load_detector
-    from helpers.sim.synthetic import render_dataset
+    from helpers.inference.loader import load_detector
+    from helpers.inference.onnx import OnnxDetector
+    from helpers.sim.scenes import render_dataset
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
 
     local = EdgeImpulseStudio(fresh_cloud.workspace)

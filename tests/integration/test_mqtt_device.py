@@ -24,8 +24,8 @@ from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse  # noqa
 from azure.iot.device.exceptions import ClientError, CredentialError  # noqa: E402
 
 from helpers.config import parse_connection_string  # noqa: E402
-from helpers.localcloud import tls  # noqa: E402
-from helpers.localcloud.mqtt_store import read_messages  # noqa: E402
+from helpers.localcloud.common import tls  # noqa: E402
+from helpers.localcloud.mqtt.store import read_messages  # noqa: E402
 from helpers.protocol.sas import generate_sas_token, new_key  # noqa: E402
 
 wait_for = functools.partial(waiting.wait_for, interval=0.05)
@@ -225,9 +225,9 @@ def test_identity_isolation(cloud, unique_name, client_factory):
 
 def test_port_taken_fails_with_a_clear_error(tmp_path):
     from helpers.errors import ConfigError
-    from helpers.localcloud.db import Store
-    from helpers.localcloud.mqtt import MqttBroker
-    from helpers.localcloud.mqtt_store import HubState
+    from helpers.localcloud.common.db import Store
+    from helpers.localcloud.mqtt.broker import MqttBroker
+    from helpers.localcloud.mqtt.store import HubState
 
     address = tls.hub_address(tmp_path)
     with socket.socket() as taken:
@@ -287,7 +287,7 @@ def test_reconnect_after_kill_9_keeps_every_acknowledged_write(fresh_cloud, uniq
 def test_x509_self_signed_device_connects_by_thumbprint(cloud, unique_name):
     from azure.iot.device import X509
 
-    from helpers.hub.iothub import make_device_certificate
+    from helpers.hub.x509 import make_device_certificate
 
     dev, other = unique_name("x509"), unique_name("x509-other")
     cloud.hub.create_edge_device(dev, auth="x509")
@@ -354,7 +354,7 @@ def test_module_identities_are_isolated(cloud, unique_name):
 
 def _raw_connect(cloud, dev: str, keep_alive: int) -> ssl.SSLSocket:
     """A bare TLS socket that sends MQTT CONNECT itself (what the SDK never does wrong)."""
-    from helpers.localcloud import mqtt_codec as mc
+    from helpers.localcloud.mqtt import codec as mc
 
     address = tls.hub_address(cloud.workspace)
     key = device_key(cloud, dev)
@@ -369,7 +369,7 @@ def _raw_connect(cloud, dev: str, keep_alive: int) -> ssl.SSLSocket:
 
 
 def test_keep_alive_and_qos2_close_the_connection(cloud, unique_name):
-    from helpers.localcloud import mqtt_codec as mc
+    from helpers.localcloud.mqtt import codec as mc
 
     dev = unique_name("ka")
     cloud.hub.create_edge_device(dev)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from helpers.geometry import BBox
-from helpers.inference.detector import OnnxDetector
+from helpers.inference.onnx import OnnxDetector
 from helpers.train import pretrained
 from helpers.train.finetune import atss_assign, gfl_loss, recommended_params
 from helpers.train.nanodet import COCO_LABELS, STRIDES, NanoDet, grid_points
-from helpers.train.trainer import train_detector
+from helpers.train.run import train_detector
 
 ort = pytest.importorskip("onnxruntime")
 

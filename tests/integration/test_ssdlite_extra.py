@@ -9,10 +9,11 @@ import pytest
 
 pytest.importorskip("torchvision", reason="the ssdlite320 architecture needs the [ssd] extra (make ssd-venv)")
 
-from helpers.inference.detector import OnnxDetector  # noqa: E402
-from helpers.sim.synthetic import render_dataset  # noqa: E402
+from helpers.inference.onnx import OnnxDetector  # noqa: E402
+from helpers.sim.scenes import render_dataset  # noqa: E402
 from helpers.train.export import export_result  # noqa: E402
-from helpers.train.trainer import TrainParams, train_detector  # noqa: E402
+from helpers.train.run import train_detector  # noqa: E402
+from helpers.train.trainer import TrainParams
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

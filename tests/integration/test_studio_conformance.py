@@ -240,8 +240,8 @@ def test_impulse_round_trip(studio):
 @pytest.mark.slow
 def test_training_job_to_completion_with_logs_and_model_download(fresh_cloud, tmp_path):
     """A training job on the stand-in runs helpers.train in the background; logs stream; the model downloads."""
-    from helpers.inference.detector import OnnxDetector
-    from helpers.sim.synthetic import render_dataset
+    from helpers.inference.onnx import OnnxDetector
+    from helpers.sim.scenes import render_dataset
     from helpers.studio.edgeimpulse import EdgeImpulseStudio, TrainingFailed
 
     studio = EdgeImpulseStudio(fresh_cloud.workspace)

@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the [eim] extra
 def _model(tmp_path, color: str):
     import torch
 
-    from helpers.inference.detector import preprocessing_for
+    from helpers.inference.onnx import preprocessing_for
     from helpers.train.export import export_onnx
     from helpers.train.model import FomoBox
 
@@ -45,7 +45,7 @@ def _model(tmp_path, color: str):
 
 
 def _frames(n=3):
-    from helpers.sim.synthetic import render_dataset
+    from helpers.sim.scenes import render_dataset
 
     scenes = [{"objects": ["apple", "banana"], "distractors": []}, {"objects": ["apple"], "distractors": ["orange"]}]
     return [rgb for rgb, _ in render_dataset(n, scenes, size=(160, 120), seed=5)]
@@ -54,8 +54,8 @@ def _frames(n=3):
 @pytest.mark.skipif(ImageImpulseRunner is None, reason=_why if ImageImpulseRunner is None else "")
 @pytest.mark.parametrize("color", ["RGB", "grayscale"])
 def test_official_image_runner_classifies_with_our_eim(tmp_path, color):
-    from helpers.inference.detector import OnnxDetector
-    from helpers.inference.eim import build_eim
+    from helpers.inference.eim_build import build_eim
+    from helpers.inference.onnx import OnnxDetector
 
     model_dir = _model(tmp_path, color)
     eim = build_eim(model_dir, tmp_path / f"model-{color}.eim", interpreter=sys.executable)
@@ -90,7 +90,7 @@ def test_official_image_runner_classifies_with_our_eim(tmp_path, color):
 
 def test_eim_without_a_socket_path_says_how_to_run_it(tmp_path):
     """No SDK needed: the executable itself explains its command line."""
-    from helpers.inference.eim import build_eim
+    from helpers.inference.eim_build import build_eim
 
     eim = build_eim(_model(tmp_path, "RGB"), tmp_path / "m.eim", interpreter=sys.executable)
     r = subprocess.run([str(eim)], capture_output=True, text=True, timeout=120)

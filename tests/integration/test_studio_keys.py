@@ -13,7 +13,7 @@ from test_runner_model import CARD, tiny_detector
 
 from helpers.deploy import runner_manifest
 from helpers.localcloud.app import create_app
-from helpers.localcloud.keys import device_key, key_role
+from helpers.localcloud.studio.keys import device_key, key_role
 from helpers.protocol import manifest as mf
 
 pytestmark = pytest.mark.timeout(180)
@@ -147,3 +147,31 @@ def test_device_key_uploads_like_the_collector_does(cloud, world, make_jpeg):
     client = IngestionClient(cloud.url, cloud.studio.device_key())
     res = client.upload("training", [("collector-frame.jpg", make_jpeg(4242))], label="apple")
     assert res[0].error is None and cloud.studio.get_sample(res[0].sample_id).label == "apple"
+
+
+def test_the_studio_hands_out_device_keys_to_the_management_key_only(cloud, world, make_jpeg):
+    mgmt, v, other = world["mgmt"]["x-api-key"], world["version"], world["other"]
+    r = call(cloud, "POST", "/api/devicekeys", mgmt, json={"modelVersion": v})
+    assert r.status_code == 200, r.text
+    runner = r.json()["apiKey"]
+    assert runner == device_key(cloud.studio.api_key, v).get_secret_value() != mgmt
+    assert call(cloud, "GET", f"/api/models/{v}/file", runner).status_code == 200  # that version's download
+    assert call(cloud, "GET", f"/api/models/{other}/file", runner).status_code == 403
+    r = call(cloud, "POST", "/api/devicekeys", mgmt, json={"modelVersion": None})
+    collector = r.json()["apiKey"]
+    assert r.status_code == 200 and collector == device_key(cloud.studio.api_key).get_secret_value()
+    r = call(cloud, "POST", "/api/training/files", collector,
+             files={"data": ("devicekeys-frame.jpg", make_jpeg(4343), "image/jpeg")})
+    assert r.status_code == 200 and r.json()["success"] is True, r.text  # it works for ingestion
+    assert call(cloud, "GET", f"/api/models/{v}/file", collector).status_code == 403
+    # a device key may not mint keys, not even its own
+    for key in (runner, collector):
+        r = call(cloud, "POST", "/api/devicekeys", key, json={"modelVersion": v})
+        assert r.status_code == 403 and "management API key" in r.json()["error"], r.text
+    # a malformed request is a 400 that names the field
+    for body, field in (({"modelVersion": "one"}, "modelVersion"), ({"modelVersion": 0}, "modelVersion"),
+                        ({"modelVersion": True}, "modelVersion"), ({"version": 1}, "version"), ([1], "body")):
+        r = call(cloud, "POST", "/api/devicekeys", mgmt, json=body)
+        assert r.status_code == 400 and r.json()["field"] == field and r.json()["error"], (body, r.text)
+    r = call(cloud, "POST", "/api/devicekeys", mgmt, data=b"{oops")
+    assert r.status_code == 400 and r.json()["field"] == "body" and "JSON" in r.json()["error"], r.text

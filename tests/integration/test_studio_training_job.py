@@ -3,7 +3,7 @@
 On the local stand-in, `EdgeImpulseStudio.set_impulse` + `train` (the official `edgeimpulse-api`
 client: `ImpulseApi`, `DSPApi`, `LearnApi.set_keras`, `JobsApi.train_keras_job`, `get_job_status`,
 `get_jobs_logs`, `LearnApi.download_learn_model`) must give the model a direct
-`trainer.train_detector` call gives for the same settings and seed: the same training settings on
+`run.train_detector` call gives for the same settings and seed: the same training settings on
 the card, the same per-epoch losses and validation F1, the same best epoch, validation F1 and
 score threshold, and the same ONNX outputs.
 """
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def _upload_synthetic(studio, n_train: int = 20, n_test: int = 4) -> None:
-    from helpers.sim.synthetic import render_dataset
+    from helpers.sim.scenes import render_dataset
 
     scenes = [{"objects": ["apple"], "distractors": []}, {"objects": ["apple", "banana"], "distractors": []},
               {"objects": ["banana"], "distractors": []}]
@@ -33,10 +33,11 @@ def _upload_synthetic(studio, n_train: int = 20, n_test: int = 4) -> None:
 
 def test_job_trains_what_the_kernel_trains_for_the_same_seed(fresh_cloud, tmp_path):
     from helpers import ui
-    from helpers.inference.detector import OnnxDetector, load_card
-    from helpers.localcloud.train_job import parse_epoch_line
+    from helpers.inference.card import load_card
+    from helpers.inference.onnx import OnnxDetector
+    from helpers.protocol.joblog import parse_epoch_line
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
-    from helpers.train import data, trainer
+    from helpers.train import data, run, trainer
 
     studio = EdgeImpulseStudio(fresh_cloud.workspace)
     _upload_synthetic(studio)
@@ -59,7 +60,7 @@ def test_job_trains_what_the_kernel_trains_for_the_same_seed(fresh_cloud, tmp_pa
 
     train_items, test_items, labels, snapshot_id = data.load_studio_snapshot(studio)
     assert card["dataset"]["studio_snapshot"] == snapshot_id and card["labels"] == labels == ["apple", "banana"]
-    direct = trainer.train_detector(train_items, None, labels, params, progress=False)
+    direct = run.train_detector(train_items, None, labels, params, progress=False)
 
     assert card["training"] == json.loads(json.dumps(params.to_dict()))  # every TrainParams field reached the job
     epochs = [parse_epoch_line(ln) for ln in job["log"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from helpers.sim.synthetic import render_dataset
+from helpers.sim.scenes import render_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -5,7 +5,6 @@ import json
 import re
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"  # what a person opens: workshop parameters, no outputs
 REFERENCE = ROOT / "tests" / "notebooks" / "reference"  # executed smoke runs nbval compares (make notebooks)

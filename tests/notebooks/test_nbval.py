@@ -14,7 +14,6 @@ import sys
 
 import nbformat
 import pytest
-
 from nbtools import REFERENCE, ROOT, SANITIZE, scan_for_secrets
 
 # The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,

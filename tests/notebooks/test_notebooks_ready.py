@@ -6,15 +6,14 @@ import re
 
 import nbformat
 import pytest
-
 from nbtools import NOTEBOOKS, REFERENCE, ROOT
 
 
-def _built_cells() -> dict[str, list]:
+def _built_cells(name: str) -> list:
     spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.NB
+    return module.cells(name)
 
 
 def _parameters(nb) -> dict:
@@ -33,9 +32,9 @@ def test_notebook_is_the_built_workshop_notebook(name):
     assert "papermill" not in nb.metadata
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert outputs == [], f"{name}: notebooks/ hold no outputs (reference runs are in tests/notebooks/reference)"
-    built = [c.source for c in _built_cells()[name]]
+    built = [c.source for c in _built_cells(name)]
     assert [c.source for c in nb.cells] == built, (
-        f"{name} differs from tools/build_notebooks.py: run `.venv/bin/python tools/build_notebooks.py`")
+        f"{name} differs from notebooks/src/{name}.py: run `.venv/bin/python tools/build_notebooks.py`")
 
 
 def test_notebooks_carry_the_interactive_workshop_parameters():

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from nbtools import ROOT, leftovers, scan_for_secrets, workspace_secrets
 
 # The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
@@ -21,12 +20,13 @@ def edge_impulse_rehearsal_env(ws: Path) -> dict[str, str]:
     notebooks then drive the studio as `get_studio("edgeimpulse")` (EI_API_KEY, EI_PROJECT_ID,
     EI_DEVICE_API_KEY, EI_STUDIO_URL, EI_INGESTION_URL), train through the job API and get the
     model as an `.eim` build, exactly as with a real project. (nbval runs the default path.)"""
+    from helpers.endpoints import service_url
     from helpers.localcloud import service
     from helpers.studio.edgeimpulse import EdgeImpulseStudio
 
     service.ensure_running(ws)
     local = EdgeImpulseStudio(ws)
-    url = service.service_url(ws, None)
+    url = service_url(ws, None)
     return {**os.environ, "EDGELOOP_STUDIO": "edgeimpulse", "EI_API_KEY": local.api_key.get_secret_value(),
             "EI_PROJECT_ID": str(local.project_id), "EI_DEVICE_API_KEY": local.device_key().get_secret_value(),
             "EI_STUDIO_URL": url, "EI_INGESTION_URL": url,

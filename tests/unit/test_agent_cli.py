@@ -25,7 +25,7 @@ def test_refuses_a_service_connection_string_and_masks_it(tmp_path):
 
 
 def test_docker_runtime_without_engine_says_so(tmp_path):
-    from helpers.device.runtime import docker_engine_available
+    from helpers.containers.engine import docker_engine_available
 
     if docker_engine_available()[0]:
         import pytest
@@ -34,3 +34,9 @@ def test_docker_runtime_without_engine_says_so(tmp_path):
     cs = "HostName=127.0.0.1:9;DeviceId=d1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"  # fake test key
     r = run(["--workdir", str(tmp_path), "--runtime", "docker"], env={"IOTEDGE_CONNECTION_STRING": cs})
     assert r.returncode == 3 and "no Docker engine answers" in r.stderr and "process runtime" in r.stderr
+
+
+def test_a_missing_ca_file_is_refused(tmp_path):
+    cs = "HostName=127.0.0.1;DeviceId=d1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0"  # fake test key
+    r = run(["--workdir", str(tmp_path), "--ca-file", str(tmp_path / "missing.pem")], env={"IOTEDGE_CONNECTION_STRING": cs})
+    assert r.returncode == 2 and "--ca-file" in r.stderr and "missing.pem" in r.stderr

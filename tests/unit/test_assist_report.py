@@ -8,7 +8,7 @@ import pytest
 from helpers.geometry import BBox
 from helpers.labeling import plots
 from helpers.labeling.proposals import CocoProposer, coco_assist_proposers, compare_boxes
-from helpers.labeling.queue import LabelRecord
+from helpers.labeling.records import LabelRecord
 from helpers.sim.oracle import assist_report
 from helpers.train import pretrained
 

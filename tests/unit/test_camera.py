@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.device.camera import (
-    CameraError,
-    EndOfStream,
-    open_camera,
-    read_scene,
-    write_scene,
-)
+from helpers.datasets import dataset_from_arrays, export_dataset
+from helpers.device.camera import open_camera
 from helpers.errors import ConfigError
+from helpers.frames import CameraError, EndOfStream
 from helpers.geometry import BBox
-from helpers.labeling.formats import dataset_from_arrays, export_dataset
+from helpers.sim.camera import read_scene, write_scene
 
 SMALL = (96, 96)
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

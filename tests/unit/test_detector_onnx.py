@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers.errors import ModelError
-from helpers.inference.detector import OnnxDetector, decode, preprocess
+from helpers.inference.onnx import OnnxDetector, decode, preprocess
 
 torch = pytest.importorskip("torch")
 

@@ -93,10 +93,10 @@ def test_dockerignore_keeps_secrets_and_state_out():
 
 
 DEVICE_MODULES = [
-    "helpers.device.module", "helpers.device.agent", "helpers.device.runtime", "helpers.device.spool",
+    "helpers.device.module", "helpers.device.module_client", "helpers.device.agent", "helpers.device.runtime", "helpers.device.spool",
     "helpers.device.collector", "helpers.device.runner", "helpers.device.fleet", "helpers.device.camera",
-    "helpers.inference.detector", "helpers.config", "helpers.studio.ingestion", "helpers.device.hub_link",
-    "helpers.protocol.manifest",
+    "helpers.inference.loader", "helpers.config", "helpers.studio.ingestion", "helpers.device.hub_link",
+    "helpers.protocol.manifest", "helpers.frames", "helpers.sim.camera", "helpers.containers.engine",
 ]
 
 

@@ -95,7 +95,7 @@ def test_no_predictions_map_zero():
 
 def test_evaluate_detector_end_to_end(tmp_path):
     torch = pytest.importorskip("torch")
-    from helpers.inference.detector import OnnxDetector
+    from helpers.inference.onnx import OnnxDetector
     from helpers.train.evaluate import evaluate_detector
     from helpers.train.export import export_onnx
     from helpers.train.model import FomoBox

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.localcloud.condition import ConditionError, device_document, matches, parse_condition
+from helpers.localcloud.hub.condition import ConditionError, device_document, matches, parse_condition
 
 
 def doc(device_id="cam-1", **tags):

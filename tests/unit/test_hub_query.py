@@ -6,8 +6,8 @@ import pytest
 
 from helpers.deploy.rollout import check_device
 from helpers.hub.base import DeviceStatus, ModuleStatus
-from helpers.localcloud.condition import QueryError, parse_condition, parse_query, run_query
-from helpers.localcloud.hub_deploy import DeploymentTiming
+from helpers.localcloud.hub.condition import QueryError, parse_condition, parse_query, run_query
+from helpers.localcloud.hub.deploy import DeploymentTiming
 
 AGENT = {"deviceId": "pi-1", "moduleId": "$edgeAgent", "configurations": {"fruit-v2": {"status": "Applied"}},
          "properties": {"desired": {"$version": 4}, "reported": {"lastDesiredVersion": 4, "lastDesiredStatus": {"code": 200}}}}

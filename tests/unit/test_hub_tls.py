@@ -1,4 +1,4 @@
-"""The local hub's network identity (helpers/localcloud/tls.py): a stable per-workspace loopback
+"""The local hub's network identity (helpers/localcloud/common/tls.py): a stable per-workspace loopback
 address, a workspace CA, a server certificate for that address, owner-only files, and TLS that
 only clients trusting that CA accept."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from helpers.localcloud import tls
+from helpers.localcloud.common import tls
 
 
 def test_address_is_stable_loopback_and_written_down(tmp_path):

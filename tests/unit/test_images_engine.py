@@ -14,7 +14,6 @@ from helpers.images import (
     image_reference,
 )
 
-ENGINE, REASON = engine_available()
 
 
 def test_image_reference():
@@ -25,8 +24,12 @@ def test_image_reference():
         image_reference("")
 
 
-@pytest.mark.skipif(ENGINE, reason="a Docker engine answers here; the engine-absent path is not reachable")
-def test_no_engine_gives_a_reason_and_the_process_stand_in(tmp_path):
+def test_no_engine_gives_a_reason_and_the_process_stand_in(tmp_path, monkeypatch):
+    # Decided here, not from the host: a private DOCKER_HOST where nothing listens, and a stack folder
+    # with no stack, so an engine or a `make containers` stack running on this machine changes nothing.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("EDGELOOP_CONTAINERS_DIR", str(tmp_path / "no-stack"))
+    ENGINE, REASON = engine_available()
     assert ENGINE is False and "Docker" in REASON and "process runtime" in REASON
     builder = get_image_builder(load_settings(tmp_path))
     assert isinstance(builder, LocalProcessImage) and isinstance(builder, ImageBuilder)

@@ -8,13 +8,12 @@ import platform
 import pytest
 
 from helpers.config import Secret, load_settings
+from helpers.containers.platforms import can_emulate, host_platform
 from helpers.device.runtime import env_file_binds, registry_auth_for
 from helpers.errors import ConfigError
 from helpers.images import (
     DockerImageBuilder,
     ImageBuildError,
-    can_emulate,
-    host_platform,
     image_registry,
     registry_credentials,
 )
@@ -41,11 +40,11 @@ def test_other_platforms_need_a_registered_qemu_handler(tmp_path):
 
 
 def test_build_for_an_unemulated_platform_says_where_to_build(tmp_path, monkeypatch):
-    import helpers.images as images
+    import helpers.containers.platforms as platforms
 
     other = "linux/arm64" if host_platform() != "linux/arm64" else "linux/amd64"
-    monkeypatch.setattr(images, "BINFMT_DIR", str(tmp_path))  # an empty binfmt_misc: no handler
-    monkeypatch.setattr(images.can_emulate, "__defaults__", (str(tmp_path),))
+    monkeypatch.setattr(platforms, "BINFMT_DIR", str(tmp_path))  # an empty binfmt_misc: no handler
+    monkeypatch.setattr(platforms.can_emulate, "__defaults__", (str(tmp_path),))
     builder = DockerImageBuilder("127.0.0.1:5000", client=object())
     with pytest.raises(ImageBuildError, match="cannot run .* build steps") as err:
         next(builder.build("edgeloop-device:1", platform=other))

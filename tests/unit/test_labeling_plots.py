@@ -11,7 +11,7 @@ from matplotlib.text import Text
 from helpers.geometry import BBox
 from helpers.labeling import plots
 from helpers.labeling.proposals import compare_boxes
-from helpers.labeling.queue import LabelRecord
+from helpers.labeling.records import LabelRecord
 from helpers.sim.oracle import assist_report
 from helpers.studio.base import Sample
 from helpers.widgets import encode_jpeg

@@ -371,3 +371,51 @@ def test_synthetic_camera_maps_no_device():
         assert "Devices" not in parse_create_options(spec["settings"]).get("HostConfig", {})
     webcam = collector_module(IMAGE, STUDIO, camera_source="webcam")
     assert parse_create_options(webcam["settings"])["HostConfig"]["Devices"][0]["PathOnHost"] == "/dev/video0"
+
+
+# ----------------------------------------------------------------------------- the published schemas
+
+
+def test_published_schemas_are_vendored_with_their_licence():
+    from helpers.protocol.manifest.validate import SCHEMA_DIR, SECTIONS, schema_validator
+
+    notice = (SCHEMA_DIR / "NOTICE").read_text()
+    assert "Apache License" in (SCHEMA_DIR / "LICENSE").read_text() and "SchemaStore" in notice
+    for stem, versions in SECTIONS.values():
+        for version in versions:
+            assert f"azure-iot-{stem}-deployment-{version}.json" in notice
+            assert schema_validator(stem, version).schema["title"].endswith(f"version {version}")
+
+
+def test_schema_errors_name_the_module_the_field_and_the_fix():
+    m = _wire(module_spec("m", IMAGE, env={"A": "1"}), routes={"r": {"route": "FROM /messages/* INTO $upstream", "priority": 12}})
+    mod = modules_of(m)["m"]
+    mod["extra"] = 1
+    mod["env"]["A"]["value"] = None
+    modules_of(m)["bad.name"] = dict(mod)
+    with pytest.raises(InvalidManifest) as err:
+        validate_manifest(m)
+    problems = "\n".join(err.value.problems)
+    for fragment in (
+        "module name 'bad.name' is not valid",
+        "module 'm' has unknown key(s) ['extra']",
+        "module 'm': env.A.value must be a number, string or boolean, got None",
+        "$edgeHub route 'r': priority must be <= 9, got 12",
+    ):
+        assert fragment in problems, fragment
+    with pytest.raises(ValueError, match="not valid"):
+        module_spec("bad.name", IMAGE)  # the builder refuses what the schema refuses
+
+
+def test_route_objects_need_schema_1_1():
+    m = _wire(module_spec("m", IMAGE), schema_version="1.0",
+              routes={"r": {"route": "FROM /messages/* INTO $upstream", "priority": 1}})
+    with pytest.raises(InvalidManifest, match=r"route 'r' must be a string.*need schemaVersion 1.1"):
+        validate_manifest(m)
+
+
+def test_unknown_schema_version_is_named():
+    m = _wire(module_spec("m", IMAGE))
+    m["$edgeHub"]["properties.desired"]["schemaVersion"] = "3.0"
+    with pytest.raises(InvalidManifest, match=r"\$edgeHub: schemaVersion '3.0' is not one of"):
+        validate_manifest(m)

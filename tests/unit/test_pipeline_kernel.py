@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import pipeline
+from helpers.pipeline.engine import QuietKernelManager
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,7 +49,7 @@ async def _busy_then_shutdown(manager_class, tmp_path):
 
 
 def test_pipeline_kernel_shuts_down_without_interrupting(tmp_path):
-    km, marker = asyncio.run(_busy_then_shutdown(pipeline._kernel_manager_class(), tmp_path))
+    km, marker = asyncio.run(_busy_then_shutdown(QuietKernelManager, tmp_path))
     assert not km.has_kernel or not km.is_alive
     assert not marker.exists(), "the kernel was interrupted on shutdown (prints 'KeyboardInterrupt caught in kernel')"
 

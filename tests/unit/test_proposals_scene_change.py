@@ -1,7 +1,6 @@
 """Scene-change detection before tracking is offered (pure: synthetic camera frames, no services)."""
 from __future__ import annotations
 
-from helpers.device.camera import SyntheticCamera
 from helpers.geometry import BBox
 from helpers.labeling.proposals import (
     Proposal,
@@ -11,6 +10,7 @@ from helpers.labeling.proposals import (
     flag_scene_change,
     tracking_proposal,
 )
+from helpers.sim.camera import SyntheticCamera
 
 
 def _frames(n, shuffle_every=4, move_every=0, seed=3, objects=("apple", "apple"), distractors=("orange",)):

@@ -12,7 +12,7 @@ from helpers.labeling.proposals import (
     model_proposal,
     tracking_proposal,
 )
-from helpers.sim.synthetic import SceneStream
+from helpers.sim.scenes import SceneStream
 
 
 def _mean_match_iou(boxes, truth):

@@ -55,7 +55,7 @@ def test_corrupt_store_says_how_to_fix(tmp_path):
 
 def test_restore_gives_each_module_the_device_key_for_its_model_version(tmp_path):
     """A runner rolled back to model 1 needs the key for model 1, not the newer manifest's."""
-    from helpers.localcloud.keys import device_key, key_role
+    from helpers.localcloud.studio.keys import device_key, key_role
 
     management = Secret("ei_management_key_for_this_test_0000", "EI_API_KEY")
     store = LastKnownGood(tmp_path)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from helpers.geometry import iou
-from helpers.sim.synthetic import SceneStream, render_dataset, story_scenes
+from helpers.sim.scenes import SceneStream, render_dataset, story_scenes
 
 
 def test_same_seed_same_frames():

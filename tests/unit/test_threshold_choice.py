@@ -1,4 +1,4 @@
-"""How the card's score threshold is chosen (trainer.best_threshold) and per-class decoding."""
+"""How the card's score threshold is chosen (threshold.best_threshold) and per-class decoding."""
 import json
 import shutil
 
@@ -9,10 +9,12 @@ torch = pytest.importorskip("torch")
 
 from helpers.errors import ModelError  # noqa: E402
 from helpers.geometry import BBox  # noqa: E402
-from helpers.inference.detector import OnnxDetector, decode, decode_ssd  # noqa: E402
-from helpers.sim.synthetic import render_dataset  # noqa: E402
+from helpers.inference.onnx import OnnxDetector, decode, decode_ssd  # noqa: E402
+from helpers.sim.scenes import render_dataset  # noqa: E402
 from helpers.train.evaluate import detection_counts  # noqa: E402
-from helpers.train.trainer import MIN_CLASS_OBJECTS, TrainParams, best_threshold, plateau_middle, train_detector  # noqa: E402
+from helpers.train.run import train_detector  # noqa: E402
+from helpers.train.threshold import MIN_CLASS_OBJECTS, best_threshold, plateau_middle  # noqa: E402
+from helpers.train.trainer import TrainParams  # noqa: E402
 
 GRID = TrainParams().score_thresholds  # 0.2 .. 0.7
 

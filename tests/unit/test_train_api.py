@@ -1,13 +1,17 @@
 """train_detector's argument checks, callback, and the model card it produces."""
+import json
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from helpers.errors import DatasetError  # noqa: E402
-from helpers.sim.synthetic import render_dataset  # noqa: E402
+from helpers.sim.scenes import render_dataset  # noqa: E402
+from helpers.train.fomo import focal_heat_loss, load_matching_weights  # noqa: E402
 from helpers.train.model import FomoBox  # noqa: E402
-from helpers.train.trainer import TrainParams, focal_heat_loss, load_matching_weights, train_detector  # noqa: E402
+from helpers.train.run import train_detector  # noqa: E402
+from helpers.train.trainer import TrainParams  # noqa: E402
 
 TINY = dict(input_size=96, width=0.35, epochs=2, batch_size=4, threads=1, min_epochs=1)
 
@@ -72,12 +76,13 @@ def test_pretrained_weights_map_heat_rows_by_label():
 
 
 def test_synthetic_pretraining_is_cached_under_the_workspace(tmp_path):
-    from helpers.train.trainer import synthetic_pretrained
+    from helpers.sim.pretrain import synthetic_pretrained
 
     params = TrainParams(**{**TINY, "pretrain_images": 6, "pretrain_epochs": 1})
     state, labels, path = synthetic_pretrained(params, workspace=tmp_path, progress=False)
     assert labels == ["apple", "banana"]
     assert path.is_file() and path.parent == tmp_path / "models" / "pretrained"
+    assert json.loads(path.with_suffix(".json").read_text()) == {"labels": ["apple", "banana"]}  # the weights' labels
     mtime = path.stat().st_mtime_ns
     state2, _, path2 = synthetic_pretrained(params, workspace=tmp_path, progress=False)
     assert path2 == path and path.stat().st_mtime_ns == mtime  # reused, not retrained
@@ -85,14 +90,14 @@ def test_synthetic_pretraining_is_cached_under_the_workspace(tmp_path):
     # and fine-tuning starts from it
     res = train_detector(render_dataset(4, [{"objects": ["banana"]}], size=(96, 96), seed=1), None, ["banana"],
                          TrainParams(**{**TINY, "epochs": 1, "pretrain_images": 6, "pretrain_epochs": 1,
-                                        "pretrained": "synthetic"}), progress=False, workspace=tmp_path)
+                                        "pretrained": str(path)}), progress=False)
     assert res.model.num_classes == 1
 
 
 def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
     """Colour depth "grayscale" (Edge Impulse's option): one input channel, in training, in the
     ONNX file and in the device's preprocessing; the card says so."""
-    from helpers.inference.detector import OnnxDetector
+    from helpers.inference.onnx import OnnxDetector
     from helpers.train.export import export_result
 
     r = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY, color="grayscale"), progress=False)
@@ -109,7 +114,7 @@ def test_greyscale_model_takes_one_channel_end_to_end(items, tmp_path):
 
 
 def test_greyscale_preprocessing_is_luma():
-    from helpers.inference.detector import preprocess, preprocessing_for
+    from helpers.inference.onnx import preprocess, preprocessing_for
 
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 1] = 255  # pure green: luma 0.587

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.localcloud.train_job import format_epoch_line, parse_epoch_line, train_params
+from helpers.localcloud.studio.train_job import train_params
+from helpers.protocol.joblog import format_epoch_line, parse_epoch_line
 
 
 def test_an_epoch_record_survives_the_log_line():
