@@ -77,11 +77,9 @@ class HubEndpoint:
             rest_url: the hub's HTTPS base URL when it is not `https://HostName` (the stand-in's REST port).
 
         Raises:
-            ConfigError: the connection string has no HostName, or `ca_file` is not a readable file.
+            ConfigError: the connection string has no HostName, or `ca_file` is not a file.
         """
-        host = parse_connection_string(cs).get("HostName")
-        if not host:
-            raise ConfigError("the device connection string has no HostName=...: hub.connection_string(device_id)")
+        host = parse_connection_string(cs)["HostName"]  # it raises ConfigError when there is none
         ca = None
         if ca_file is not None:
             ca = Path(ca_file).expanduser().resolve()  # absolute: modules get it as EdgeModuleCACertificateFile

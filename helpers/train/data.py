@@ -14,9 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from helpers.datasets import import_dataset
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
-from helpers.datasets import import_dataset
 
 Item = tuple[np.ndarray, list[BBox]]
 TRAIN_SPLITS = ("train", "training")

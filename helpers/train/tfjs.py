@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from helpers.errors import ModelError
 
@@ -210,8 +212,6 @@ def fold_constants(graph: TfjsGraph) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- ONNX emission
 class _Builder:
     def __init__(self, consts: dict[str, np.ndarray]):
-        from onnx import helper, numpy_helper
-
         self.helper, self.numpy_helper = helper, numpy_helper
         self.consts = consts
         self.nodes: list[Any] = []
@@ -425,9 +425,6 @@ def to_onnx(graph: TfjsGraph, input_shape: tuple[int, ...], output_names: dict[s
     Raises:
         TfjsError: an op this converter does not map, or a non-constant shape argument.
     """
-    import onnx
-    from onnx import TensorProto, helper
-
     if len(graph.inputs) != 1:
         raise TfjsError(f"expected one graph input, found {graph.inputs}")
     consts = fold_constants(graph)

@@ -30,7 +30,8 @@ RECIPES = {
 def _code_hash() -> str:
     root = Path(__file__).resolve().parents[2] / "helpers"
     h = hashlib.sha256()
-    for p in sorted((root / "train").glob("*.py")) + [root / "detector.py", root / "synthetic.py"]:
+    for p in sorted((root / "train").glob("*.py")) + sorted((root / "inference").glob("*.py")) + [
+            root / "sim" / "render.py", root / "sim" / "scenes.py"]:
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 

@@ -15,7 +15,6 @@ from helpers.images import (
 )
 
 
-
 def test_image_reference():
     assert image_reference("edgeloop-device:1.0", "docker.io/me") == "docker.io/me/edgeloop-device:1.0"
     assert image_reference("myacr.azurecr.io/x:2", "docker.io/me") == "myacr.azurecr.io/x:2"

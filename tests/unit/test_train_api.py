@@ -142,3 +142,11 @@ def test_best_epoch_prefers_the_low_learning_rate_tail():
     assert not best.update(8, 0.85, 0.5, {}, model)
     assert not best.should_stop(8)
     assert best.should_stop(9)
+
+
+def test_train_and_export_needs_a_dataset_or_a_studio(tmp_path):
+    """No default studio: the studio stand-in's training job imports this without any client."""
+    from helpers.train.run import train_and_export
+
+    with pytest.raises(ValueError, match="dataset=.*studio="):
+        train_and_export(tmp_path / "model")

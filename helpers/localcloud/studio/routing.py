@@ -61,5 +61,9 @@ class StudioRoute(APIRoute):
 
 
 def studio_router(**kw: Any) -> APIRouter:
-    """An `APIRouter` for studio endpoints: `x-api-key` required (`require_studio`), studio errors."""
-    return APIRouter(route_class=StudioRoute, dependencies=[Depends(require_studio)], **kw)
+    """An `APIRouter` for studio endpoints: `x-api-key` required (`require_studio`), studio errors.
+
+    A JSON body sent without a Content-Type header is read as JSON (`strict_content_type=False`),
+    as the studio always read request bodies.
+    """
+    return APIRouter(route_class=StudioRoute, dependencies=[Depends(require_studio)], strict_content_type=False, **kw)

@@ -16,7 +16,6 @@ from helpers.localcloud.common.db import Store, dumps, loads
 from helpers.localcloud.common.errors import ApiError
 
 CATEGORIES = ("training", "testing")
-STAGES = ("candidate", "production", "retired")
 
 
 # ---------------------------------------------------------------- samples

@@ -10,13 +10,13 @@ exception carrying the message.
 
 The project is the workspace's studio: one project with a stable id (`meta.studio_project_id`),
 object detection, images. The samples, boxes and files are the same rows and files the
-ingestion endpoint writes (`helpers.localcloud.studio.ingestion`). A sample is in the object-detection label queue until
-its boxes are saved (an empty list saves "no objects").
+ingestion endpoint writes (`..studio.ingestion`). A sample is in the object-detection label
+queue until its boxes are saved (an empty list saves "no objects").
 
 The impulse (image input size and resize mode, the image DSP block's colour depth, one
 object-detection learn block and its Keras settings) is stored in `meta`. A training job
-(`POST .../jobs/train/keras/{learnId}`) runs `python -m helpers.train` on the studio's labeled
-snapshot in a background process; status and stdout are served from the `jobs` table and the
+(`POST .../jobs/train/keras/{learnId}`) runs `helpers.train` on the studio's labeled snapshot in
+a background process (`python -m helpers.localcloud.studio.train_job`); status and stdout are served from the `jobs` table and the
 job's log file; the trained model is downloaded with `LearnApi.download_learn_model` (download
 ids `onnx` and `card`) or, packaged as an `.eim` executable, with
 `DeploymentApi.download_build(type="runner-linux-x86_64")`.
@@ -24,8 +24,8 @@ ids `onnx` and `card`) or, packaged as an `.eim` executable, with
 Extensions (no Edge Impulse equivalent, documented in the README): the `x-test-fraction` header
 of `POST .../rebalance` (Edge Impulse's split is always 80/20), `customParameters` in the
 Keras settings (`arch` for architectures Edge Impulse does not have, the training `seed`, a
-`time_budget_s`: what the notebooks set and Edge Impulse has no field for), and the model registry and
-snapshots under `/api/models` and `/api/snapshots` (`helpers.localcloud.studio.registry`).
+`time_budget_s`: what the notebooks set and Edge Impulse has no field for), and the model
+registry and snapshots under `/api/models` and `/api/snapshots` (`..studio.registry`).
 """
 from __future__ import annotations
 

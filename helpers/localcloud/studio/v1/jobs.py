@@ -1,5 +1,4 @@
-"""Jobs (JobsApi): the training job (`python -m helpers.localcloud.studio.train_job` in the background), its status,
-log and cancellation."""
+"""Jobs (JobsApi): the training job (`helpers.localcloud.studio.train_job`) in the background, its status, log, cancel."""
 from __future__ import annotations
 
 import json
