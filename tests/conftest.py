@@ -114,3 +114,73 @@ def make_jpeg() -> Callable[..., bytes]:
         return buf.tobytes()
 
     return _make
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing the suite starts outlives it. Every process a test starts inherits this marker in its
+# environment (local clouds, agents, modules, podman's service, the registry, JupyterLab...); at the
+# end of the session any process still carrying it is named, stopped (SIGTERM, then SIGKILL, by
+# pid) and the run fails, so a fixture that forgets to stop what it started is caught where it
+# happens instead of on the next machine. A nested pytest (nbval's) inherits the marker and
+# leaves the check to the outer session.
+LEAK_MARKER = "EDGELOOP_TEST_SESSION"
+
+
+def _marked_processes(marker: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    needle = f"{LEAK_MARKER}={marker}".encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if needle not in (d / "environ").read_bytes().split(b"\0"):
+                continue
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie holds nothing; its parent reaps it
+            out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get(LEAK_MARKER) or not Path("/proc/self/environ").exists():
+        return
+    marker = uuid.uuid4().hex
+    os.environ[LEAK_MARKER] = marker
+    session.config.stash[_LEAK_KEY] = marker
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import signal
+    import time
+
+    marker = session.config.stash.get(_LEAK_KEY, None)
+    if marker is None:
+        return
+    left = _marked_processes(marker)
+    deadline = time.monotonic() + 5
+    while left and time.monotonic() < deadline:  # processes a fixture just signalled get a moment to exit
+        time.sleep(0.5)
+        left = _marked_processes(marker)
+    if not left:
+        return
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    time.sleep(3)
+    for pid in _marked_processes(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = "\n".join(f"  pid {pid}: {cmd[:200]}" for pid, cmd in sorted(left.items()))
+    session.config.get_terminal_writer().line(
+        f"\nprocesses the test session started were still running at its end (now stopped):\n{lines}\n"
+        "stop them in the fixture or test that starts them", red=True)
+    session.exitstatus = 1
+
+
+_LEAK_KEY = pytest.StashKey[str]()

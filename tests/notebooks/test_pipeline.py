@@ -1,6 +1,7 @@
 """`python -m helpers.pipeline` runs the six notebooks headless (smoke profile) and cleans up."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -37,6 +38,12 @@ def edge_impulse_rehearsal_env(ws: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """The smoke profile with the studio reached as a real Edge Impulse project (the stand-in)."""
+    if importlib.util.find_spec("edge_impulse_linux") is None:
+        reason = ("the smoke run takes the Edge Impulse path, whose .eim runs through the [eim] extra: "
+                  "apt-get install portaudio19-dev, then `make setup` (`make test` does both when run as root)")
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # `make test` installs it on CI's machine: missing there is a failure
+        pytest.skip(reason)
     base = tmp_path_factory.mktemp("pipeline")
     ws, out = base / "ws", base / "out"
     proc = subprocess.run(
