@@ -302,6 +302,19 @@ def up(path: str | Path | None = None, say: Say = print, install: bool = True,
     return stack
 
 
+def _stop_processes(folder: Path, say: Say) -> None:
+    """Remove the edge agents' containers, then stop the Docker-API service and the registry."""
+    forget_answers()
+    if shutil.which("podman") and (folder / "storage.conf").is_file():
+        ids = run_podman(folder, "ps", "-aq", "--filter", f"label={MANAGED_LABEL}=true", check=False).stdout.split()
+        if ids:
+            run_podman(folder, "rm", "-f", "-t", "5", *[i.decode() for i in ids], check=False)
+            say(f"containers: removed {len(ids)} edge-agent container(s)")
+    for name, what in (("service.pid", "docker API service"), ("registry.pid", "registry")):
+        if _stop_pid(folder / name):
+            say(f"{what}: stopped")
+
+
 def running(path: str | Path | None = None) -> bool:
     """Whether this stack's Docker-API service or registry process is alive (started by `up`)."""
     folder = stack_dir(path)
@@ -316,15 +329,7 @@ def stop(path: str | Path | None = None, say: Say = print) -> None:
     next `up`, which starts the processes again in seconds.
     """
     folder = stack_dir(path)
-    forget_answers()
-    if shutil.which("podman") and (folder / "storage.conf").is_file():
-        ids = run_podman(folder, "ps", "-aq", "--filter", f"label={MANAGED_LABEL}=true", check=False).stdout.split()
-        if ids:
-            run_podman(folder, "rm", "-f", "-t", "5", *[i.decode() for i in ids], check=False)
-            say(f"containers: removed {len(ids)} edge-agent container(s)")
-    for name, what in (("service.pid", "docker API service"), ("registry.pid", "registry")):
-        if _stop_pid(folder / name):
-            say(f"{what}: stopped")
+    _stop_processes(folder, say)
     if shutil.which("podman") and (folder / "storage.conf").is_file():
         run_podman(folder, "unmount", "--all", check=False, timeout=120)
     if folder.exists():
@@ -340,14 +345,7 @@ def down(path: str | Path | None = None, say: Say = print) -> None:
     if not folder.exists():
         say(f"nothing to remove: {folder} does not exist")
         return
-    if shutil.which("podman") and (folder / "storage.conf").is_file():
-        ids = run_podman(folder, "ps", "-aq", "--filter", f"label={MANAGED_LABEL}=true", check=False).stdout.split()
-        if ids:
-            run_podman(folder, "rm", "-f", "-t", "5", *[i.decode() for i in ids], check=False)
-            say(f"containers: removed {len(ids)} edge-agent container(s)")
-    for name, what in (("service.pid", "docker API service"), ("registry.pid", "registry")):
-        if _stop_pid(folder / name):
-            say(f"{what}: stopped")
+    _stop_processes(folder, say)
     if shutil.which("podman") and (folder / "storage.conf").is_file():
         # unmounts the overlay layers and deletes images, containers and podman's state
         proc = run_podman(folder, "system", "reset", "--force", check=False, timeout=300)

@@ -103,7 +103,7 @@ def draw(page, box: BBox) -> None:
     page.mouse.up()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium: apt-get install chromium (make system does it as root)")
 @pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e .[test])")
 def test_label_in_jupyterlab(fresh_cloud, tmp_path):
     studio = fresh_cloud.studio

@@ -181,7 +181,7 @@ def fallbacks(cells: list[dict]) -> list[str]:
             for c in cells for o in c["outputs"] for m in [FALLBACK.search(o["text"])] if m]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium: apt-get install chromium (make system does it as root)")
 @pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e .[test])")
 @pytest.mark.skipif(jupyterlab is None, reason="jupyterlab is not installed (pip install -e .[test])")
 def test_widgets_render_as_views_in_jupyterlab(tmp_path):

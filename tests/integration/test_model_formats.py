@@ -37,7 +37,7 @@ try:
     import edge_impulse_linux.image  # noqa: F401
     _no_eim = None
 except ImportError as exc:  # pragma: no cover - depends on the [eim] extra
-    _no_eim = f"edge_impulse_linux is not importable ({exc}): pip install -e '.[eim]' (PyAudio needs apt portaudio19-dev)"
+    _no_eim = f"edge_impulse_linux is not importable ({exc}): apt-get install portaudio19-dev, then make setup (make test does both as root)"
 
 LABELS = ["apple", "banana"]
 

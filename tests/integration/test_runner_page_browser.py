@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(150)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium (make system does it as root)")
 def test_runner_page_renders_in_headless_chromium(cloud, tmp_path, unique_name):
     onnx_path = tiny_detector(tmp_path / "model" / "model.onnx")
     version = cloud.studio.register_model(onnx_path, dict(CARD)).version
@@ -54,7 +54,7 @@ def test_runner_page_renders_in_headless_chromium(cloud, tmp_path, unique_name):
 HOSTILE = "<img src=x onerror=document.title+=1337>"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium (make system does it as root)")
 def test_hostile_health_reason_shows_as_text_and_runs_nothing(tmp_path):
     model_dir = tmp_path / "model"
     tiny_detector(model_dir / "model.onnx")

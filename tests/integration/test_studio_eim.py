@@ -4,7 +4,7 @@
 starts the `.eim` executable, speaks its JSON-over-Unix-socket protocol, turns frames into
 features the way Edge Impulse does, and must get the same boxes our detector finds.
 Importing the SDK's package imports PyAudio (its `__init__` loads the audio runner too), which
-builds against PortAudio: CI installs `portaudio19-dev` and `pip install -e .[eim]`.
+builds against PortAudio: `make test` (as root) installs `portaudio19-dev`, and `make setup` the `[eim]` extra.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ try:
     from edge_impulse_linux.image import ImageImpulseRunner
 except ImportError as exc:  # pragma: no cover - depends on the [eim] extra
     ImageImpulseRunner = None
-    _why = f"edge_impulse_linux is not importable ({exc}): pip install -e '.[eim]' (PyAudio needs apt portaudio19-dev)"
+    _why = f"edge_impulse_linux is not importable ({exc}): apt-get install portaudio19-dev, then make setup (make test does both as root)"
 
 
 def _model(tmp_path, color: str):
