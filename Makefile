@@ -48,7 +48,7 @@ test: system setup lint ## everything the suite needs (make system, make setup, 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render), on the workspace last run (WORKSPACE=DIR to choose)
+lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables render), on its own fresh workspace workspace/lab (WORKSPACE=workspace/demo for the demo's, WORKSPACE=DIR another)
 	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	@ws="$$($(PY) tools/lab_workspace.py $(if $(filter command line,$(origin WORKSPACE)),--workspace '$(WORKSPACE)'))" && \
 	  EDGELOOP_WORKSPACE="$$ws" $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/

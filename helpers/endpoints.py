@@ -8,6 +8,7 @@ helpers.localcloud start`) starts the service that writes them.
 
     hub = local_hub(workspace)       # LocalHubEndpoint: connection_string, ca_file, rest_url, address
     studio = local_studio(workspace) # LocalStudioEndpoint: url, api_key, ingestion_url
+    events = local_eventhub(workspace) # LocalEventHubEndpoint: connection_string (Event Hubs-compatible), ca_file
 
 Files (written by `helpers.localcloud.service`, owner-only):
     WORKSPACE/localcloud/service.json      {"url", "pid", "port", "hub_address", "hub_port", "hub_url", "ca_file", ...}
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import Secret, load_settings
+from helpers.config import Secret, load_settings, parse_connection_string
 from helpers.errors import ConfigError, ServiceUnavailable
 
 
@@ -162,5 +163,49 @@ def local_studio(workspace: str | Path | None = None, url: str | None = None) ->
     return LocalStudioEndpoint(url=base, api_key=key, ingestion_url=base, workspace=ws)
 
 
-__all__ = ["LocalHubEndpoint", "LocalStudioEndpoint", "ca_file", "cloud_dir", "hub_address", "local_hub", "local_studio",
+@dataclass(frozen=True)
+class LocalEventHubEndpoint:
+    """What an Event Hubs client needs to read the local hub's telemetry: what Azure's portal shows.
+
+    Attributes:
+        connection_string: `Endpoint=sb://ADDRESS/;SharedAccessKeyName=iothubowner;SharedAccessKey=...;
+            EntityPath=NAME`, masked (IoT Hub's "Event Hub-compatible endpoint" with the service policy).
+        ca_file: the CA certificate to trust for the endpoint (`connection_verify=` of `azure-eventhub`).
+        name: the Event Hubs-compatible name (`EntityPath`).
+        consumer_groups: the consumer groups that exist (`$Default`).
+        partitions: how many partitions the endpoint has.
+    """
+
+    connection_string: Secret
+    ca_file: Path
+    name: str
+    consumer_groups: tuple[str, ...]
+    partitions: int
+
+
+def local_eventhub(workspace: str | Path | None = None) -> LocalEventHubEndpoint:
+    """The workspace hub's built-in Event Hubs-compatible endpoint, as service.json tells it.
+
+    Raises:
+        ConfigError: the local cloud never started here, or its endpoint did not start (the
+            message is service.log's reason, e.g. port 5671 taken on the hub's address).
+    """
+    ws = resolve_workspace(workspace)
+    info = read_service(ws) or {}
+    if info.get("eventhub_error"):
+        raise ConfigError(f"{info['eventhub_error']} (see {cloud_dir(ws) / 'service.log'}; fix it and restart the local "
+                          f"cloud: {_start_hint(ws)})")
+    if not info.get("eventhub_endpoint") or not info.get("eventhub_name"):
+        raise ConfigError(f"the local cloud in {ws} has not served the Event Hubs-compatible endpoint yet: start it "
+                          f"with {_start_hint(ws)}")
+    key = parse_connection_string(read_credentials(ws)["service_connection_string"])
+    cs = (f"Endpoint={info['eventhub_endpoint']};SharedAccessKeyName={key['SharedAccessKeyName']};"
+          f"SharedAccessKey={key['SharedAccessKey']};EntityPath={info['eventhub_name']}")
+    return LocalEventHubEndpoint(connection_string=Secret(cs, "eventhub_connection_string"), ca_file=ca_file(ws),
+                                 name=str(info["eventhub_name"]),
+                                 consumer_groups=tuple(info.get("eventhub_consumer_groups") or ("$Default",)),
+                                 partitions=int(info.get("eventhub_partitions") or 0))
+
+
+__all__ = ["LocalEventHubEndpoint", "LocalHubEndpoint", "LocalStudioEndpoint", "ca_file", "local_eventhub", "cloud_dir", "hub_address", "local_hub", "local_studio",
            "read_credentials", "read_service", "resolve_workspace", "service_url"]

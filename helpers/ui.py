@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from helpers.config import REPO_ROOT, mask, mask_connection_string
 from helpers.geometry import BBox
 from helpers.protocol.joblog import parse_epoch_line
-from helpers.widgets import cell_style, show_figures_inline
+from helpers.widgets import agent_words, cell_style, display_all, show_figures_inline
 
 show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
 
@@ -94,6 +94,45 @@ def show_file(path: str | Path, language: str | None = None) -> None:
     display(Markdown(f"**{name}**\n```{lang}\n{mask(p.read_text())}\n```"))
 
 
+def show_now(show: Callable[[], Any]) -> None:
+    """Run `show()` and display what it returns, now: the headless twin of `LabelPanel.when_done`.
+
+    A notebook writes the cells below the labeling step once: `after_labeling(show)` is
+    `panel.when_done` when a person labels (the cell waits for the queue) and `show_now` when
+    the oracle labeled already.
+    """
+    display_all(show())
+
+
+class StillLabeling(Exception):
+    """Raised by `continue_when_labeled` to stop a Run All before cells that need the labels.
+
+    IPython shows its message alone (`_render_traceback_`), not a traceback: it is an instruction,
+    not a failure.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def continue_when_labeled(queue: Any) -> None:
+    """Go on when the labeling queue is done; else stop the Run All here, saying what to do.
+
+    The cells below a labeling panel that need the labels (training) cannot wait in the kernel:
+    the panel's own clicks are handled there. So this stops the run, and the person runs the
+    cells from here on once the queue is done.
+
+    Raises:
+        StillLabeling: images are still waiting in the panel (the message says how many).
+    """
+    n = len(queue)
+    if n:
+        raise StillLabeling(
+            f"waiting for {n} label{'s' if n != 1 else ''}: label them in the panel above; when the queue is done, "
+            "click this cell and run it and the ones below (Run > Run Selected Cell and All Below)")
+    print(f"all {queue.progress().total} images of the queue handled: the cells below use the labels")
+
+
 def show_json(obj: Any) -> None:
     """Display a JSON document (masked) as a code block."""
     display(Markdown("```json\n" + mask(json.dumps(obj, indent=2, default=str)) + "\n```"))
@@ -155,17 +194,19 @@ sudo iotedge system status && sudo iotedge list"""
 
 
 def module_rows(hub: Any, device_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Per device and module: runtime status, restarts, version, host port, last desired status."""
+    """Per device and module: runtime status, restarts, version, host port, and whether the
+    device's agent accepted the last deployment (`agent_words`: accepted / refused (code: why))."""
     rows = []
     for d in device_ids:
         st = hub.device_status(d)
+        answer = agent_words(st.last_desired_status, getattr(st, "last_desired_description", None))
         if not st.modules:
             rows.append({"device": d, "online": st.connected, "module": "-", "status": "-", "restarts": "",
-                         "version": "", "port": "", "desired": st.last_desired_status})
+                         "version": "", "port": "", "deployment": answer})
         for name, m in sorted(st.modules.items()):
             rows.append({"device": d, "online": st.connected, "module": name, "status": m.runtime_status,
                          "restarts": m.restart_count, "version": m.version, "port": m.host_port,
-                         "desired": st.last_desired_status})
+                         "deployment": answer})
     return rows
 
 
@@ -185,15 +226,21 @@ def sample_counts(studio: Any, device_ids: Sequence[str], label: str | None = No
 class CollectionPanel:
     """Per device: collector status, samples uploaded, and the newest thumbnails."""
 
-    def __init__(self, hub: Any, studio: Any, device_ids: Sequence[str], label: str | None = None, thumbs: int = 6):
+    def __init__(self, hub: Any, studio: Any, device_ids: Sequence[str], label: str | None = None, thumbs: int = 6,
+                 expected: Mapping[str, int] | None = None):
         self.hub, self.studio, self.device_ids, self.label, self.thumbs = hub, studio, list(device_ids), label, thumbs
+        self.expected = dict(expected or {})  # device -> images asked for: "37 of 60 asked for"
         self.status = w.HTML()
         self.strip = w.HTML()
         self.widget = w.VBox([self.status, self.strip])
 
     def refresh(self) -> dict[str, int]:
         counts = sample_counts(self.studio, self.device_ids, self.label)
-        rows = [dict(r, samples=counts.get(r["device"], 0)) for r in module_rows(self.hub, self.device_ids)]
+        def images(d: str) -> Any:
+            n = counts.get(d, 0)
+            return f"{n} of {self.expected[d]} asked for" if d in self.expected else n
+
+        rows = [dict(r, samples=images(r["device"])) for r in module_rows(self.hub, self.device_ids)]
         self.status.value = html_table(rows)
         newest = sorted(self.studio.samples(), key=lambda s: s.id)[-self.thumbs:]
         imgs = "".join(

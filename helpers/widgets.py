@@ -34,6 +34,29 @@ def show_figures_inline() -> None:
     select_figure_formats(shell, {"png"}, bbox_inches="tight")
 
 
+def display_all(shown: Any) -> None:
+    """Display what a `show()` callback returned: one object, a list of them (figures, widgets), or None."""
+    from IPython.display import display
+
+    for obj in shown if isinstance(shown, (list, tuple)) else [shown]:
+        if obj is not None:
+            display(obj)
+
+
+def agent_words(code: Any, description: str | None = None) -> str:
+    """The edge agent's last answer to a deployment in plain words: `accepted` (200), else
+    `refused (406: ...)`; empty before any deployment."""
+    if code is None or code == "":
+        return ""
+    try:
+        ok = int(code) == 200
+    except (TypeError, ValueError):
+        ok = False
+    if ok:
+        return "accepted"
+    return f"refused ({code}{': ' + description if description else ''})"
+
+
 def label_color(label: str, labels: Sequence[str] = ()) -> str:
     """The hex colour of `label`: its position in `labels`, else a stable hash of the name."""
     if label in labels:

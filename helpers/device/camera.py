@@ -14,10 +14,8 @@ from typing import Any
 
 import cv2
 
-from helpers.datasets import IMAGE_EXTENSIONS, detect_format, import_dataset
 from helpers.errors import ConfigError, DatasetError
 from helpers.frames import DEFAULT_JPEG_QUALITY, DEFAULT_SIZE, Camera, CameraError, EndOfStream
-from helpers.sim.camera import SyntheticCamera
 
 SOURCES = ("synthetic", "folder", "webcam")
 CAMERA_ENV = "EDGELOOP_CAMERA"
@@ -44,6 +42,8 @@ class FolderCamera(Camera):
             raise CameraError(f"folder camera: {self.path} is not a folder; pass open_camera('folder', path=...)")
         self.loop = loop
         self._pos = 0
+        from helpers.datasets import IMAGE_EXTENSIONS, detect_format, import_dataset  # only a folder camera needs them
+
         if fmt == "auto":
             try:
                 fmt = detect_format(self.path)
@@ -118,7 +118,14 @@ class WebcamCamera(Camera):
         super().close()
 
 
-_SOURCES = {"synthetic": SyntheticCamera, "folder": FolderCamera, "webcam": WebcamCamera}
+def _synthetic() -> type[Camera]:
+    from helpers.sim.camera import SyntheticCamera  # the renderer: loaded only when this source is chosen
+
+    return SyntheticCamera
+
+
+# each source's class, imported when it is opened (a device with a webcam never loads the simulator)
+_SOURCES = {"synthetic": _synthetic, "folder": lambda: FolderCamera, "webcam": lambda: WebcamCamera}
 
 
 def open_camera(source: str | None = "synthetic", **opts: Any) -> Camera:
@@ -141,7 +148,7 @@ def open_camera(source: str | None = "synthetic", **opts: Any) -> Camera:
         source = os.environ.get(CAMERA_ENV) or "synthetic"
     if source not in _SOURCES:
         raise ConfigError(f"unknown camera source {source!r}; valid: {', '.join(SOURCES)} (set {CAMERA_ENV})")
-    cls = _SOURCES[source]
+    cls = _SOURCES[source]()
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     bad = sorted(set(opts) - set(params))
     if bad:

@@ -46,15 +46,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from helpers.config import Secret, mask
-from helpers.device.camera import open_camera
 from helpers.device.module_client import ModuleHub, run_until_stopped
 from helpers.device.spool import Spool, SpoolItem
 from helpers.errors import ConfigError, Forbidden, ServiceError, ServiceUnavailable, Unauthorized
 from helpers.frames import CameraError
-from helpers.studio.ingestion import IngestionClient
 
 log = logging.getLogger("helpers.device.collector")
 
@@ -217,6 +213,8 @@ class Uploader(threading.Thread):
         except KeyError:
             return 0.0  # acknowledged meanwhile
         meta = item.meta
+        import requests  # here, not at the top: a runner without sampling never loads it (RSS on a small device)
+
         try:
             results = self.client.upload(
                 meta.get("category", "training"), [(meta.get("filename") or f"{item.key[:16]}.jpg", data)],
@@ -335,7 +333,10 @@ class Collector:
         self.cfg = cfg
         self.stop = threading.Event()
         self.spool = open_spool(cfg.workdir, "collector", os.environ)
-        client = client or IngestionClient(cfg.studio_url, cfg.api_key, timeout=cfg.upload_timeout_s)
+        if client is None:
+            from helpers.studio.ingestion import IngestionClient  # loaded by the module that uploads, not on import
+
+            client = IngestionClient(cfg.studio_url, cfg.api_key, timeout=cfg.upload_timeout_s)
         self.uploader = Uploader(self.spool, client, self.stop)
         self.state_path = cfg.workdir / "collector_state.json"
         self.run_id = cfg.run_id()
@@ -426,6 +427,8 @@ class Collector:
             job = [self.cfg.label, self.cfg.count, self.cfg.category, self.cfg.device]
             opts["seed"] = int(hashlib.sha256(f"{opts.get('seed', 0)}:{job}:{self.captured}".encode())
                                .hexdigest()[:8], 16)
+        from helpers.device.camera import open_camera  # cv2, datasets, the simulator: only when frames are taken
+
         camera = open_camera(self.cfg.camera_source, **opts) if self.capturing else None
         self.uploader.start()
         log.info("collector %s: label=%s target=%s rate=%.2f Hz, %d frame(s) spooled from before",

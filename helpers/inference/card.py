@@ -6,6 +6,15 @@ A model folder holds `model.json` (the card) and one model file; the card's `for
     "onnx"   model.onnx     `helpers.inference.onnx.OnnxDetector` (the default: cards without `format`)
     "eim"    model.eim      `helpers.inference.eim.EimDetector` (Edge Impulse's Linux executable)
     "tflite" model.tflite   `helpers.inference.tflite.TfliteDetector` (an Edge Impulse FOMO model)
+
+An ONNX folder may hold more than one network: `model.onnx` (float) and `model.int8.onnx` (int8,
+`helpers.train.quantize`). The card's `variants` lists each (`file`, `sha256`, measured `f1`,
+`ms_per_image`) and its `runtime` names the one a device loads and why:
+
+    "runtime": {"variant": "int8", "file": "model.int8.onnx", "why": "int8: F1 0.80 vs float 0.80 ..."}
+
+`onnx_file` resolves it; a folder without that file (a studio download keeps one file, as
+`model.onnx`) loads `model.onnx`, whichever variant its bytes are (their sha256 says).
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from helpers.errors import ModelError
 
 CARD_NAME = "model.json"
 ONNX_NAME = "model.onnx"
+INT8_ONNX_NAME = "model.int8.onnx"
 FORMAT_FILES = {"onnx": ONNX_NAME, "eim": "model.eim", "tflite": "model.tflite"}
 
 
@@ -72,10 +82,54 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     return card
 
 
+def onnx_file(model_dir: str | Path, card: dict[str, Any]) -> Path:
+    """The ONNX file a device loads from a folder: the card's `runtime.file` when the folder
+    holds it, else `model.onnx`.
+
+    Raises:
+        ModelError: `runtime.file` is not a plain `.onnx` file name.
+    """
+    runtime = card.get("runtime") or {}
+    name = runtime.get("file") if isinstance(runtime, dict) else None
+    if name:
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".onnx"):
+            raise ModelError(f"model card runtime.file={name!r} must be the name of an .onnx file beside the card, "
+                             f"e.g. {INT8_ONNX_NAME!r}")
+        if (Path(model_dir) / name).is_file():
+            return Path(model_dir) / name
+    return Path(model_dir) / ONNX_NAME
+
+
+def onnx_variant(path: str | Path, card: dict[str, Any]) -> str | None:
+    """Which of the card's networks a file is, by its sha256: "float" (the card's `onnx_sha256`),
+    a `variants` key such as "int8", or None when the card records no sha256 at all.
+
+    Raises:
+        ModelError: the card records sha256s and the file matches none of them.
+    """
+    known: dict[str, str] = {}
+    variants = card.get("variants") or {}
+    if isinstance(variants, dict):
+        known.update({str(v["sha256"]): str(k) for k, v in variants.items() if isinstance(v, dict) and v.get("sha256")})
+    if card.get("onnx_sha256"):
+        known[str(card["onnx_sha256"])] = "float"
+    if not known:
+        return None
+    digest = sha256_file(path)
+    if digest not in known:
+        raise ModelError(f"{path} does not match the card's onnx_sha256 (nor a variant's sha256): the file was "
+                         "changed or belongs to another model; download the model version again")
+    return known[digest]
+
+
 def model_file(model_dir: str | Path, card: dict[str, Any] | None = None) -> Path:
-    """The model file of a folder, named by its card's format."""
+    """The model file of a folder, named by its card's format (for ONNX, `onnx_file`: the
+    variant the card chose when the folder holds it)."""
     card = read_card(model_dir) if card is None else card
-    return Path(model_dir) / FORMAT_FILES[model_format(card)]
+    fmt = model_format(card)
+    if fmt == "onnx":
+        return onnx_file(model_dir, card)
+    return Path(model_dir) / FORMAT_FILES[fmt]
 
 
 def check_file_sha(path: Path, card: dict[str, Any]) -> None:
@@ -87,20 +141,25 @@ def check_file_sha(path: Path, card: dict[str, Any]) -> None:
 
 
 def load_card(model_dir_or_onnx_path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(onnx path, card dict) for a model folder or an ONNX file with `model.json` beside it.
+    """(onnx path, card dict) for a model folder (the file `onnx_file` picks) or an ONNX file
+    with `model.json` beside it.
 
     Raises:
         ModelError: when a file is missing or the card is not valid JSON.
     """
     p = Path(model_dir_or_onnx_path)
-    onnx_path = p / ONNX_NAME if p.is_dir() else p
-    card_path = onnx_path.parent / CARD_NAME
+    folder = p if p.is_dir() else p.parent
+    card_path = folder / CARD_NAME
+    card = read_card(folder) if card_path.is_file() else None
+    onnx_path = p
+    if p.is_dir():
+        onnx_path = onnx_file(folder, card) if card is not None else folder / ONNX_NAME
     if not onnx_path.is_file():
         raise ModelError(f"no ONNX model at {onnx_path}: pass a folder holding {ONNX_NAME} + {CARD_NAME}, "
                          "or the .onnx file itself")
-    if not card_path.is_file():
+    if card is None:
         raise ModelError(f"no model card {card_path}: the {CARD_NAME} written by export_onnx must sit beside the ONNX")
-    return onnx_path, read_card(onnx_path.parent)
+    return onnx_path, card
 
 
 def labels_or_none(card: dict[str, Any], where: Path) -> list[str] | None:

@@ -39,6 +39,7 @@ from typing import Any
 from helpers.errors import DatasetError
 from helpers.geometry import BBox
 from helpers.labeling.queue import LabelQueue
+from helpers.labeling.waiting import fill_output, progress_words, waiting_words
 from helpers.widgets import data_url, draw_boxes, encode_jpeg
 
 SHORTCUTS = (
@@ -66,7 +67,16 @@ function render({ model, el }) {
   };
   // Widget state arrives through a promise chain and a custom message can overtake it: try
   // again for half a second, unless the person has gone elsewhere meanwhile.
+  // The image hidden at the end of the queue and shown again ("Back to the skipped") keeps a 0x0
+  // box overlay until the window resizes: say it did, once, when the image comes back.
+  let hidden = false;
+  const reflow = () => {
+    const w = image(), now = !(w && w.offsetParent !== null);
+    if (hidden && !now) window.dispatchEvent(new Event("resize"));
+    hidden = now;
+  };
   const requestFocus = () => [0, 60, 200, 500].forEach((t) => setTimeout(() => {
+    reflow();
     const a = document.activeElement, w = image();
     if (w && w.offsetParent !== null && a === w) return;
     if (a && a !== document.body && root && !root.contains(a)) return;
@@ -249,6 +259,8 @@ class LabelPanel:
         self.image_width = int(image_width)
         self.show_dataset = show_dataset
         self._updating = False
+        self._waiters: list[tuple[Any, Any, Callable[[], Any]]] = []  # (status, output, show): `when_done`
+        self._finished: bool | None = None
         labels = queue.labels
         # the widget's own Submit/Skip buttons sit under the image; ours sit above it
         self.bbox = BBoxWidget(classes=labels, bboxes=[], hide_buttons=True)
@@ -273,7 +285,7 @@ class LabelPanel:
                                       tooltip="delete this image from the dataset (a bad frame); Undo brings it back")
         self.new_class = w.Text(placeholder="new class, e.g. banana", description="add class")
         self.add_button = w.Button(description="Add", icon="plus")
-        self.message = w.HTML()
+        self.message = w.HTML(layout=w.Layout(min_height="24px"))  # a status line never moves the image down
         self.end_text = w.HTML()
         self.back_button = w.Button(description="Back to the skipped", icon="backward", layout=w.Layout(width="auto"),
                                     tooltip="reload the images you skipped and label them now")
@@ -363,10 +375,11 @@ class LabelPanel:
                 self.bbox.layout.display = None
                 for b in (self.save_button, self.skip_button, self.delete_button):
                     b.disabled = False
-            self.progress.value = f"<b>{_e(self.queue.progress().text)}</b>, {len(self.queue)} to go"
+            self.progress.value = f"<b>{_e(progress_words(self.queue))}</b>"
             self._render_strip()
         finally:
             self._updating = False
+        self._update_waiters()
 
     def _offer_html(self, item: Any) -> str:
         """Every proposal with its origin and confidence; what is on screen in bold."""
@@ -388,8 +401,10 @@ class LabelPanel:
         skipped = self.queue.skipped_count()
         self.header.value = "<b>The queue is done.</b>"
         again = f" {skipped} skipped: go back to them now, or later with a new queue." if skipped else ""
-        self.end_text.value = (f"Saved {p.saved}, skipped {p.skipped}, deleted {p.deleted} of {p.total}.{again} "
-                               "The dataset cells below show what was labeled (rerun them).")
+        below = ("The cells below now show the dataset and how the labels compare." if self._waiters
+                 else "The cells below show the dataset: run them.")
+        self.end_text.value = (f"Of the {p.total} images in this pass: {p.saved} labeled, {p.skipped} skipped, "
+                               f"{p.deleted} deleted.{again} {below}")
         self.back_button.disabled = skipped == 0
         self.dataset_button.layout.display = None if self.show_dataset is not None else "none"
         self.end_box.layout.display = None
@@ -532,6 +547,32 @@ class LabelPanel:
             self.class_picker.options = labels
         finally:
             self._updating = False
+
+    # ------------------------------------------------------------------ the cells below the panel
+    def when_done(self, show: Callable[[], Any]) -> Any:
+        """A widget for a cell below the panel: `waiting for N labels` while the queue is open, then
+        what `show()` prints and returns (figures, widgets), drawn again whenever the queue is finished.
+
+        Example:
+            >>> display(panel.when_done(lambda: plots.dataset_figures(studio)))
+        """
+        import ipywidgets as w
+
+        status, out = w.HTML(), w.Output()
+        self._waiters.append((status, out, show))
+        self._update_waiters(only=self._waiters[-1])
+        return w.VBox([status, out])
+
+    def _update_waiters(self, only: tuple[Any, Any, Callable[[], Any]] | None = None) -> None:
+        finished, changed = self.queue.done, self.queue.done != self._finished or only is not None
+        self._finished = finished
+        for status, out, show in [only] if only is not None else self._waiters:
+            status.value = "" if finished else f"<i>{_e(waiting_words(self.queue))}</i>"  # counts down
+            if not changed:
+                continue
+            out.outputs = ()
+            if finished:
+                fill_output(out, show)
 
     # ------------------------------------------------------------------ display
     def _ipython_display_(self) -> None:

@@ -12,6 +12,7 @@ Clients find a running stand-in through `helpers.endpoints` (service.json, crede
 Files under ``WORKSPACE/localcloud/``: ``state.db`` (SQLite, WAL), ``files/``, ``service.json``,
 ``credentials.json`` (0600), ``service.log``.
 """
+from helpers.localcloud.credentials import credentials
 from helpers.localcloud.service import ensure_running, hub_credentials, status, stop
 
-__all__ = ["ensure_running", "status", "stop", "hub_credentials"]
+__all__ = ["credentials", "ensure_running", "status", "stop", "hub_credentials"]

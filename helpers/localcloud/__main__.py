@@ -1,7 +1,9 @@
 """`python -m helpers.localcloud start|status|stop|serve|credentials --workspace DIR`: prints JSON.
 
-`credentials` prints the local hub's service connection string and the CA file to trust for it,
-so any IoT Hub tool (the service SDK, `az iot` with its own CA setting) can be pointed at the stand-in.
+`credentials` prints every setting a tool needs to reach the stand-ins: the hub's service connection
+string and the CA file to trust for it (the service SDK, `az iot` with its own CA setting), the
+studio's API key, project id, `EI_API_ENDPOINT` and `EI_INGESTION_ENDPOINT` (what the `edgeimpulse`
+SDK reads); `--format env` prints them as `NAME=value` lines for a `.env` file or `eval "$(...)"`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from helpers.endpoints import resolve_workspace
 from helpers.errors import EdgeLoopError
 from helpers.localcloud import service
 from helpers.localcloud.app import serve
+from helpers.localcloud.credentials import credentials, env_lines
 from helpers.localcloud.hub.runtime import hub_runtime_from
 
 
@@ -20,8 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.localcloud", description=__doc__)
     parser.add_argument("command", choices=["start", "status", "stop", "serve", "credentials"],
                         help="start (detached, idempotent), status, stop, serve (foreground), or credentials "
-                             "(the local hub's connection string and CA file, as JSON)")
+                             "(every setting a tool needs: the hub's connection string and CA file, the studio's key, "
+                             "project id and endpoints)")
     parser.add_argument("--workspace", default=None, help="workspace folder (default: EDGELOOP_WORKSPACE / settings)")
+    parser.add_argument("--format", choices=["json", "env"], default="json",
+                        help="credentials: JSON (default) or NAME=value lines for a .env file or eval")
     parser.add_argument("--port", type=int, default=None, help="port (default: the previous one if free, else any free port)")
     parser.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 20)")
     parser.add_argument("--hub-port", type=int, default=None, help="serve: the hub's HTTPS port on the workspace's hub address")
@@ -42,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                   hub=hub_runtime_from(**hub_settings))
             return 0
         if args.command == "credentials":
-            out = service.hub_credentials(args.workspace)
+            out = credentials(args.workspace)
+            if args.format == "env":
+                print(env_lines(out), end="")
+                return 0
         elif args.command == "start":
             out = service.ensure_running(args.workspace, port=args.port, max_body_mb=args.max_body_mb, hub_settings=hub_settings)
         elif args.command == "status":

@@ -5,7 +5,6 @@ import asyncio
 import logging
 import os
 import time
-import traceback
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,16 @@ from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.context import Context, service_key_from_cs
 from helpers.localcloud.common.db import Store
 from helpers.localcloud.common.errors import ApiError, error_from_service_error
+from helpers.localcloud.common.guard import RequestGuard
+from helpers.localcloud.common.limits import escape_controls
+from helpers.localcloud.eventhub.server import start_for_service as start_eventhub
 from helpers.localcloud.hub.deploy import Evaluator
 from helpers.localcloud.hub.errors import azure_error_response, is_hub_path
 from helpers.localcloud.hub.routes import router as hub_router
 from helpers.localcloud.hub.runtime import HubRuntime, hub_runtime_from
 from helpers.localcloud.mqtt.api import router as methods_router
 from helpers.localcloud.mqtt.endpoint import start_broker
+from helpers.localcloud.openapi import document_answers
 from helpers.localcloud.service import DEFAULT_MAX_BODY_MB, HOST, ensure_credentials, secure_state, write_service
 from helpers.localcloud.studio.auth import require_studio
 from helpers.localcloud.studio.routes import router as studio_router
@@ -42,44 +45,17 @@ access_log = logging.getLogger("helpers.localcloud.access")
 
 
 class MaskingFilter(logging.Filter):
-    """Masks secret-looking values (keys, SAS signatures) in every log record."""
+    """Masks secret-looking values (keys, SAS signatures) in every log record, and writes it on one line.
+
+    Control characters (newlines, NUL...) a client put into an id or a topic are escaped, so no
+    request can forge a log line or write raw bytes into `service.log`; a traceback
+    (`exc_info`) is added below the line by the formatter.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = mask(record.getMessage())
+        record.msg = mask(escape_controls(record.getMessage()))
         record.args = ()
         return True
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit (by Content-Length, or while streaming)."""
-
-    def __init__(self, app: Any, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = ApiError(413, f"request body over the {self.limit / 1e6:.0f} MB limit; send fewer or smaller files per request "
-                                  "(or start the local cloud with --max-body-mb)", "body")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            response = JSONResponse(too_large.body(), status_code=413, headers={"connection": "close"})
-            await response(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise too_large
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 def require_any(request: Request) -> Principal:
@@ -92,13 +68,15 @@ def require_any(request: Request) -> Principal:
 
 
 def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MAX_BODY_MB, hub_port: int | None = None,
-               hub: HubRuntime | None = None) -> Any:
+               hub: HubRuntime | None = None, service_info: dict[str, Any] | None = None) -> Any:
     """The ASGI app for `workspace`, served on `port` (plain HTTP) and `hub_port` (HTTPS, the hub's address).
 
     Args:
         hub_port: the IoT Hub REST API's HTTPS port on `tls.hub_address(workspace)`; it names
             the hub in the service connection string (`HostName=ADDRESS:HUB_PORT`).
         hub: the hub's runtime settings (throttling, deployment timing); default ones when None.
+        service_info: filled at startup with what service.json tells of the endpoints the app
+            starts itself (the Event Hubs-compatible endpoint's address and name, or its error).
     """
     ws = Path(workspace).resolve()
     d = cloud_dir(ws)
@@ -122,9 +100,15 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
         if any(removed.values()):
             log.info("removed files left by an interrupted run: %s", removed)
         app.state.mqtt = start_broker(ws, store)  # IoT Hub's device endpoint (MQTT over TLS, port 8883)
+        # IoT Hub's built-in Event Hubs-compatible endpoint (AMQP over TLS, port 5671); the rest serves without it
+        app.state.eventhub, eventhub_info = start_eventhub(ws, store, service_key)
+        if service_info is not None:
+            service_info.update(eventhub_info)
         runtime.evaluator = Evaluator(store, runtime.timing).start()  # at-scale deployments on IoT Hub's cycle
         yield
         runtime.evaluator.stop()
+        if app.state.eventhub is not None:
+            app.state.eventhub.stop()
         app.state.mqtt.stop()
         store.close()
         info = read_service(ws) or {}
@@ -141,11 +125,14 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
     app.state.ctx = ctx
     app.state.hub = runtime
 
-    def error_response(request: Request, err: ApiError) -> JSONResponse:
+    def error_response_for(path: str, err: ApiError) -> JSONResponse:
         """The one place an error answer is shaped: IoT Hub's on hub paths (so the service SDK raises its own errors)."""
-        if is_hub_path(request.url.path):
+        if is_hub_path(path):
             return azure_error_response(err)
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
+
+    def error_response(request: Request, err: ApiError) -> JSONResponse:
+        return error_response_for(request.url.path, err)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -168,7 +155,7 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s:\n%s", request.method, request.url.path, traceback.format_exc())
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(request, ApiError(500, f"internal error ({type(exc).__name__}); see {d / 'service.log'}"))
 
     @app.middleware("http")
@@ -188,18 +175,12 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
 
     @app.get("/openapi.json", tags=["service"], include_in_schema=False)
     def openapi(_=Depends(require_any)) -> dict[str, Any]:
-        schema = app.openapi()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "hubSas": {"type": "apiKey", "in": "header", "name": "Authorization",
-                       "description": "SharedAccessSignature sr=...&sig=...&se=...[&skn=iothubowner]"},
-            "studioKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-        }
-        return schema
+        return document_answers(app.openapi())  # the 400s and error bodies this app sends, not FastAPI's 422
 
     app.include_router(hub_router)
     app.include_router(methods_router)
     app.include_router(studio_router)
-    return BodyLimit(app, ctx.max_body_bytes)
+    return RequestGuard(app, ctx.max_body_bytes, lambda path, err: error_response_for(path, err))
 
 
 def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hub_port: int | None = None,
@@ -228,7 +209,8 @@ def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hu
     hub = hub or hub_runtime_from()
     address = tls.hub_address(ws)
     cert = tls.ensure_server_cert(ws, address)
-    app = create_app(ws, port, max_body_mb, hub_port=hub_port, hub=hub)
+    endpoints_info: dict[str, Any] = {}  # filled by the app's lifespan (the Event Hubs-compatible endpoint)
+    app = create_app(ws, port, max_body_mb, hub_port=hub_port, hub=hub, service_info=endpoints_info)
     secure: uvicorn.Server | None = None
     if hub_port:
         secure = uvicorn.Server(uvicorn.Config(app, host=address, port=hub_port, access_log=False, log_level="warning",
@@ -250,6 +232,7 @@ def serve(workspace: str | Path, port: int, max_body_mb: float | None = None, hu
                     "hub_address": address, "ca_file": str(cert.ca)}
             if hub_port:
                 info.update({"hub_port": hub_port, "hub_url": f"https://{address}:{hub_port}"})
+            info.update(endpoints_info)
             write_service(ws, info)
             log.info("local cloud listening on http://%s:%d and https://%s:%s (workspace %s)", HOST, port, address, hub_port, ws)
 

@@ -1,4 +1,5 @@
-"""What a pipeline run found: per-notebook status, checks and errors, summary.json's shape, the final table."""
+"""What a pipeline run found: per-notebook status, checks and errors, summary.json's shape, the final table
+(with the story's figures: apple F1, apple/banana F1, bananas called apples before and after)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,46 @@ def timeout_failure(exc: BaseException, nb_name: str, cell_index: int, step: str
     return info
 
 
+def _f1(f1: Any, label: str) -> str:
+    value = f1.get(label) if isinstance(f1, dict) else None
+    return f"{label} F1 {value:.2f}" if isinstance(value, (int, float)) else f"{label} F1 ?"
+
+
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
+
+
+def story_lines(results: dict[str, Any]) -> list[str]:
+    """What the run showed, from the notebooks' recorded results: the labels, the apple model,
+    the two-class model, and how many bananas each model called apples. Steps that did not
+    record (not run, failed early) are left out."""
+    lines = []
+    labels = results.get("03_label_review", {})
+    grade = labels.get("label_grade") or {}
+    if labels.get("labeled") is not None or grade:
+        line = f"  labels (03):          {labels.get('labeled', grade.get('frames', '?'))} images labeled"
+        if grade:
+            line += f", {_share(grade.get('share_right'))} of the boxes right against the cameras' truth"
+        lines.append(line)
+    apple = results.get("04_train", {})
+    if apple.get("f1"):
+        lines.append(f"  apple model (04):     v{apple.get('model_version', '?')}, {_f1(apple['f1'], 'apple')}")
+    two = results.get("06_retrain_banana", {})
+    if two.get("f1"):
+        gate = {True: ", gate passed", False: ", gate FAILED"}.get(two.get("gate_passed"), "")
+        lines.append(f"  apple + banana (06):  v{two.get('model_version', '?')}, {_f1(two['f1'], 'apple')}, "
+                     f"{_f1(two['f1'], 'banana')}{gate}")
+    if "heldout_banana_called_apple_before" in two:
+        line = (f"  bananas called apples: {_share(two['heldout_banana_called_apple_before'])} before, "
+                f"{_share(two.get('heldout_banana_called_apple_after'))} after "
+                f"(the {two.get('heldout_banana_images', '?')} held-out banana images)")
+        if "banana_called_apple_before" in two:
+            line += (f"; on the fleet {_share(two['banana_called_apple_before'])} -> "
+                     f"{_share(two.get('banana_called_apple_after'))}")
+        lines.append(line)
+    return ["the story:", *lines] if lines else []
+
+
 def format_table(summary: Summary) -> str:
     rows = [f"{'notebook':22} {'status':8} {'seconds':>8}"]
     for r in summary.notebooks:
@@ -90,6 +131,7 @@ def format_table(summary: Summary) -> str:
         if r.error and r.error.get("type") in ("CellTimeoutError", "DeadKernelError"):
             rows.append(f"{'':22}   {r.error.get('evalue')}")
     rows.append(f"{'total':22} {'ok' if summary.ok else 'FAILED':8} {summary.total_s:8.1f}")
+    rows += story_lines(summary.results)
     checks = summary.checks
     rows.append(f"checks: {len(checks) - len(summary.failed_checks)} of {len(checks)} true"
                 f"   load average (1 min) {summary.load_avg.get('start', ['?'])[0]} at start,"

@@ -65,6 +65,8 @@ collector = mf.collector_module(s.device_image, s.studio.url, label="apple", cou
                                 camera_source="synthetic")
 manifest = mf.build_manifest([collector], secrets={"EI_API_KEY": s.studio.device_key()},
                              registry=images.registry_credentials(s.settings, s.device_image))
+expected = {d: per_device for d in devices}
+already = ui.sample_counts(s.studio, devices, label="apple")  # before deploying: a workspace past step 2 has them
 warnings = mf.validate_manifest(manifest)
 print("validation warnings:", warnings or "none")
 ui.show_json(mf.redact_manifest(manifest))
@@ -89,9 +91,13 @@ print(rest.summary())
 # resend harmless.
 
 # %% tags=["nbval-ignore-output"]
-panel = ui.CollectionPanel(s.hub, s.studio, devices, label="apple")
+if all(already[d] >= per_device for d in devices):
+    print(f"This workspace holds its apple images already ({', '.join(f'{d}: {already[d]}' for d in devices)}; "
+          f"{per_device} asked for per device): step 2 was done before, nothing new to wait for. To collect them "
+          "yourself, open a fresh workspace: `make lab` (workspace/lab).")
+panel = ui.CollectionPanel(s.hub, s.studio, devices, label="apple", expected=expected)
 display(panel.widget)
-counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="apple", timeout=600,
+counts = ui.wait_for_samples(s.studio, expected, label="apple", timeout=600,
                              on_poll=panel.refresh)
 panel.refresh();
 

@@ -11,6 +11,7 @@
 model_version = None      # None: the newest registered model
 rollout_timeout_s = 180
 lab_tag = "fruit-lab"
+page_frame_ancestors = None  # who may show the device page in a frame; None: this machine's JupyterLab (any port)
 seed = 0
 
 # %%
@@ -31,7 +32,8 @@ ui.show_json({k: model.card.get(k) for k in ("labels", "input_size", "arch", "sc
 
 # %% tags=["nbval-ignore-output"]
 manifest = deploy.runner_manifest(model.version, s.device_image, s.studio, camera_source="synthetic",
-                                  registry=images.registry_credentials(s.settings, s.device_image))
+                                  registry=images.registry_credentials(s.settings, s.device_image),
+                                  extra_env={"FRAME_ANCESTORS": page_frame_ancestors} if page_frame_ancestors else None)
 print("module runtime:", s.settings.runtime, "| image:", s.device_image)
 board = deploy.RolloutBoard(s.hub, devices)
 display(board.widget)
@@ -44,6 +46,9 @@ print(report.summary())
 # ## Each device's page
 # Open the URL of a device to see its live view; the notebook embeds one. The same server
 # answers `/api/results` (latest detections), `/api/health` and `/api/info` (the model card).
+# The page lets only this machine's JupyterLab show it in a frame (its `Content-Security-Policy`
+# names `http://127.0.0.1:*` and `http://localhost:*`); no other site can. A lab served from
+# elsewhere: set `page_frame_ancestors` above to its origin (the runner's `FRAME_ANCESTORS`).
 
 # %% tags=["nbval-ignore-output"]
 urls = ui.runner_urls(s.hub, devices)

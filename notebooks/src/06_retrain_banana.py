@@ -19,6 +19,7 @@ train_timeout_s = None    # cancel the training job after this many seconds; Non
 observe_s = 10            # seconds of runner results per measurement
 rollout_timeout_s = 180
 lab_tag = "fruit-lab"
+labeler = "human"         # "human": the labeling panel, as in notebook 03; "oracle": label from synthetic ground truth (headless)
 coco_assist = "auto"      # COCO model proposals while labeling: "auto" (where `make weights` ran), True, False
 seed = 0
 
@@ -61,24 +62,64 @@ counts = ui.wait_for_samples(s.studio, {d: per_device for d in devices}, label="
 
 # %% [markdown]
 # ## Label the bananas
-# Add the class, then label. The proposals now come from the apple model too, and it calls the
-# banana an apple: the assist report shows how often the label had to be changed. The
-# COCO-pretrained model knows bananas before any banana model of ours exists: it proposes them
-# beside tracking and the apple model, each proposal naming its origin, and the report counts how
-# many of its banana boxes were accepted unchanged.
+# The class `banana` is added to the project, then the queue opens on the new images, as in
+# notebook 03. The proposals now come from two models, each named in the panel:
+#
+# - **the apple model** (`model v1`): it calls every banana an `apple` (it has never seen anything
+#   else). That wrong box is what to correct: pick `banana` (key 2) and press **C** on the box,
+#   or switch to another proposal;
+# - **the COCO model** (where `make weights` ran): it knows bananas before any banana model of
+#   ours exists, and proposes them with their class.
+#
+# Look at each image before you press Enter: an apple beside the banana stays an apple. Headless
+# runs use the oracle labeler, as in 03.
 
 # %% tags=["nbval-ignore-output"]
 from helpers.labeling.queue import LabelQueue
-from helpers.sim.oracle import OracleLabeler
 from helpers.labeling.proposals import coco_assist_proposers
 from helpers.labeling import plots
+from helpers.sim.oracle import assist_report
+from helpers.sim.grading import grade_queue, grade_widget
 
 s.studio.add_label("banana")
 queue = LabelQueue(s.studio, proposers=coco_assist_proposers(coco_assist))
-assist = OracleLabeler(queue).run(progress=False)
-print(assist.summary())
-results.record("06_retrain_banana", coco_assist=assist.source_figures("coco"))
-display(plots.class_counts(s.studio.samples(labeled=True)))
+if queue.done and s.studio.samples(labeled=True, label="banana"):
+    print("Nothing to label here: the banana images of this workspace are labeled already (step 6 ran before). "
+          "To label them yourself, open a fresh workspace: `make lab` (workspace/lab).")
+else:
+    print(f"{queue.remaining} images to label; labels: {queue.labels}")
+if labeler == "human":
+    from helpers.labeling.panel import LabelPanel
+    panel = LabelPanel(queue)
+    display(panel.widget)
+    after_labeling = panel.when_done  # the cells below wait for the queue, then fill in
+else:
+    from helpers.sim.oracle import OracleLabeler
+    OracleLabeler(queue).run(progress=False)
+    after_labeling = ui.show_now
+
+# %% [markdown]
+# How the labels compare with what the cameras really saw (bananas saved as `apple` show up as
+# *wrong class*), how often each source's proposal was kept as it stood, and the classes now in
+# the dataset. With the panel these fill in when you finish the queue.
+
+# %% tags=["nbval-ignore-output"]
+def show_labels():
+    grade = grade_queue(queue)
+    assist = assist_report(queue.records)
+    print(grade.summary())
+    print(assist.summary())
+    results.record("06_retrain_banana", coco_assist=assist.source_figures("coco"), label_grade=grade.to_dict())
+    return [grade_widget(grade, queue), plots.class_counts(s.studio.samples(labeled=True))]
+
+after_labeling(show_labels)
+
+# %% [markdown]
+# The training below needs every banana labeled: with the panel, Run All stops here until the
+# queue is done; then run this cell and the ones below.
+
+# %% tags=["nbval-ignore-output"]
+ui.continue_when_labeled(queue)
 
 # %% [markdown]
 # ## Retrain with two classes
@@ -153,6 +194,10 @@ results.check("the two-class model calls fewer held-out bananas apples", held_af
               measured=[round(held_before.rate, 4), round(held_after.rate, 4)])
 found = {d: observe.detected_in_recent(s.hub, d, "banana", min_share=0.2) for d in devices}
 results.check("bananas detected on the fleet", any(found.values()))
+if labeler == "human":
+    label_grade = grade_queue(queue)
+    results.check("your banana labels match the camera's truth (>= 90% of boxes right)", label_grade.share_right >= 0.9,
+                  measured=label_grade.to_dict())
 results.record("06_retrain_banana", banana_called_apple_before=before.rate, banana_called_apple_after=after.rate,
                heldout_banana_called_apple_before=held_before.rate, heldout_banana_called_apple_after=held_after.rate,
                heldout_banana_images=held_before.frames_with_true,

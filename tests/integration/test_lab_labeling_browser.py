@@ -145,9 +145,11 @@ def test_label_in_jupyterlab(fresh_cloud, tmp_path):
             img = panel.locator(".edgeloop-bbox img")
             expect(img).to_be_visible()
             page.wait_for_function("() => document.querySelector('.edgeloop-bbox img').naturalWidth > 0")
-            # Run All is honest: the dataset cell waits for labels instead of plotting nothing
-            expect(page.locator(".jp-OutputArea-output", has_text="Waiting for labels: 7 of 7")).to_be_visible(
-                timeout=120_000)
+            # Run All is honest: the cells below the panel wait for labels instead of plotting nothing
+            # or printing False checks
+            waiting = page.locator(".jp-OutputArea-output", has_text="waiting for 7 labels")
+            expect(waiting.first).to_be_visible(timeout=120_000)
+            expect(page.locator(".jp-OutputArea-output", has_text="every collected image labeled: False")).to_have_count(0)
             # the image is shown scaled up to the width (320 px frames), buttons above it
             rect = img.bounding_box()
             assert rect["width"] >= 480, rect
@@ -215,7 +217,7 @@ def test_label_in_jupyterlab(fresh_cloud, tmp_path):
             expect(header).to_contain_text(f"sample #{ids[6]}")
             page.keyboard.press("Enter")
             expect(header).to_contain_text("The queue is done.")
-            expect(panel).to_contain_text("Saved 6, skipped 1, deleted 0 of 7. 1 skipped")
+            expect(panel).to_contain_text("Of the 7 images in this pass: 6 labeled, 1 skipped, 0 deleted. 1 skipped")
             expect(img).to_be_hidden()
             expect(save).to_be_disabled()
             panel.evaluate("e => e.scrollIntoView({block: 'start'})")
@@ -229,9 +231,23 @@ def test_label_in_jupyterlab(fresh_cloud, tmp_path):
             expect(offer).to_contain_text(f"tracking from #{ids[1]}")
             page.keyboard.press("Enter")
             expect(header).to_contain_text("The queue is done.")
-            panel.get_by_role("button", name="Show the dataset").click()
-            expect(panel.locator(".jp-OutputArea-output img").first).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(SHOTS / "06_dataset.png"), full_page=True)
+            # finishing the queue fills the cells below in: the dataset, the labels graded against
+            # the truth, the assist report and the checks, with nothing rerun
+            def show_cell(marker: str) -> None:  # JupyterLab draws only the cells on screen: scroll to it
+                page.evaluate("""(marker) => {
+                  const nb = jupyterapp.shell.currentWidget.content;
+                  const i = Array.from(nb.model.cells).findIndex((c) => c.sharedModel.getSource().includes(marker));
+                  nb.activeCellIndex = i; return nb.scrollToItem(i, 'start');
+                }""", marker)
+
+            show_cell("def show_grade")
+            graded = page.locator(".jp-OutputArea-output", has_text="7 labeled frames checked against the camera's truth")
+            expect(graded.first).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(SHOTS / "06_grading.png"))
+            show_cell("def run_checks")
+            expect(page.locator(".jp-OutputArea-output", has_text="every collected image labeled: True").first).to_be_visible()
+            expect(page.locator(".jp-OutputArea-output", has_text="waiting for")).to_have_count(0)
+            page.screenshot(path=str(SHOTS / "07_checks.png"))
             assert n_cells() == cells
             ctx.close()
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import ipywidgets
 import pytest
 from matplotlib.figure import Figure
 from test_labeling_queue import upload_stream
@@ -11,6 +12,7 @@ from helpers.labeling import plots
 from helpers.labeling.panel import LabelPanel, boxes_from_widget, boxes_to_widget
 from helpers.labeling.queue import LabelQueue
 from helpers.sim.oracle import OracleLabeler
+from helpers.ui import StillLabeling, continue_when_labeled
 
 
 class Spy:
@@ -49,7 +51,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert panel.bbox.classes == studio.labels() and "apple" in panel.bbox.classes
     assert panel.bbox.bboxes == boxes_to_widget(q.proposal().boxes) and len(panel.bbox.bboxes) == 2
     assert panel.source.value == "tracking"
-    assert "1 of 5" in panel.progress.value
+    assert "image 2 of 5 · 1 labeled" in panel.progress.value and "4 still to label" in panel.progress.value
     # the offered proposal names its origin and confidence, per box too
     assert f"tracking from #{truth[1][0]} (1 frame back): 2 boxes, confidence" in panel.offer.value
     assert panel.offer.value.count("apple 0.") == 2
@@ -64,7 +66,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     panel._on_save()  # Enter / Submit: the proposal as drawn
     assert spy.calls == ["save"]
     assert studio.get_sample(truth[2][0]).labeled
-    assert "2 of 5" in panel.progress.value and len(panel.strip.children) == 2
+    assert "image 3 of 5" in panel.progress.value and len(panel.strip.children) == 2
 
     panel.bbox.bboxes = []  # the user removed every box: a frame with nothing on it
     spy.calls.clear()
@@ -83,7 +85,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert spy.calls == ["undo"]
     restored = [s for s in studio.samples(device=dev) if s.metadata.get("frame_index") == 4]
     assert len(restored) == 1 and not restored[0].labeled and restored[0].id == q.current().sample_id
-    assert "4 of 5" not in panel.progress.value and "3 of 5" in panel.progress.value
+    assert "image 5 of 5" not in panel.progress.value and "image 4 of 5" in panel.progress.value
     panel._on_delete()  # and gone again
     assert restored[0].id not in [s.id for s in studio.samples(device=dev)]
 
@@ -110,7 +112,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert [(b.label, b.x, b.width) for b in last.boxes] == [("banana", 10.0, 30.0)]
     # the end of the queue: said so, counts, no image, Save/Skip/Delete disabled, back to the skipped one
     assert panel.header.value == "<b>The queue is done.</b>"
-    assert "Saved 3, skipped 1, deleted 1 of 5. 1 skipped" in panel.end_text.value
+    assert "Of the 5 images in this pass: 3 labeled, 1 skipped, 1 deleted. 1 skipped" in panel.end_text.value
     assert panel.bbox.layout.display == "none" and panel.end_box.layout.display is None
     assert panel.save_button.disabled and panel.skip_button.disabled and panel.delete_button.disabled
     spy.calls.clear()
@@ -118,7 +120,7 @@ def test_panel_headless_callbacks(cloud, unique_name):
     assert spy.calls == [] and "the queue is done" in panel.message.value
     panel._on_back()
     assert q.current().sample_id == truth[3][0] and panel.bbox.layout.display is None
-    assert not panel.save_button.disabled and "0 of 1" in panel.progress.value
+    assert not panel.save_button.disabled and "image 1 of 1 · 0 labeled" in panel.progress.value
 
 
 def test_boxes_roundtrip_through_widget_dicts():
@@ -148,3 +150,40 @@ def test_plots_and_overview(cloud, unique_name):
                 plots.sample_grid(samples, studio.get_image, n=4), plots.assist_quality(report)):
         assert isinstance(fig, Figure) and fig.axes
         fig.canvas.draw()  # renders without error (Agg)
+
+
+def test_cells_below_the_panel_wait_then_fill_in_when_the_queue_is_done(cloud, unique_name):
+    studio = cloud.studio
+    studio.add_label("apple")
+    dev = unique_name("cam")
+    upload_stream(studio, dev, 3, seed=41)
+    q = LabelQueue(studio, device=dev, model=None)
+    panel = LabelPanel(q)
+    calls = []
+
+    def show():
+        calls.append(len(q))
+        print("every collected image labeled:", q.done)
+        return ipywidgets.HTML(f"{len(studio.samples(device=dev, labeled=True))} labeled")
+
+    below = panel.when_done(show)
+    status, out = below.children
+    assert status.value == "<i>waiting for 3 labels: label the images in the panel above; this cell fills in when the queue is done</i>"
+    assert calls == [] and out.outputs == ()
+    with pytest.raises(StillLabeling, match="waiting for 3 labels"):
+        continue_when_labeled(q)
+    panel._on_save()
+    assert "waiting for 2 labels" in status.value and calls == []  # counts down as the person labels
+    panel._on_save()
+    panel._on_save()
+    assert calls == [0] and status.value == ""  # the queue is done: drawn once
+    texts = [o.get("text", "") for o in out.outputs if o.get("output_type") == "stream"]
+    assert "every collected image labeled: True\n" in texts
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in out.outputs)  # what it returned
+    panel._on_undo()  # one more to label: the cell waits again, its old figures gone
+    assert "waiting for 1 label:" in status.value and out.outputs == ()
+    panel._on_save()
+    assert calls == [0, 0] and status.value == ""
+    continue_when_labeled(q)  # done: the run goes on
+    late = panel.when_done(lambda: None)  # a cell run after the queue was done fills in at once
+    assert late.children[0].value == ""

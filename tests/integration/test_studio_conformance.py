@@ -153,7 +153,7 @@ def test_box_edits_label_move_rename_metadata_delete(studio):
     studio.api("RawDataApi").rename_sample(studio.project_id, sid, RenameSampleRequest(name="renamed.jpg"))
     assert studio.get_sample(sid).filename.startswith("renamed")
     studio.delete_sample(sid)
-    with pytest.raises(NotFound, match="does not exist|not found"):
+    with pytest.raises(NotFound, match="No sample found|does not exist|not found"):
         studio.get_sample(sid)
 
 

@@ -25,9 +25,9 @@ DEVICE_ROUTES = {
     ("GET", "/api/models/{version}/onnx"),  # ... and the file
     ("GET", "/api/models/{version}/file"),  # ... in its format (.onnx, .eim, .tflite): what the runner downloads
     ("GET", "/v1/api/projects/api-key-info"),  # Edge Impulse's "what may this key do"
-    ("GET", "/v1/api/{pid}/learn-data/{learn_id}/model/{download_id}"),  # the Studio API's model download
-    ("GET", "/v1/api/{pid}/deployment/download"),  # the Studio API's deployment (.eim) download
 }
+# The Studio API's model and deployment (.eim) downloads name no version (the latest trained model):
+# a device key, bound to one version, is refused there (403) like everywhere but its own version's.
 MODEL_ROUTES = {r for r in DEVICE_ROUTES if "model" in r[1] or "deployment" in r[1]}
 
 

@@ -40,6 +40,7 @@ def test_notebook_is_the_built_workshop_notebook(name):
 def test_notebooks_carry_the_interactive_workshop_parameters():
     label = _parameters(nbformat.read(NOTEBOOKS / "03_label_review.ipynb", as_version=4))
     assert label["labeler"] == "human"  # the labeling panel waits for a person
+    assert _parameters(nbformat.read(NOTEBOOKS / "06_retrain_banana.ipynb", as_version=4))["labeler"] == "human"
     collect = _parameters(nbformat.read(NOTEBOOKS / "02_build_collector.ipynb", as_version=4))
     train = _parameters(nbformat.read(NOTEBOOKS / "04_train.ipynb", as_version=4))
     retrain = _parameters(nbformat.read(NOTEBOOKS / "06_retrain_banana.ipynb", as_version=4))

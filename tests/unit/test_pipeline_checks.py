@@ -112,3 +112,26 @@ def test_progress_prints_the_step_and_the_kernels_report(tmp_path):
     progress.tick()
     assert len(out.getvalue().splitlines()) == 2
     progress.close()
+
+
+def test_the_final_table_tells_the_story_from_the_recorded_results():
+    run = pipeline.NotebookRun("06_retrain_banana", "ok", 100.0, checks=[{"label": "gate passed", "ok": True}])
+    summary = _summary(run)
+    summary.results = {
+        "03_label_review": {"labeled": 120, "label_grade": {"frames": 120, "share_right": 0.875}},
+        "04_train": {"model_version": 1, "f1": {"apple": 0.9712}},
+        "06_retrain_banana": {"model_version": 2, "f1": {"apple": 0.95, "banana": 0.9333}, "gate_passed": True,
+                              "heldout_banana_called_apple_before": 0.85, "heldout_banana_called_apple_after": 0.02,
+                              "heldout_banana_images": 40, "banana_called_apple_before": 0.6,
+                              "banana_called_apple_after": 0.0},
+    }
+    table = pipeline.format_table(summary)
+    assert "the story:" in table
+    assert "labels (03):          120 images labeled, 88% of the boxes right against the cameras' truth" in table
+    assert "apple model (04):     v1, apple F1 0.97" in table
+    assert "apple + banana (06):  v2, apple F1 0.95, banana F1 0.93, gate passed" in table
+    assert "bananas called apples: 85% before, 2% after (the 40 held-out banana images); on the fleet 60% -> 0%" in table
+    # a run that stopped before training tells no story, and says nothing made up
+    early = _summary(pipeline.NotebookRun("01_setup_hub", "failed", 1.0))
+    early.results = {"04_train": {}}
+    assert "the story" not in pipeline.format_table(early)

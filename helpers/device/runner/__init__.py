@@ -38,6 +38,12 @@ INFER_RATE_HZ (5), SCORE_THRESHOLD (the card's), TELEMETRY_INTERVAL_S (10), LOW_
 (0.6), SAMPLING_BAND, SAMPLING_MAX_PER_MIN (6), FAIL_GRACE_S (5), THREADS (1),
 MODULE_WORKDIR, IOTEDGE_DEVICEID.
 
+Memory and time on a small device: THREADS sets onnxruntime's intra-op threads and OpenCV's
+pool; the session runs without onnxruntime's memory arena (`helpers.inference.onnx.session_options`);
+the runner imports only what its path uses (the simulator only for the synthetic camera, the HTTP
+client only to download a model or upload samples); a model folder's card names which network
+runs (`model.int8.onnx` or `model.onnx`, `helpers.inference.card.onnx_file`), logged at load.
+
 Modules: `config` (the environment), `model` (download and cache), `server` (state, page and
 API), `telemetry` (per-window statistics), `loop` (the runner itself and `main`).
 """

@@ -20,7 +20,6 @@ from helpers.errors import ConfigError, MissingExtra, ModelError
 from helpers.frames import CameraError
 from helpers.geometry import BBox
 from helpers.inference.loader import load_detector
-from helpers.studio.ingestion import IngestionClient
 
 log = logging.getLogger("helpers.device.runner")
 
@@ -65,7 +64,8 @@ class Runner:
         version = detector.version if detector.version is not None else (
             int(self.cfg.model_version) if self.cfg.model_version else None)
         self.state.set_model(detector.card, detector.labels, detector.input_size, version)
-        log.info("model v%s loaded: labels %s, input %d", version, detector.labels, detector.input_size)
+        log.info("model v%s loaded: labels %s, input %d, network %s", version, detector.labels, detector.input_size,
+                 getattr(detector, "variant", None) or "as exported")
         return detector
 
     def start_sampling(self) -> None:
@@ -73,6 +73,8 @@ class Runner:
             return
         if not self.cfg.studio_url or not self.cfg.api_key:
             raise ConfigError("SAMPLING_BAND needs STUDIO_URL and EI_API_KEY to upload sampled frames")
+        from helpers.studio.ingestion import IngestionClient  # (and requests) only when frames are sampled
+
         spool = open_spool(self.cfg.workdir, "sampling", os.environ)
         self.uploader = Uploader(spool, IngestionClient(self.cfg.studio_url, self.cfg.api_key), self.stop)
         self.uploader.start()
@@ -125,6 +127,9 @@ class Runner:
                 self.hub.send(body, {"type": "telemetry", "model_version": str(body["model_version"])})
 
     def loop(self, detector: Any) -> None:
+        import cv2  # loaded already (helpers.frames); here to give OpenCV's pool the runner's THREADS
+
+        cv2.setNumThreads(self.cfg.threads)
         camera = open_camera(self.cfg.camera_source, **(self.cfg.camera_opts or {}))
         telemetry = Telemetry(self.cfg.low_confidence)
         period = 1.0 / self.cfg.rate_hz

@@ -9,8 +9,6 @@ import os
 import threading
 from pathlib import Path
 
-import requests
-
 from helpers.config import mask
 from helpers.device.runner.config import RunnerConfig
 from helpers.device.runner.server import RunnerState
@@ -42,6 +40,8 @@ def fetch_model(cfg: RunnerConfig, stop: threading.Event, status: RunnerState) -
             return dest
     if not cfg.studio_url:
         raise ConfigError("STUDIO_URL is not set: the runner downloads MODEL_VERSION from the studio")
+    import requests  # only a download needs it: ~15 MB of RSS a runner with MODEL_PATH or a cached model never pays
+
     headers = {"x-api-key": cfg.api_key.get_secret_value()}
     delay, mismatches = 1.0, 0
     while not stop.is_set():

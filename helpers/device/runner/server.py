@@ -3,7 +3,8 @@
 `RunnerState` is what the inference loop writes and the HTTP handlers read (one lock);
 `make_handler` serves `/`, `/api/frame.jpg`, `/api/results`, `/api/health` and `/api/info`
 (local paths cut to their file name, `public`), the page under a Content-Security-Policy
-that lets only its own inline script run (`page_csp`).
+that lets only its own inline script run and only the local JupyterLab (or the origins
+`FRAME_ANCESTORS` names) show it in a frame (`page_csp`, `frame_ancestors`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -25,6 +27,7 @@ import cv2
 import numpy as np
 
 from helpers.device.collector import utc_now
+from helpers.errors import ConfigError
 from helpers.geometry import BBox
 
 log = logging.getLogger("helpers.device.runner")
@@ -149,16 +152,51 @@ class RunnerState:
 # --------------------------------------------------------------------------- HTTP
 
 
-def page_csp(page: bytes) -> str:
+#: The environment variable naming who may show the page in a frame (CSP `frame-ancestors`).
+FRAME_ANCESTORS_ENV = "FRAME_ANCESTORS"
+#: By default the page itself and a JupyterLab on this machine (any port): notebook 05 embeds it.
+DEFAULT_FRAME_ANCESTORS = "'self' http://127.0.0.1:* http://localhost:*"
+_ANCESTOR_KEYWORDS = ("'self'", "'none'")
+# scheme://host[:port|:*], the host a name, an IPv4 address or [IPv6], or `*.` a domain's subdomains
+_ANCESTOR_SOURCE = re.compile(r"^https?://(\*\.)?([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:(\d{1,5}|\*))?/?$")
+
+
+def frame_ancestors(raw: str | None = None) -> str:
+    """The CSP `frame-ancestors` sources: `raw`, else `$FRAME_ANCESTORS`, else `DEFAULT_FRAME_ANCESTORS`.
+
+    Each space-separated source is `'self'`, `'none'` or an origin such as `http://127.0.0.1:*`
+    or `https://lab.example.org:8888`; a bare `*`, a scheme alone or anything that is not an
+    origin is refused, so a typo never lets every site frame the page.
+
+    Raises:
+        ConfigError: a source that is not one of those (named, with an example).
+    """
+    value = raw if raw is not None else os.environ.get(FRAME_ANCESTORS_ENV, "")
+    sources = value.split()
+    if not sources:
+        return DEFAULT_FRAME_ANCESTORS
+    for s in sources:
+        if s not in _ANCESTOR_KEYWORDS and not _ANCESTOR_SOURCE.match(s):
+            raise ConfigError(
+                f"{FRAME_ANCESTORS_ENV}: {s!r} is not a frame ancestor: write 'self', 'none' or origins "
+                f"separated by spaces, e.g. {DEFAULT_FRAME_ANCESTORS!r} (the local JupyterLab) "
+                "or 'https://lab.example.org:8888'")
+    if "'none'" in sources and len(sources) > 1:
+        raise ConfigError(f"{FRAME_ANCESTORS_ENV}: 'none' cannot be combined with other sources ({value!r})")
+    return " ".join(sources)
+
+
+def page_csp(page: bytes, ancestors: str = DEFAULT_FRAME_ANCESTORS) -> str:
     """The page's Content-Security-Policy: only its own inline script (by hash) runs, data from here.
 
     Event-handler attributes (`onerror=...`) never run under it, so markup that reached the page
-    as text by mistake still could not execute.
+    as text by mistake still could not execute. `ancestors` (`frame_ancestors()`) are the pages
+    that may show it in a frame: the local JupyterLab by default, no other site.
     """
     scripts = re.findall(rb"<script>(.*?)</script>", page, re.S)
     hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(s).digest()).decode() + "'" for s in scripts)
     return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src 'self'; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+            f"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}")
 
 
 # An absolute path's folders (not a URL's: no ':' or '/' just before the first slash).
@@ -188,10 +226,15 @@ def public(value: Any, private_roots: Sequence[str | Path] = ()) -> Any:
     return value
 
 
-def make_handler(state: RunnerState, private_roots: Sequence[str | Path] = ()) -> type[BaseHTTPRequestHandler]:
-    """The runner's HTTP handler; `/api/health` and `/api/info` never show local paths (`public`)."""
+def make_handler(state: RunnerState, private_roots: Sequence[str | Path] = (),
+                 ancestors: str | None = None) -> type[BaseHTTPRequestHandler]:
+    """The runner's HTTP handler; `/api/health` and `/api/info` never show local paths (`public`).
+
+    `ancestors`: who may frame the page (default `frame_ancestors()`: `$FRAME_ANCESTORS`, else
+    the local JupyterLab).
+    """
     page = PAGE.read_bytes()
-    csp = page_csp(page)
+    csp = page_csp(page, frame_ancestors(ancestors))
     roots = [str(r) for r in private_roots if r] + [str(Path(r).resolve()) for r in private_roots if r]
 
     class Handler(BaseHTTPRequestHandler):
@@ -238,4 +281,5 @@ def make_handler(state: RunnerState, private_roots: Sequence[str | Path] = ()) -
     return Handler
 
 
-__all__ = ["HEALTH_STALE_S", "PAGE", "RunnerState", "draw_boxes", "make_handler", "page_csp", "public", "public_text"]
+__all__ = ["DEFAULT_FRAME_ANCESTORS", "FRAME_ANCESTORS_ENV", "HEALTH_STALE_S", "PAGE", "RunnerState", "draw_boxes",
+           "frame_ancestors", "make_handler", "page_csp", "public", "public_text"]

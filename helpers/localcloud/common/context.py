@@ -1,7 +1,6 @@
 """The request context every handler reads (one per service process), and request-body and file plumbing."""
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -9,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from helpers.config import Secret, parse_connection_string
 from helpers.localcloud.common.db import Store
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import SCAN_ON_LOOP_BYTES, parse_json
 
 
 @dataclass
@@ -63,16 +64,15 @@ def fsync_dir(path: Path) -> None:
 
 
 async def json_body(request: Request, required: bool = True) -> Any:
-    """The request body parsed as JSON (400 naming `body` when malformed)."""
+    """The request body parsed as JSON (400 naming `body` when malformed, too deep or holding NaN)."""
     raw = await request.body()
     if not raw.strip():
         if required:
             raise ApiError(400, "the request body is empty; send a JSON object", "body")
         return None
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}", "body") from None
+    if len(raw) > SCAN_ON_LOOP_BYTES:  # a long text is checked and parsed off the event loop
+        return await run_in_threadpool(parse_json, raw, "body")
+    return parse_json(raw, "body")
 
 
 def service_key_from_cs(cs: Secret) -> tuple[str, Secret]:

@@ -1,7 +1,6 @@
 """IoT Edge content: `applyConfigurationContent` on one device, and configurations (at-scale deployments) with metrics."""
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -12,15 +11,15 @@ from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.context import ctx_of
 from helpers.localcloud.common.db import dumps, loads
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import CONFIGURATION_ID_RE, check_query_length
 from helpers.localcloud.hub import store as hub_store
 from helpers.localcloud.hub.condition import ConditionError, parse_condition, parse_query
 from helpers.localcloud.hub.content import validate_modules_content
 from helpers.localcloud.hub.deploy import MAX_CONFIGURATIONS, forget_configuration, metrics_json, write_content
 from helpers.localcloud.hub.models import ApplyConfigurationIn, ConfigurationIn, ConfigurationQueriesTestIn
 from helpers.localcloud.hub.params import check_body_id, check_etag, if_match, in_thread
+from helpers.localcloud.hub.query import parse_checked
 from helpers.localcloud.hub.runtime import runtime_of
-
-CONFIGURATION_ID_RE = re.compile(r"^[a-z0-9\-:+%_#*?!(),=@;$']{1,128}$")
 
 router = APIRouter()
 
@@ -69,6 +68,7 @@ def configuration_json(conn: Any, dep: Any) -> dict[str, Any]:
 
 
 def _check_condition(condition: str) -> str:
+    check_query_length(condition, "targetCondition")
     try:
         parse_condition(condition)
     except ConditionError as exc:
@@ -78,14 +78,12 @@ def _check_condition(condition: str) -> str:
 
 def _check_metric_queries(queries: dict[str, str]) -> dict[str, str]:
     for name, q in queries.items():
-        try:
-            parse_query(q)
-        except ConditionError as exc:
-            raise ApiError(400, f"metrics.queries.{name}: {exc}", f"metrics.queries.{name}", "ArgumentInvalid") from None
+        parse_checked(q, f"metrics.queries.{name}")
     return queries
 
 
-def _error_of(parse: Any, text: str) -> str:
+def _error_of(parse: Any, text: str, field: str) -> str:
+    check_query_length(text, field)
     try:
         parse(text)
     except ConditionError as exc:
@@ -95,15 +93,19 @@ def _error_of(parse: Any, text: str) -> str:
 
 @router.post("/configurations/testQueries", summary="Validate a target condition and custom metric queries")
 async def test_queries(body: ConfigurationQueriesTestIn, _: Principal = Depends(require_service)) -> dict[str, Any]:
-    condition_error = _error_of(parse_condition, body.targetCondition) if body.targetCondition else ""
-    errors = {name: _error_of(parse_query, q) for name, q in (body.customMetricQueries or {}).items()}
-    return {"targetConditionError": condition_error, "customMetricQueryErrors": errors}
+    def work() -> dict[str, Any]:  # parsing is CPU work: off the event loop, each text within the length limit
+        condition_error = _error_of(parse_condition, body.targetCondition, "targetCondition") if body.targetCondition else ""
+        errors = {name: _error_of(parse_query, q, f"customMetricQueries.{name}")
+                  for name, q in (body.customMetricQueries or {}).items()}
+        return {"targetConditionError": condition_error, "customMetricQueryErrors": errors}
+
+    return await in_thread(work)
 
 
 @router.put("/configurations/{name}", summary="Create a configuration (If-Match: update its condition, priority, labels, metrics)")
 async def put_configuration(name: str, request: Request, body: ConfigurationIn,
                             _: Principal = Depends(require_service)) -> dict[str, Any]:
-    if not CONFIGURATION_ID_RE.match(name):
+    if not CONFIGURATION_ID_RE.fullmatch(name):
         raise ApiError(400, f"configuration id {name[:40]!r} is invalid: lower-case letters, digits and -:+%_#*?!(),=@;$' "
                             "(up to 128)", "id", "ArgumentInvalid")
     check_body_id(body.id, name, "id")
@@ -111,10 +113,10 @@ async def put_configuration(name: str, request: Request, body: ConfigurationIn,
         raise ApiError(400, "content must be {\"modulesContent\": {...}}: the stand-in mirrors IoT Edge deployments, not "
                             "device configurations (deviceContent / moduleContent)", "content.modulesContent", "ArgumentInvalid")
     modules = validate_modules_content(body.content.modulesContent, "content.modulesContent")
-    condition = _check_condition(body.targetCondition)
+    condition = await in_thread(_check_condition, body.targetCondition)
     priority = body.priority or 0
     labels = body.labels or {}
-    queries = _check_metric_queries((body.metrics.queries if body.metrics is not None else None) or {})
+    queries = await in_thread(_check_metric_queries, (body.metrics.queries if body.metrics is not None else None) or {})
     match = if_match(request)
     ctx = ctx_of(request)
     rt = runtime_of(request)

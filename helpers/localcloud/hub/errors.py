@@ -42,8 +42,8 @@ def azure_error_response(exc: ApiError) -> JSONResponse:
 
 
 def is_hub_path(path: str) -> bool:
-    """True for the IoT Hub API's paths (everything but the studio's `/api/...` and the OpenAPI document)."""
-    return not (path.startswith("/api/") or path == "/openapi.json")
+    """True for the IoT Hub API's paths (everything but the studio's `/api/...` and `/v1/api/...` and the OpenAPI document)."""
+    return not (path.startswith(("/api/", "/v1/")) or path == "/openapi.json")
 
 
 class Throttled(ApiError):

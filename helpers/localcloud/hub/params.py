@@ -1,7 +1,6 @@
 """What the hub's routes read from a request besides its body: If-Match, identity ids, and running store work off the loop."""
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -9,10 +8,10 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import DEVICE_ID_RE, MODULE_ID_RE, count_refusal
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
-MODULE_ID_RE = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
 T = TypeVar("T")
+_ID_RULE = "up to 128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ ' (IoT Hub's rule)"
 
 
 def if_match(request: Request) -> str | None:
@@ -34,15 +33,16 @@ def check_etag(given: str | None, current: str, what: str) -> None:
 
 def check_device_id(device_id: str) -> None:
     """400 for a device id IoT Hub would refuse."""
-    if not DEVICE_ID_RE.match(device_id):
-        raise ApiError(400, f"deviceId {device_id[:40]!r} is invalid: use up to 128 letters, digits and -._:", "deviceId",
-                       "ArgumentInvalid")
+    if not DEVICE_ID_RE.fullmatch(device_id):
+        count_refusal("identity_id")
+        raise ApiError(400, f"deviceId {device_id[:40]!r} is invalid: use {_ID_RULE}", "deviceId", "ArgumentInvalid")
 
 
 def check_module_id(module_id: str, writing: bool) -> None:
     """400 for a module id IoT Hub would refuse (`$` ids are the IoT Edge system modules' when writing)."""
-    if not MODULE_ID_RE.match(module_id):
-        raise ApiError(400, f"moduleId {module_id[:40]!r} is invalid", "moduleId", "ArgumentInvalid")
+    if not MODULE_ID_RE.fullmatch(module_id):
+        count_refusal("identity_id")
+        raise ApiError(400, f"moduleId {module_id[:40]!r} is invalid: use {_ID_RULE}", "moduleId", "ArgumentInvalid")
     if writing and module_id.startswith("$"):
         raise ApiError(400, f"module ids starting with '$' ({module_id!r}) are reserved for IoT Edge's system modules, "
                             "which the hub creates with the device", "moduleId", "ArgumentInvalid")

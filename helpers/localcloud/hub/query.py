@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from helpers.localcloud.common.auth import Principal, require_service
 from helpers.localcloud.common.context import ctx_of
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import check_query_length
 from helpers.localcloud.hub.condition import ConditionError, Query, parse_query, run_query
 from helpers.localcloud.hub.models import QuerySpecification
 from helpers.localcloud.hub.params import in_thread
@@ -41,6 +42,15 @@ def execute(conn: Any, query: Query | str) -> list[dict[str, Any]]:
     q = parse_query(query) if isinstance(query, str) else query
     docs = device_docs(conn) if q.source == "devices" else module_docs(conn)
     return run_query(q, docs)
+
+
+def parse_checked(text: str, field: str) -> Query:
+    """A query parsed within the length limit (run it off the event loop: `in_thread`); 400 naming `field`."""
+    check_query_length(text, field)
+    try:
+        return parse_query(text)
+    except ConditionError as exc:
+        raise ApiError(400, f"{field}: {exc}" if field != "query" else str(exc), field, "ArgumentInvalid") from None
 
 
 def count(conn: Any, query: str) -> int:
@@ -74,11 +84,8 @@ def _offset(request: Request, digest: str) -> int:
 
 @router.post("/devices/query", summary="Query twins with the IoT Hub query language (x-ms-max-item-count, x-ms-continuation)")
 async def query_devices(request: Request, body: QuerySpecification, _: Principal = Depends(require_service)) -> Response:
-    try:
-        query = parse_query(body.query)
-    except ConditionError as exc:
-        raise ApiError(400, str(exc), "query", "ArgumentInvalid") from None
     size = _page_size(request)
+    query = await in_thread(parse_checked, body.query, "query")
     digest = hashlib.sha256(body.query.encode()).hexdigest()[:16]
     offset = _offset(request, digest)
     ctx = ctx_of(request)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 
 from helpers.localcloud.common.auth import Principal, require_service
 from helpers.localcloud.common.context import ctx_of
+from helpers.localcloud.common.limits import refusal_counts
 from helpers.localcloud.hub.runtime import runtime_of
 from helpers.localcloud.hub.shapes import device_connected
 
@@ -29,6 +30,7 @@ def service_statistics(request: Request, _: Principal = Depends(require_service)
     return {"connectedDeviceCount": sum(1 for r in rows if device_connected(r))}
 
 
-@router.get("/api/hub/stats", summary="The stand-in's counters: requests, throttled (429) answers, deployment timing")
+@router.get("/api/hub/stats", summary="The stand-in's counters: requests, throttled (429) answers, deployment timing, "
+                                     "refusals by limit")
 def hub_stats(request: Request, _: Principal = Depends(require_service)) -> dict[str, Any]:
-    return runtime_of(request).stats()
+    return {**runtime_of(request).stats(), "refused": refusal_counts()}

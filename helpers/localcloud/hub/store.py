@@ -30,6 +30,7 @@ from typing import Any
 from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.db import dumps, loads
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import check_twin_section
 from helpers.localcloud.hub.shapes import module_twin_json
 from helpers.protocol.sas import new_key
 from helpers.protocol.twinpatch import merge_patch
@@ -44,6 +45,24 @@ def new_etag() -> str:
 
 def _strip_meta(props: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in ("$version", "$metadata")}
+
+
+def checked_merge(current: dict[str, Any], patch: dict[str, Any], section: str, field: str,
+                  replace: bool = False) -> dict[str, Any]:
+    """`patch` merged into (or replacing) a twin section, within IoT Hub's limits for it.
+
+    The patch is checked before it is merged (depth, finite numbers: nothing recursive touches a
+    patch nested past the limit), the result after (its size).
+
+    Raises:
+        LimitError: 400 (depth, NaN/Infinity) or 413 (size), naming the limit; nothing is written.
+    """
+    check_twin_section(patch, section, field)
+    if replace:
+        return patch
+    new = merge_patch(current, patch)
+    check_twin_section(new, section, field)
+    return new
 
 
 # ------------------------------------------------------------------ rows
@@ -151,7 +170,7 @@ def set_module_desired(conn: Any, device_id: str, module_id: str, desired: dict[
         raise ApiError(412, f"If-Match {if_match!r} does not match the module twin's etag; read the twin again", "If-Match",
                        "PreconditionFailed")
     current = loads(row["desired"], {})
-    new = _strip_meta(desired) if replace else merge_patch(current, _strip_meta(desired))
+    new = checked_merge(current, _strip_meta(desired), "desired", "properties.desired", replace=replace)
     push: dict[str, Any] | None = None
     if new != current:
         version = row["desired_version"] + 1
@@ -170,7 +189,7 @@ def set_module_configurations(conn: Any, device_id: str, module_id: str, configu
 def patch_module_reported(conn: Any, device_id: str, module_id: str, patch: dict[str, Any]) -> int:
     """Merge-patch a module twin's reported properties (the module itself writes them); new `$version`."""
     row = module_row(conn, device_id, module_id)
-    reported = merge_patch(loads(row["reported"], {}), _strip_meta(patch))
+    reported = checked_merge(loads(row["reported"], {}), _strip_meta(patch), "reported", "properties.reported")
     now = time.time()
     conn.execute("UPDATE modules SET reported=?, reported_version=reported_version+1, twin_version=twin_version+1,"
                  " twin_etag=?, last_activity_at=? WHERE device_id=? AND module_id=?",
@@ -182,7 +201,7 @@ def patch_module_reported(conn: Any, device_id: str, module_id: str, patch: dict
 def patch_device_reported(conn: Any, device_id: str, patch: dict[str, Any]) -> int:
     """Merge-patch a device twin's reported properties (the device itself writes them); new `$version`."""
     row = device_row(conn, device_id)
-    reported = merge_patch(loads(row["reported"], {}), _strip_meta(patch))
+    reported = checked_merge(loads(row["reported"], {}), _strip_meta(patch), "reported", "properties.reported")
     conn.execute("UPDATE devices SET reported=?, reported_version=reported_version+1, twin_version=twin_version+1,"
                  " etag=?, last_report_at=? WHERE device_id=?", (dumps(reported), new_etag(), time.time(), device_id))
     return row["reported_version"] + 1
@@ -240,7 +259,7 @@ def notify_desired(device_id: str, module_id: str | None, patch: dict[str, Any] 
 
 
 __all__ = [
-    "EDGE_SYSTEM_MODULES", "new_etag", "device_row", "module_row", "list_modules", "create_module",
+    "EDGE_SYSTEM_MODULES", "new_etag", "checked_merge", "device_row", "module_row", "list_modules", "create_module",
     "update_module_identity", "ensure_edge_modules", "delete_module", "module_keys",
     "set_module_desired", "set_module_configurations", "patch_module_reported", "patch_device_reported", "set_connected",
     "touch", "on_desired_change", "notify_desired",

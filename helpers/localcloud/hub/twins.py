@@ -13,7 +13,6 @@ from helpers.localcloud.hub import store as hub_store
 from helpers.localcloud.hub.models import TwinIn
 from helpers.localcloud.hub.params import if_match, in_thread
 from helpers.localcloud.hub.shapes import module_twin_json, twin_json
-from helpers.protocol.twinpatch import merge_patch
 
 router = APIRouter()
 
@@ -45,12 +44,9 @@ async def _update_twin(device_id: str, request: Request, body: TwinIn, replace: 
                                "PreconditionFailed")
             cur_tags, cur_desired = loads(row["tags"], {}), loads(row["desired"], {})
             clean = {k: v for k, v in (desired or {}).items() if k not in ("$version", "$metadata")}
-            if replace:
-                new_tags = tags if tags is not None else cur_tags
-                new_desired = clean if desired is not None else cur_desired
-            else:
-                new_tags = merge_patch(cur_tags, tags or {})
-                new_desired = merge_patch(cur_desired, clean)
+            new_tags = cur_tags if tags is None else hub_store.checked_merge(cur_tags, tags, "tags", "tags", replace=replace)
+            new_desired = cur_desired if desired is None else hub_store.checked_merge(
+                cur_desired, clean, "desired", "properties.desired", replace=replace)
             changed = new_desired != cur_desired
             version = row["desired_version"] + (1 if changed else 0)
             conn.execute("UPDATE devices SET tags=?, desired=?, desired_version=?, twin_version=twin_version+1, etag=? WHERE device_id=?",

@@ -40,6 +40,19 @@ from concurrent.futures import Future
 from typing import Any
 
 from helpers.errors import ConfigError
+from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import (
+    MAX_JSON_DEPTH,
+    MQTT_MAX_INFLIGHT,
+    MQTT_MAX_INFLIGHT_BYTES,
+    MQTT_MAX_MESSAGE_BYTES,
+    SCAN_ON_LOOP_BYTES,
+    TWIN_MAX_DEPTH,
+    TWIN_SECTION_BYTES,
+    LimitError,
+    count_refusal,
+    parse_json,
+)
 from helpers.localcloud.hub import store as hub_store
 from helpers.localcloud.mqtt import codec as mc
 from helpers.localcloud.mqtt.session import Connection, MethodError, Session, split_message_props, topic_query
@@ -50,8 +63,8 @@ log = logging.getLogger("helpers.localcloud.mqtt")
 
 MQTT_PORT = 8883
 CONNECT_TIMEOUT_S = 10.0
-MAX_MESSAGE_BYTES = 256 * 1024  # IoT Hub's device-to-cloud message limit
-MAX_TWIN_BYTES = 32 * 1024  # IoT Hub's limit for a twin section
+MAX_MESSAGE_BYTES = MQTT_MAX_MESSAGE_BYTES  # IoT Hub's device-to-cloud message limit
+MAX_TWIN_BYTES = TWIN_SECTION_BYTES["reported"]  # IoT Hub's limit for a twin section
 DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
 METHODS_FILTER = "$iothub/methods/POST/#"
 TWIN_RES_FILTER = "$iothub/twin/res/#"
@@ -217,12 +230,26 @@ class MqttBroker:
         if qos is None or conn is None or conn.closed:
             return False
         if qos >= 1:
+            if not s.room_for(payload):
+                count_refusal("mqtt_inflight")
+                log.warning("%s: %d messages (%d bytes) sent with QoS 1 and not acknowledged, over the limit of %d "
+                            "(%d bytes): closing its connection and dropping them", s.client_id, len(s.inflight),
+                            sum(len(p) for _, p, _ in s.inflight.values()), MQTT_MAX_INFLIGHT, MQTT_MAX_INFLIGHT_BYTES)
+                s.inflight.clear()
+                conn.close()
+                return False
             pid = s.next_pid()
             s.inflight[pid] = (topic, payload, 1)
             await conn.send(mc.publish(topic, payload, 1, pid))
         else:
             await conn.send(mc.publish(topic, payload, 0))
         return True
+
+    async def _parse(self, payload: bytes, field: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+        """A device's JSON payload parsed within the limits (`parse_json`); a long one in a worker thread."""
+        if len(payload) > SCAN_ON_LOOP_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(None, parse_json, payload, field, max_depth)
+        return parse_json(payload, field, max_depth)
 
     async def _db(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -289,6 +316,9 @@ class MqttBroker:
             pass
         except mc.ProtocolError as exc:
             log.warning("%s: protocol error, closing: %s", session.client_id if session else peer, exc)
+        except Exception as exc:  # noqa: BLE001 - one client's failure closes its connection, never the endpoint's handler
+            log.error("%s: unexpected %s handling its packets, closing: %s", session.client_id if session else peer,
+                      type(exc).__name__, exc, exc_info=exc)
         finally:
             conn.close()
             if session is not None and session.conn is conn:
@@ -441,9 +471,9 @@ class MqttBroker:
                 return True
             try:
                 status = int(status_s)
-                answer = json.loads(pkt.payload) if pkt.payload.strip() else None
-            except ValueError:
-                status, answer = 500, {"error": "the device's method answer was not JSON"}
+                answer = await self._parse(pkt.payload, "payload") if pkt.payload.strip() else None
+            except (ValueError, ApiError) as exc:
+                status, answer = 500, {"error": f"the device's method answer was not JSON within the limits: {exc}"}
             if not pending[1].done():
                 pending[1].set_result((status, answer))
             return True
@@ -471,17 +501,20 @@ class MqttBroker:
             await self._deliver(s, f"$iothub/twin/res/200/?$rid={rid}", json.dumps(twin).encode())
             return True
         if topic.startswith("$iothub/twin/PATCH/properties/reported/"):
-            if len(pkt.payload) > MAX_TWIN_BYTES:
-                await self._deliver(s, f"$iothub/twin/res/413/?$rid={rid}", b"")
-                return True
             try:
-                patch = json.loads(pkt.payload)
+                if len(pkt.payload) > MAX_TWIN_BYTES:
+                    raise LimitError("twin_reported_size", f"a reported-properties patch of {len(pkt.payload)} bytes, over "
+                                                           f"IoT Hub's {MAX_TWIN_BYTES // 1024} KB limit", "reported", 413)
+                # the patch object is one level above the twin's own depth limit; the store checks the rest
+                patch = await self._parse(pkt.payload, "reported", TWIN_MAX_DEPTH + 1)
                 if not isinstance(patch, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                await self._deliver(s, f"$iothub/twin/res/400/?$rid={rid}", b"")
+                    raise ApiError(400, "a reported-properties patch must be a JSON object", "reported")
+                version = await self._db(self.state.patch_reported, s.ident, patch)
+            except ApiError as exc:  # refused with its status and the limit named; nothing written
+                log.warning("%s: reported-properties patch refused (%d): %s", s.ident, exc.status, exc.message)
+                body = json.dumps({"errorCode": exc.status, "message": exc.message, "field": exc.field}).encode()
+                await self._deliver(s, f"$iothub/twin/res/{exc.status}/?$rid={rid}", body)
                 return True
-            version = await self._db(self.state.patch_reported, s.ident, patch)
             await self._deliver(s, f"$iothub/twin/res/204/?$rid={rid}&$version={version}", b"")
             return True
         log.warning("%s sent an unknown twin request %r: closing", s.ident, topic)

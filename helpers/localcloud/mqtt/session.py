@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from helpers.localcloud.common.limits import MQTT_MAX_INFLIGHT, MQTT_MAX_INFLIGHT_BYTES, MQTT_MAX_QUEUED_BYTES, count_refusal
 from helpers.localcloud.mqtt import codec as mc
 from helpers.localcloud.mqtt.store import Identity
+
+log = logging.getLogger("helpers.localcloud.mqtt")
 
 
 class MethodError(Exception):
@@ -21,7 +25,11 @@ class MethodError(Exception):
 
 @dataclass
 class Session:
-    """An MQTT session: its subscriptions, the connection carrying it, messages awaiting PUBACK."""
+    """An MQTT session: its subscriptions, the connection carrying it, messages awaiting PUBACK.
+
+    At most `MQTT_MAX_INFLIGHT` messages (`MQTT_MAX_INFLIGHT_BYTES`) await a PUBACK; the broker closes
+    a session's connection that would go over (`room_for`) and drops what it held.
+    """
 
     client_id: str
     ident: Identity
@@ -39,6 +47,11 @@ class Session:
                 return pid
         raise RuntimeError("65535 messages awaiting PUBACK")
 
+    def room_for(self, payload: bytes) -> bool:
+        """Whether one more QoS 1 message of `payload` stays within the session's in-flight limits."""
+        held = sum(len(p) for _, p, _ in self.inflight.values())
+        return len(self.inflight) < MQTT_MAX_INFLIGHT and held + len(payload) <= MQTT_MAX_INFLIGHT_BYTES
+
     def granted(self, topic: str) -> int | None:
         best = None
         for flt, qos in self.subscriptions.items():
@@ -54,18 +67,31 @@ class Connection:
         self.reader, self.writer = reader, writer
         self._lock = asyncio.Lock()
         self.closed = False
+        self.peer: Any = writer.get_extra_info("peername")
 
     async def send(self, data: bytes) -> None:
+        """Queue `data` for the client; a client that lets more than `MQTT_MAX_QUEUED_BYTES` pile up
+        unread is closed (and counted), so no sender ever waits on a client that does not read."""
         if self.closed:
             return
         async with self._lock:
             self.writer.write(data)
-            await self.writer.drain()
+            queued = self.writer.transport.get_write_buffer_size()
+            if queued > MQTT_MAX_QUEUED_BYTES:
+                count_refusal("mqtt_queued_bytes")
+                log.warning("%s: %d bytes sent to it and not read, over the %d byte limit: closing its connection",
+                            self.peer, queued, MQTT_MAX_QUEUED_BYTES)
+                self.close(abort=True)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close the connection: flushing what is queued, or (`abort`) dropping it at once, for a
+        client that reads nothing (a graceful close would hold its unread bytes until a timeout)."""
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            if abort:
+                self.writer.transport.abort()
+            else:
+                self.writer.close()
 
 
 def topic_query(topic: str) -> dict[str, str]:

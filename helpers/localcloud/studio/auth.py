@@ -15,7 +15,8 @@ def require_studio(request: Request) -> Principal:
 
     The management key may call everything. A device key (`helpers.localcloud.studio.keys`) may
     call only the endpoints marked with `device_access` (403 elsewhere), and a `model` endpoint
-    with a `version` path parameter only for the version its key names.
+    only through a `version` path parameter naming the version its key names (403 for a download
+    that names no version, such as the Studio API's latest trained model).
     """
     key = request.headers.get("x-api-key")
     if not key:
@@ -30,7 +31,12 @@ def require_studio(request: Request) -> Principal:
         raise ApiError(403, f"a device key may only upload samples{' and download its model' if role.model_version else ''}; "
                             f"{request.method} {request.url.path} needs the studio's management API key", "x-api-key")
     version = request.path_params.get("version")
-    if access == "model" and version is not None and str(version) != str(role.model_version):
+    if access == "model" and version is None:
+        # a device key is bound to one model version: a download that names none is not for it
+        raise ApiError(403, f"this device key may download model version {role.model_version} only, and "
+                            f"{request.method} {request.url.path} names no version; download it from "
+                            f"/api/models/{role.model_version}/file, or call this with the management API key", "x-api-key")
+    if access == "model" and str(version) != str(role.model_version):
         raise ApiError(403, f"this device key may download model version {role.model_version} only, not {version}; "
                             "deploy the runner with the key for the version it runs (studio.device_key(version))", "x-api-key")
     return Principal("studio", role="device", model_version=role.model_version)

@@ -1,13 +1,17 @@
 """What the studio accepts: plain file names, label names, boxes in pixels, readable images, model files and cards."""
 from __future__ import annotations
 
+import io
 import math
+import os
 import re
+import warnings
 from typing import Any
 
 import numpy as np
 
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import MAX_IMAGE_PIXELS, LimitError
 
 LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9 _\-]{0,63}$")
 
@@ -55,13 +59,46 @@ def parse_boxes(raw: Any, field: str, width: int | None = None, height: int | No
     return out
 
 
+def check_image_header(data: bytes, name: str) -> tuple[int, int] | None:
+    """(width, height) from an image's header, read before anything decodes it; None when Pillow cannot read it.
+
+    Raises:
+        LimitError: 400 for an image whose header claims more than `MAX_IMAGE_PIXELS` pixels (a
+            small file can claim 10000 x 10000, which decoding would allocate whole).
+    """
+    from PIL import Image, UnidentifiedImageError  # lazily, as OpenCV: only the upload paths read images
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # our limit decides, silently
+            with Image.open(io.BytesIO(data)) as im:  # reads the header only
+                width, height = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # over Pillow's bound, hence ours
+        raise LimitError("image_pixels", f"data: file {name!r} claims more pixels than the {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                         f"megapixel limit ({exc}); resize it before uploading", "data") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None  # not an image Pillow knows: OpenCV decides (and refuses garbage)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise LimitError("image_pixels", f"data: file {name!r} claims {width}x{height} pixels, over the "
+                                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixel limit; resize it before uploading",
+                         "data")
+    return width, height
+
+
 def decode_image(data: bytes, name: str) -> tuple[int, int, str]:
-    """(width, height, ext) of an image; 400 naming the file when it does not decode."""
+    """(width, height, ext) of an image; 400 naming the file when it does not decode or is over the pixel limit."""
+    # OpenCV's own header check, for formats Pillow does not read (read once, at OpenCV's first decode)
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
     import cv2  # only the upload paths decode images: OpenCV stays off the service's other paths
 
     if not data:
         raise ApiError(400, f"data: file {name!r} is empty", "data")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    check_image_header(data, name)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own header checks (OPENCV_IO_MAX_IMAGE_PIXELS and the like)
+        raise ApiError(400, f"data: file {name!r} is not an image the studio reads ({str(exc).strip().splitlines()[-1][:120]}); "
+                            f"images are at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", "data") from None
     if img is None or img.size == 0:
         raise ApiError(400, f"data: file {name!r} is not a readable image (JPEG or PNG expected)", "data")
     if data[:3] == b"\xff\xd8\xff":

@@ -27,6 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from helpers.localcloud.common import limits
 from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.context import Context, ctx_of, fsync_dir, write_file_durable
 from helpers.localcloud.common.db import dumps
@@ -85,14 +86,14 @@ async def ingest(category: str, request: Request) -> dict[str, Any]:
                 content = await value.read()
                 if value.filename == BOXES_FILE or key == BOXES_FILE:
                     try:
-                        boxes_file = json.loads(content)
+                        boxes_file = await run_in_threadpool(limits.loads, content, BOXES_FILE)  # off the loop
                     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                         raise ApiError(400, f"{BOXES_FILE} is not valid JSON: {exc}", BOXES_FILE) from None
                 else:
                     uploads.append((value.filename or "", content))
             elif key == BOXES_FILE and isinstance(value, str):
                 try:
-                    boxes_file = json.loads(value)
+                    boxes_file = limits.loads(value, BOXES_FILE)
                 except json.JSONDecodeError as exc:
                     raise ApiError(400, f"{BOXES_FILE} is not valid JSON: {exc}", BOXES_FILE) from None
     finally:
@@ -196,7 +197,7 @@ def _json_header_value(headers: Any, name: str) -> Any:
     if raw is None or not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return limits.loads(raw, name)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"{name} header is not valid JSON: {exc}", name) from None
 

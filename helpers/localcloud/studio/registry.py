@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from helpers.localcloud.common import limits
 from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.context import Context, ctx_of, fsync_dir, write_file_durable
 from helpers.localcloud.common.db import dumps, loads
@@ -88,7 +89,7 @@ async def register_model(request: Request) -> dict[str, Any]:
     if card_raw is None:
         raise ApiError(400, "multipart field 'card' (the JSON model card) is missing", "card")
     try:
-        card = json.loads(card_raw)
+        card = limits.loads(card_raw, "card")
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"card is not valid JSON: {exc}", "card") from None
     if not isinstance(card, dict):

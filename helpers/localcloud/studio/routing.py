@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from helpers.localcloud.common.errors import ApiError
+from helpers.localcloud.common.limits import MAX_INT_PARAM, count_refusal
 from helpers.localcloud.studio.auth import require_studio
 
 # a union member's tag in a validation error's location (`BoxesBody`, `list[Box]`), not a field
@@ -45,13 +47,42 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, f"{field}: {first.get('msg', 'invalid value')}", field)
 
 
+def _int_params(route: APIRoute) -> list[tuple[str, str]]:
+    """(name, "path" | "query") of the route's integer parameters."""
+    out = []
+    for source, fields in (("path", route.dependant.path_params), ("query", route.dependant.query_params)):
+        for f in fields:
+            ann = f.field_info.annotation
+            if ann is int or (int in typing.get_args(ann) and set(typing.get_args(ann)) <= {int, type(None)}):
+                out.append((f.alias, source))
+    return out
+
+
+def _out_of_range(raw: str) -> bool:
+    digits = raw.strip().lstrip("+-")
+    return digits.isdigit() and (len(digits) > 19 or int(digits) > MAX_INT_PARAM)
+
+
+def check_int_params(request: Request, params: list[tuple[str, str]]) -> None:
+    """400 naming the parameter when an integer id is beyond what the store keeps (SQLite's 64-bit INTEGER)."""
+    for name, source in params:
+        raw = (request.path_params if source == "path" else request.query_params).get(name)
+        if isinstance(raw, str) and _out_of_range(raw):
+            count_refusal("int_param")
+            raise ApiError(400, f"{name}: {raw[:24]}{'...' if len(raw) > 24 else ''} is out of range (at most "
+                                f"{MAX_INT_PARAM}); no such id exists", name)
+
+
 class StudioRoute(APIRoute):
-    """A route whose request-validation errors are the studio's 400 (`{success: false, error, field}`)."""
+    """A route whose request-validation errors are the studio's 400 (`{success: false, error, field}`),
+    and whose integer parameters are refused (400) beyond the store's range before anything reads them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        ints = _int_params(self)
 
         async def route(request: Request) -> Response:
+            check_int_params(request, ints)
             try:
                 return await handler(request)
             except RequestValidationError as exc:

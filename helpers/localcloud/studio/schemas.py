@@ -145,3 +145,18 @@ class SetKerasParameterRequest(_EI):
     visualLayers: list[KerasVisualLayer] | None = None
     customParameters: dict[str, StrictStr | Number | None] | None = Field(
         None, description="arch (a helpers.train architecture), seed, time_budget_s (seconds; '' for none)")
+
+
+class SavePretrainedModelRequest(_EI):
+    """`LearnApi.save_pretrained_model_parameters`: what the uploaded model's input and output are."""
+
+    input: dict[str, Any] = Field(description="Edge Impulse's input description, e.g. {inputType: image, inputScaling: 0..1}")
+    model: dict[str, Any] = Field(description="Edge Impulse's model description, e.g. {modelType: object-detection, labels, "
+                                              "lastLayer, minimumConfidence}")
+
+
+class BuildOnDeviceModelRequest(_EI):
+    """`JobsApi.build_on_device_model_job`: the engine and model type of the deployment to build."""
+
+    engine: StrictStr
+    modelType: StrictStr | None = None

@@ -183,7 +183,8 @@ class EdgeImpulseConnection:
     def _ei_error(message: str, where: str) -> EdgeImpulseError:
         text = mask(f"{where}: {message}")
         low = message.lower()
-        if "does not exist" in low or "unknown job" in low or "not found" in low or "not in the impulse" in low:
+        # Edge Impulse's own "No sample found with ID ..." (which the `edgeimpulse` SDK matches) included
+        if any(k in low for k in ("does not exist", "unknown job", "not found", "no sample found", "not in the impulse")):
             return EdgeImpulseNotFound(text, 200)
         return EdgeImpulseError(text, 200)
 

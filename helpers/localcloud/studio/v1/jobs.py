@@ -30,12 +30,31 @@ _job_lock = threading.Lock()
 _watched: set[int] = set()  # jobs this service process started and waits for
 
 
+# a job's kind -> Edge Impulse's category and category key
+JOB_KINDS = {"train": ("Training model", "train-keras"), "pretrained-upload": ("Uploading model", "upload-pretrained-model"),
+             "build": ("Building deployment", "build-ondevice-model")}
+
+
 def job_json(row: Any) -> dict[str, Any]:
-    return {"id": row["id"], "category": "Training model", "categoryKey": "train-keras", "key": f"train-keras-{row['id']}",
+    category, key = JOB_KINDS.get(row["kind"], (row["kind"], row["kind"]))
+    return {"id": row["id"], "category": category, "categoryKey": key, "key": f"{key}-{row['id']}",
             "created": row["created_at"], "started": row["started_at"], "finished": row["finished_at"],
             "finishedSuccessful": None if row["finished_at"] is None else bool(row["successful"]),
             "jobNotificationUids": [], "additionalInfo": row["error"], "metadata": loads(row["params"], {})}
 
+
+
+def record_job(ctx: Context, kind: str, params: dict[str, Any], lines: list[str], error: str | None = None) -> int:
+    """A job this service did at once (an upload, a build): its row, finished, and its log; returns its id."""
+    now = now_iso()
+    with ctx.store.tx() as conn:
+        job_id = conn.execute("INSERT INTO jobs(kind, params, created_at, started_at, finished_at, successful, error) "
+                              "VALUES(?, ?, ?, ?, ?, ?, ?)", (kind, dumps(params), now, now, now, int(error is None),
+                                                             error)).lastrowid
+    d = job_dir(ctx, job_id)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stdout.log").write_text("".join(f"{ln}\n" for ln in lines + ([f"error: {error}"] if error else [])))
+    return int(job_id)
 
 
 @router.post("/{pid}/jobs/train/keras/{learn_id}", summary="Train the learning block on the labeled samples "

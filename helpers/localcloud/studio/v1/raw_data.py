@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from helpers.localcloud.common import limits
 from helpers.localcloud.common.context import Context
 from helpers.localcloud.common.db import dumps, loads
 from helpers.localcloud.common.errors import ApiError
@@ -36,6 +37,12 @@ def ei_box(b: dict[str, Any]) -> dict[str, Any]:
             "width": max(1, int(round(b["width"]))), "height": max(1, int(round(b["height"])))}
 
 
+def _coldstorage_name(row: Any) -> str:
+    """Edge Impulse's stored-file name, `{category}/{file name}.{id}.{ingestion host}.json`: the SDK's
+    download_samples_by_ids takes the sample's file name from it (everything before the last three parts)."""
+    return f"{row['category']}/{row['filename']}.{row['sha256'][:8]}.ingestion-local.json"
+
+
 def ei_sample(row: Any, pid: int) -> dict[str, Any]:
     """A `Sample` as the generated client's model has it (an image sample)."""
     boxes = loads(row["boxes"], [])
@@ -44,7 +51,7 @@ def ei_sample(row: Any, pid: int) -> dict[str, Any]:
     label = row["label"] or (boxes[0]["label"] if boxes else "")
     return {
         "id": row["id"], "filename": row["filename"], "signatureValidate": False, "created": row["created_at"],
-        "lastModified": row["created_at"], "category": row["category"], "coldstorageFilename": f"{row['sha256']}.{row['ext']}",
+        "lastModified": row["created_at"], "category": row["category"], "coldstorageFilename": _coldstorage_name(row),
         "label": label, "intervalMs": 0.0, "frequency": 0.0, "originalIntervalMs": 0.0, "originalFrequency": 0.0,
         "deviceName": row["device"], "deviceType": "CAMERA", "sensors": sensors, "valuesCount": 1, "totalLengthMs": 0.0,
         "added": row["created_at"], "boundingBoxes": [ei_box(b) for b in boxes], "boundingBoxesType": "object_detection",
@@ -56,22 +63,36 @@ def ei_sample(row: Any, pid: int) -> dict[str, Any]:
     }
 
 
+LABELS_FORMAT = "labels must be a JSON list of label names, e.g. [\"apple\"] (null or [] for any label)"
+# Edge Impulse's sample categories (`RawDataCategory`): samples here are only ever in training or testing,
+# so validation and post-processing are valid and empty.
+CATEGORIES = ("training", "testing", "validation", "post-processing")
+
+
+def check_category(category: str, allow_all: bool = False) -> None:
+    """Refuse a category Edge Impulse does not have, naming the valid ones."""
+    valid = CATEGORIES + (("all",) if allow_all else ())
+    if category not in valid:
+        raise ApiError(400, f"category: {category!r} is not a category of this project; use {', '.join(valid)}", "category")
+
+
 def _filters(category: str, labels: str | None, filename: str | None, search: str | None, metadata: str | None,
              min_id: int | None, max_id: int | None, ids: str | None = None) -> tuple[str, list[Any]]:
     """SQL WHERE for Edge Impulse's sample filters (category, labels, filename, search, metadata, ids)."""
     where, args = [], []
-    if category not in ("training", "testing", "all"):
-        raise ApiError(400, f"category: {category!r} is not a category of this project; use training, testing or all", "category")
+    check_category(category, allow_all=True)
     if category != "all":
         where.append("category=?")
         args.append(category)
     if labels:
         try:
-            wanted = json.loads(labels)
+            wanted = limits.loads(labels, "labels")
         except json.JSONDecodeError:
-            raise ApiError(400, "labels must be a JSON list of label names, e.g. [\"apple\"]", "labels") from None
+            raise ApiError(400, LABELS_FORMAT, "labels") from None
+        if wanted is None:  # the SDK's get_sample_ids sends `null` for "any label"
+            wanted = []
         if not isinstance(wanted, list) or not all(isinstance(x, str) for x in wanted):
-            raise ApiError(400, "labels must be a JSON list of label names, e.g. [\"apple\"]", "labels")
+            raise ApiError(400, LABELS_FORMAT, "labels")
         if wanted:
             marks = ",".join("?" * len(wanted))
             where.append(f"(label IN ({marks}) OR EXISTS (SELECT 1 FROM json_each(samples.boxes) "
@@ -83,7 +104,7 @@ def _filters(category: str, labels: str | None, filename: str | None, search: st
             args.append(text)
     if metadata:
         try:
-            items = json.loads(metadata)
+            items = limits.loads(metadata, "metadata")
         except json.JSONDecodeError:
             raise ApiError(400, "metadata must be a JSON list of {key, op, values} filters", "metadata") from None
         if not isinstance(items, list):
@@ -110,7 +131,7 @@ def _filters(category: str, labels: str | None, filename: str | None, search: st
         args.append(max_id)
     if ids:
         try:
-            id_list = [int(i) for i in json.loads(ids)]
+            id_list = [int(i) for i in limits.loads(ids, "ids")]
         except (json.JSONDecodeError, TypeError, ValueError):
             raise ApiError(400, "ids must be a JSON list of sample ids", "ids") from None
         where.append(f"id IN ({','.join('?' * len(id_list)) or 'NULL'})")
@@ -167,13 +188,41 @@ def label_queue_count(pid: int, request: Request) -> dict[str, Any]:
         return ok(samplesCount=conn.execute("SELECT COUNT(*) AS n FROM samples WHERE labeled=0").fetchone()["n"])
 
 
+def _delete_where(ctx: Context, where: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Delete the samples matching `where` and their image files."""
+    with ctx.store.tx() as conn:
+        rows = conn.execute(f"SELECT id, sha256, ext FROM samples {where}", args).fetchall()
+        conn.execute(f"DELETE FROM samples {where}", args)
+    for row in rows:
+        store.sample_path(ctx.files, row["sha256"], row["ext"]).unlink(missing_ok=True)
+    return ok()
+
+
+# declared before the `/raw-data/{sample_id}/...` routes, which would otherwise match these paths first
+@router.post("/{pid}/raw-data/delete-all", summary="Delete every sample of the project (RawDataApi.delete_all_samples)")
+def delete_all_samples(pid: int, request: Request) -> dict[str, Any]:
+    ctx = check_project(request, pid)
+    require_management(request)
+    return _delete_where(ctx, "", ())
+
+
+@router.post("/{pid}/raw-data/delete-all/{category}", summary="Delete every sample of one category "
+             "(RawDataApi.delete_all_samples_by_category)")
+def delete_all_samples_by_category(pid: int, category: str, request: Request) -> dict[str, Any]:
+    ctx = check_project(request, pid)
+    require_management(request)
+    check_category(category)
+    return _delete_where(ctx, "WHERE category=?", (category,))
+
+
 def _row(ctx: Context, sample_id: int) -> Any:
     with ctx.store.read() as conn:
         return conn.execute("SELECT * FROM samples WHERE id=?", (sample_id,)).fetchone()
 
 
 def _missing(sample_id: int) -> dict[str, Any]:
-    return fail(f"Sample with ID {sample_id} does not exist in this project; list them with RawDataApi.list_samples")
+    # Edge Impulse's own message: the SDK (delete_sample_by_id, get_filename_by_id) answers None on it
+    return fail(f"No sample found with ID {sample_id} in this project; list them with RawDataApi.list_samples")
 
 
 @router.get("/{pid}/raw-data/{sample_id}", summary="One sample with its bounding boxes (RawDataApi.get_sample)")
