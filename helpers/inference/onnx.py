@@ -226,9 +226,24 @@ def decode_ssd(boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], ima
     wh = xyxy[:, 2:] - xyxy[:, :2]
     ok = (wh[:, 0] >= 1) & (wh[:, 1] >= 1)
     xyxy, wh, cls_idx, anchor = xyxy[ok], wh[ok], cls_idx[ok], anchor[ok]
-    rects = np.stack([xyxy[:, 0] * sx, xyxy[:, 1] * sy, wh[:, 0] * sx, wh[:, 1] * sy], 1).tolist()
+    rects = _inside(np.stack([xyxy[:, 0] * sx, xyxy[:, 1] * sy, wh[:, 0] * sx, wh[:, 1] * sy], 1), image_size).tolist()
     confs = sc[anchor, cls_idx].astype(np.float64).tolist()
     return _nms(rects, confs, cls_idx.tolist(), labels, min(cut), nms_iou, cross_class_iou, max_detections)
+
+
+def _inside(rects: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(N, 4) x, y, w, h clipped to the frame, so that x + w <= width and y + h <= height hold exactly
+    in floating point too (a box the head puts at the edge, scaled, can overshoot it by one ulp)."""
+    out = np.array(rects, np.float64).reshape(-1, 4)
+    for i, limit in ((0, float(image_size[0])), (1, float(image_size[1]))):
+        end = np.clip(out[:, i] + out[:, i + 2], 0.0, limit)
+        out[:, i] = np.clip(out[:, i], 0.0, limit)
+        out[:, i + 2] = end - out[:, i]
+        over = out[:, i] + out[:, i + 2] > limit
+        while over.any():
+            out[over, i + 2] = np.nextafter(out[over, i + 2], 0.0)
+            over = out[:, i] + out[:, i + 2] > limit
+    return out
 
 
 def _nms(rects: list[list[float]], scores: list[float], classes: list[int], labels: Sequence[str],

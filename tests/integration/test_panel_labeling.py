@@ -156,7 +156,7 @@ def test_cells_below_the_panel_wait_then_fill_in_when_the_queue_is_done(cloud, u
     studio = cloud.studio
     studio.add_label("apple")
     dev = unique_name("cam")
-    upload_stream(studio, dev, 3, seed=41)
+    upload_stream(studio, dev, 3, seed=91)
     q = LabelQueue(studio, device=dev, model=None)
     panel = LabelPanel(q)
     calls = []
