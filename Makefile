@@ -9,7 +9,7 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup system demo lint test test-fast lab screenshots notebooks bench bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
+.PHONY: setup system demo lint test test-fast lab screenshots walkthrough notebooks bench bench-models bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,11 +56,23 @@ lab: $(STAMP) ## JupyterLab on notebooks/ (trusted first, so widgets and tables 
 screenshots: $(STAMP) ## JupyterLab in headless Chromium (apt-get install chromium): the reference notebooks' widgets drawn as views (out/lab_widgets/), the labeling panel labeled by hand (out/lab_labeling/)
 	$(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_lab_widgets_browser.py tests/integration/test_lab_labeling_browser.py $(PYTEST_ARGS)
 
+walkthrough: $(STAMP) ## the walkthrough as a person lives it: notebooks 01-06 in JupyterLab + headless Chromium on a fresh lab workspace, labeling in 03 and 06 by mouse and keys (smoke; PROFILE=workshop for the full one); screenshots and timing.json in out/walkthrough/
+	EDGELOOP_WALKTHROUGH_PROFILE=$(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),smoke) \
+	  $(VENV)/bin/pytest -p no:cacheprovider -s tests/integration/test_walkthrough_browser.py $(PYTEST_ARGS)
+
 notebooks: $(STAMP) ## rebuild notebooks/*.ipynb from their sources notebooks/src/*.py (tools/build_notebooks.py) and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
 	$(PY) tools/build_notebooks.py
 	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --reference
 
-bench: $(STAMP) ## benchmarks (JSON results in bench/results/; about 15 min on 2 cores)
+bench: $(STAMP) ## the fast benchmarks (rollout of 10 devices, ingest, memory, inference, the loop from existing summaries; ~6 min) and README's table from bench/results/*.json
+	$(PY) bench/bench_rollout.py --devices 10
+	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_inference.py
+	$(PY) bench/bench_loop.py
+	$(PY) tools/bench_table.py
+
+bench-models: $(STAMP) ## the model benchmarks (synthetic, latency, real photos; JSON in bench/results/; about 15 min on 2 cores)
 	$(PY) bench/bench_synthetic.py
 	$(PY) bench/bench_latency.py
 	$(PY) bench/bench_fruit_voc.py

@@ -143,6 +143,7 @@ _FIELDS: dict[str, tuple[str, Any, bool]] = {
     "camera": ("EDGELOOP_CAMERA", "synthetic", False),
     "torch_threads": ("EDGELOOP_TORCH_THREADS", "2", False),
     "iothub_connection_string": ("IOTHUB_CONNECTION_STRING", "", True),
+    "iothub_eventhub_connection_string": ("IOTHUB_EVENTHUB_CONNECTION_STRING", "", True),
     "ei_api_key": ("EI_API_KEY", "", True),
     "ei_device_api_key": ("EI_DEVICE_API_KEY", "", True),
     "ei_project_id": ("EI_PROJECT_ID", "", False),
@@ -166,6 +167,9 @@ class Settings:
     camera: str = "synthetic"
     torch_threads: int = 2
     iothub_connection_string: Secret = field(default_factory=lambda: Secret("", "IOTHUB_CONNECTION_STRING"))
+    #: the hub's built-in Event Hubs-compatible endpoint (telemetry), Azure portal: Built-in endpoints
+    iothub_eventhub_connection_string: Secret = field(
+        default_factory=lambda: Secret("", "IOTHUB_EVENTHUB_CONNECTION_STRING"))
     ei_api_key: Secret = field(default_factory=lambda: Secret("", "EI_API_KEY"))
     #: the key devices get on a real project (an ingestion-only key); the local studio derives its own
     ei_device_api_key: Secret = field(default_factory=lambda: Secret("", "EI_DEVICE_API_KEY"))

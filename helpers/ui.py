@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from helpers.config import REPO_ROOT, mask, mask_connection_string
 from helpers.geometry import BBox
 from helpers.protocol.joblog import parse_epoch_line
-from helpers.widgets import agent_words, cell_style, display_all, show_figures_inline
+from helpers.widgets import agent_words, bring_into_view, cell_style, display_all, show_figures_inline
 
 show_figures_inline()  # the figures below are pyplot-free `Figure`s: show them as PNG
 
@@ -290,6 +290,7 @@ class LivePlot:
                         f"validation F1 {row.get('val_f1', float('nan')):.3f}, {row.get('elapsed_s', 0):.0f} s")
         fig = self.figure()
         if self._handle is None:
+            display(bring_into_view())  # Run All left the window at the notebook's end: show the plot
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)

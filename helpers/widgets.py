@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -153,3 +154,39 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     # (`cell_style`): a table-wide word-break let the browser squeeze every column to a few letters.
     return (f"<div style='max-width:100%;overflow-x:auto'><table style='border-collapse:collapse'>"
             f"{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+# A view that brings the output after it into the window once, while its cell runs: during Run All
+# JupyterLab scrolls to the notebook's last cell, so a live plot in a cell above (04's training)
+# would be drawn off-screen. It scrolls only within `until` (seconds since the epoch) of its
+# making, so opening a saved notebook later does not jump to it.
+_IN_VIEW_ESM = r"""
+function render({ model, el }) {
+  el.style.height = "0px";
+  const go = () => {
+    if (!(Date.now() / 1000 < model.get("until"))) return;
+    const child = el.closest(".jp-OutputArea-child") || el;
+    child.scrollIntoView({ block: "start" });
+    model.set("until", 0); model.save_changes();
+  };
+  requestAnimationFrame(() => setTimeout(go, 50));
+}
+export default { render };
+"""
+_IN_VIEW_CLASS: Any = None
+
+
+def bring_into_view(seconds: float = 60.0) -> Any:
+    """An invisible widget that scrolls its output (and what is displayed after it) into the window
+    when it is drawn within `seconds` from now; display it just before a live plot."""
+    global _IN_VIEW_CLASS
+    if _IN_VIEW_CLASS is None:
+        import anywidget  # only where a live view is shown: the pure helpers above do not need it
+        import traitlets
+
+        class InView(anywidget.AnyWidget):
+            _esm = _IN_VIEW_ESM
+            until = traitlets.Float(0.0).tag(sync=True)
+
+        _IN_VIEW_CLASS = InView
+    return _IN_VIEW_CLASS(until=time.time() + seconds)

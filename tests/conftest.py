@@ -151,7 +151,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_LEAK_KEY] = marker
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    # A wrapper, so the check runs after every other plugin's sessionfinish: with pytest-xdist
+    # (`-n`), after the workers are torn down. Workers inherit the controller's marker and skip
+    # the check (pytest_sessionstart), the controller checks them all.
+    yield
+    _stop_leftovers(session)
+
+
+def _stop_leftovers(session: pytest.Session) -> None:
     import signal
     import time
 

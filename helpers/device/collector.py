@@ -28,8 +28,9 @@ Environment: MODE=collect, STUDIO_URL, EI_API_KEY, LABEL (none: unlabeled, x-no-
 SAMPLE_COUNT (or CAPTURE_COUNT; 0 = forever), RATE_HZ (or CAPTURE_RATE_HZ; default 1),
 CATEGORY (training | testing | split, default split: 20 % testing by content hash),
 CAMERA_SOURCE (synthetic | folder | webcam; default synthetic), CAMERA_DEVICE (webcam),
-CAMERA_PATH (folder), CAMERA_SIZE (e.g. 320x320), CAMERA_SEED, SPOOL_MAX_ITEMS (1000),
-SPOOL_MAX_MB, UPLOAD_TIMEOUT_S (15), MODULE_WORKDIR, IOTEDGE_DEVICEID,
+CAMERA_PATH (folder), CAMERA_SIZE (e.g. 320x320), CAMERA_SEED, SPOOL_MAX_ITEMS (1000 frames) and
+SPOOL_MAX_MB (unset: no byte bound), the spool's quota: past it the oldest unacknowledged frames are
+dropped, counted in `dropped` and logged, UPLOAD_TIMEOUT_S (15), MODULE_WORKDIR, IOTEDGE_DEVICEID,
 IOTEDGE_MODULEGENERATIONID, EDGELOOP_SCENE_FILE (synthetic scene).
 """
 from __future__ import annotations

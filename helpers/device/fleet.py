@@ -210,7 +210,8 @@ def _kill_modules(workdir: Path) -> int:
     for record in (state.get("modules") or {}).values():
         if record and ProcessRuntime.kill_stale(record):
             killed += 1
-    return killed
+    # and any the agent started but was killed before recording
+    return killed + len(ProcessRuntime.kill_orphans(workdir / "modules"))
 
 
 def stop_devices(workspace: str | Path, device_ids: Iterable[str] | None = None, timeout: float = 20.0) -> list[str]:

@@ -70,7 +70,7 @@ class ModuleHub:
     while the hub is away) so the module's own work never waits for it; `report()` keeps the
     module twin's reported properties equal to the latest state (only the difference is sent,
     and re-sent until acknowledged); `send()` queues a device-to-cloud message (the newest
-    `max_queue` are kept while the hub is away).
+    `max_queue` are kept while the hub is away; the older ones are dropped and counted in `dropped`).
 
     `ModuleHub.from_environment()` is None when neither environment is there (a module run by
     hand or by a test without a hub): the module then works and reports nowhere.
@@ -85,6 +85,7 @@ class ModuleHub:
         self._messages: collections.deque[tuple[bytes, dict[str, str]]] = collections.deque(maxlen=max_queue)
         self._closing = False
         self.sent = 0
+        self.dropped = 0  # messages the full queue pushed out while the hub was away (oldest first), counted
         self._thread = threading.Thread(target=self._run, name="module-hub", daemon=True)
         self._thread.start()
 
@@ -114,6 +115,11 @@ class ModuleHub:
     def send(self, body: dict[str, Any], properties: dict[str, str] | None = None) -> None:
         """Queue a device-to-cloud message (JSON body, application properties)."""
         with self._cond:
+            if len(self._messages) == self._messages.maxlen:
+                self.dropped += 1  # the deque drops the oldest: counted and logged, never silently
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    log.warning("hub away: %d device-to-cloud messages dropped so far (the newest %d are kept)",
+                                self.dropped, self._messages.maxlen)
             self._messages.append((json.dumps(body, default=str).encode(), dict(properties or {})))
             self._cond.notify_all()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from helpers.config import Secret, load_settings, parse_connection_string
+from helpers.endpoints import local_eventhub as local_eventhub_endpoint
 from helpers.endpoints import local_hub as local_hub_endpoint
 from helpers.endpoints import resolve_workspace
 from helpers.errors import ConfigError, Conflict, NotFound, ServiceError
@@ -42,6 +43,7 @@ from helpers.hub.shapes import (
     strip_meta,
     twin_from_sdk,
 )
+from helpers.hub.telemetry import Telemetry, read_telemetry
 from helpers.hub.x509 import make_device_certificate
 
 log = logging.getLogger("helpers.hub")
@@ -60,14 +62,23 @@ class IoTHub:
         retries: how often the SDK's transport retries a throttled (429) or failed (5xx) call.
         reload: called when the hub cannot be reached; may return a new (connection string,
             CA file) to try once more (the stand-in restarted on another port).
+        eventhub: the hub's built-in Event Hubs-compatible endpoint for `read_telemetry`: its
+            connection string (read with `ca_file`), or a callable returning (connection string,
+            CA file); None: telemetry cannot be read through this client.
     """
 
     def __init__(self, connection_string: str | Secret, ca_file: str | Path | None = None, workspace: str | Path | None = None,
                  timeout: float = 30.0, retries: int = 5,
-                 reload: Callable[[], tuple[Secret, str | None]] | None = None):
+                 reload: Callable[[], tuple[Secret, str | None]] | None = None,
+                 eventhub: str | Secret | Callable[[], tuple[Secret, str | None]] | None = None):
         self.timeout = float(timeout)
         self.retries = int(retries)
         self._reload = reload
+        if eventhub is None or callable(eventhub):
+            self._eventhub = eventhub
+        else:
+            eh = eventhub if isinstance(eventhub, Secret) else Secret(str(eventhub), "IOTHUB_EVENTHUB_CONNECTION_STRING")
+            self._eventhub = lambda: (eh, self.ca_file)
         self._workspace = Path(workspace).expanduser().resolve() if workspace else None
         self._connect(connection_string, ca_file)
 
@@ -91,8 +102,12 @@ class IoTHub:
             endpoint = local_hub_endpoint(ws)
             return endpoint.connection_string, str(endpoint.ca_file)
 
+        def events() -> tuple[Secret, str | None]:  # read at each call: a restart may move the endpoint
+            endpoint = local_eventhub_endpoint(ws)
+            return endpoint.connection_string, str(endpoint.ca_file)
+
         cs, ca = creds()
-        return cls(cs, ca_file=ca, workspace=ws, reload=creds, **kw)
+        return cls(cs, ca_file=ca, workspace=ws, reload=creds, eventhub=events, **kw)
 
     def _connect(self, connection_string: str | Secret, ca_file: str | Path | None) -> None:
         import requests
@@ -169,6 +184,28 @@ class IoTHub:
                         continue
                 raise unreachable_error(what, self.host, exc, local=self._reload is not None) from None
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ telemetry: the built-in Event Hubs-compatible endpoint
+    def eventhub_endpoint(self) -> tuple[Secret, str | None]:
+        """The (connection string, CA file) of this hub's built-in Event Hubs-compatible endpoint.
+
+        Raises:
+            ConfigError: none is known (Azure: set IOTHUB_EVENTHUB_CONNECTION_STRING), or the stand-in's did not start.
+        """
+        if self._eventhub is None:
+            raise ConfigError("this hub client knows no Event Hubs-compatible endpoint to read telemetry from: set "
+                              "IOTHUB_EVENTHUB_CONNECTION_STRING to the hub's Built-in endpoints > Event Hub-compatible "
+                              "endpoint (Azure portal, or `az iot hub connection-string show --default-eventhub`)")
+        return self._eventhub()
+
+    def read_telemetry(self, **kw: Any) -> list[Telemetry]:
+        """Device-to-cloud messages from the built-in Event Hubs-compatible endpoint, with `azure-eventhub`.
+
+        The same call reads Azure's hub and the stand-in; `kw` as `helpers.hub.telemetry.read_telemetry`
+        (`starting_position`, `device_id`, `keep`, `until`, `max_events`, `timeout_s`, `consumer_group`).
+        """
+        cs, ca = self.eventhub_endpoint()
+        return read_telemetry(cs, ca, **kw)
 
     # ------------------------------------------------------------------ identities
     def create_edge_device(self, device_id: str, tags: dict[str, Any] | None = None, exist_ok: bool = True,
@@ -492,13 +529,17 @@ def local_hub(workspace: str | Path | None = None, **kw: Any) -> IoTHub:
 
 
 def azure_hub(workspace: str | Path | None = None, connection_string: str | Secret | None = None, **kw: Any) -> IoTHub:
-    """`get_hub("azure")`: Azure IoT Hub from `connection_string` or IOTHUB_CONNECTION_STRING.
+    """`get_hub("azure")`: Azure IoT Hub from `connection_string` or IOTHUB_CONNECTION_STRING (its
+    telemetry from IOTHUB_EVENTHUB_CONNECTION_STRING when set).
 
     Raises:
         ConfigError: no connection string is set (the message names the variable).
     """
+    settings = load_settings(workspace)
     if connection_string is None:
-        connection_string = load_settings(workspace).require("iothub_connection_string")
+        connection_string = settings.require("iothub_connection_string")
+    if "eventhub" not in kw and settings.iothub_eventhub_connection_string:
+        kw["eventhub"] = settings.iothub_eventhub_connection_string
     return IoTHub(connection_string, workspace=workspace, **kw)
 
 

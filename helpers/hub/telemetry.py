@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def _client_error(exc: Exception) -> ServiceError:
 def read_telemetry(connection_string: str | Secret, ca_file: str | Path | None = None, *,
                    consumer_group: str = DEFAULT_CONSUMER_GROUP, starting_position: Any = "-1",
                    inclusive: bool = False, partition_id: str | None = None, device_id: str | None = None,
-                   max_events: int | None = None, timeout_s: float = 10.0, retries: int = 2) -> list[Telemetry]:
+                   max_events: int | None = None, timeout_s: float = 10.0, retries: int = 2,
+                   keep: Callable[[Telemetry], bool] | None = None,
+                   until: Callable[[list[Telemetry]], bool] | None = None) -> list[Telemetry]:
     """Read device telemetry from an Event Hubs-compatible endpoint; bounded in count and time.
 
     Args:
@@ -120,6 +123,8 @@ def read_telemetry(connection_string: str | Secret, ca_file: str | Path | None =
         max_events: return once this many (kept) events arrived; None: read until `timeout_s`.
         timeout_s: the most seconds the read takes after connecting.
         retries: how often the client retries a failed operation.
+        keep: keep only the events for which this returns True (after `device_id`'s filter).
+        until: return as soon as this returns True for the events kept so far (called on each kept event).
 
     Returns:
         The events in arrival order (per partition in sequence order).
@@ -157,9 +162,11 @@ def read_telemetry(connection_string: str | Secret, ca_file: str | Path | None =
         item = _from_event(event, context.partition_id)
         if device_id is not None and item.device_id != device_id:
             return
+        if keep is not None and not keep(item):
+            return
         with lock:
             got.append(item)
-            if max_events is not None and len(got) >= max_events:
+            if (max_events is not None and len(got) >= max_events) or (until is not None and until(got)):
                 done.set()
 
     def on_error(_context: Any, exc: Exception) -> None:

@@ -68,13 +68,27 @@ function render({ model, el }) {
   // Widget state arrives through a promise chain and a custom message can overtake it: try
   // again for half a second, unless the person has gone elsewhere meanwhile.
   // The image hidden at the end of the queue and shown again ("Back to the skipped") keeps a 0x0
-  // box overlay until the window resizes: say it did, once, when the image comes back.
+  // box overlay: the bbox widget measures its image through a hidden iframe's resize event, which
+  // the iframe does not fire when it is shown again. So when the image comes back (a size
+  // observer on it, and after each redraw), tell that iframe it was resized.
   let hidden = false;
+  const wake = () => {
+    if (!root) return;
+    root.querySelectorAll(".edgeloop-bbox .image-measure iframe").forEach((f) => {
+      if (f.contentWindow) f.contentWindow.dispatchEvent(new Event("resize"));
+    });
+    window.dispatchEvent(new Event("resize"));
+  };
   const reflow = () => {
     const w = image(), now = !(w && w.offsetParent !== null);
-    if (hidden && !now) window.dispatchEvent(new Event("resize"));
+    if (hidden && !now) wake();
     hidden = now;
   };
+  const sizes = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    reflow();  // and when the overlay is not as large as the image it lies on:
+    const svg = root && root.querySelector(".edgeloop-bbox svg"), img = root && root.querySelector(".edgeloop-bbox img");
+    if (svg && img && img.clientWidth > 0 && Math.abs(svg.getBoundingClientRect().width - img.clientWidth) >= 2) wake();
+  });
   const requestFocus = () => [0, 60, 200, 500].forEach((t) => setTimeout(() => {
     reflow();
     const a = document.activeElement, w = image();
@@ -169,6 +183,8 @@ function render({ model, el }) {
     root.addEventListener("click", saveClick, true);
     document.addEventListener("pointerdown", pointer, true);
     document.addEventListener("keydown", orphan, true);
+    const bbox = root.querySelector(".edgeloop-bbox");
+    if (sizes && bbox) sizes.observe(bbox);
     aspect();
   }
   attach();
@@ -183,6 +199,7 @@ function render({ model, el }) {
     root.removeEventListener("click", saveClick, true);
     document.removeEventListener("pointerdown", pointer, true);
     document.removeEventListener("keydown", orphan, true);
+    if (sizes) sizes.disconnect();
   };
 }
 export default { render };

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from helpers.localcloud.common.auth import Principal, hub_principal
 from helpers.localcloud.common.clock import now_iso
 from helpers.localcloud.common.context import Context, service_key_from_cs
 from helpers.localcloud.common.db import Store
-from helpers.localcloud.common.errors import ApiError, error_from_service_error
+from helpers.localcloud.common.errors import ApiError, disk_full_error, error_from_service_error, is_disk_full
 from helpers.localcloud.common.guard import RequestGuard
 from helpers.localcloud.common.limits import escape_controls
 from helpers.localcloud.eventhub.server import start_for_service as start_eventhub
@@ -152,6 +153,14 @@ def create_app(workspace: str | Path, port: int, max_body_mb: float = DEFAULT_MA
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = f"no such endpoint {request.method} {request.url.path}; see /openapi.json" if exc.status_code in (404, 405) else str(exc.detail)
         return error_response(request, ApiError(exc.status_code, msg))
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.Error)
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        if not is_disk_full(exc):
+            return await _unexpected(request, exc)
+        log.warning("%s %s refused: the disk is full (%s)", request.method, request.url.path, exc)
+        return error_response(request, disk_full_error(exc, d))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -49,6 +49,7 @@ class Progress:
         self.cell_index = 0
         self.step = ""
         self.t_notebook = self.t_step = time.monotonic()
+        self._step_wall = time.time()  # the step's start on the clock the kernel's reports carry ("at")
         self._last_line: float | None = None  # when this step last printed (None: not yet)
 
     def _print(self, text: str) -> None:
@@ -60,6 +61,7 @@ class Progress:
             self.notebook, self.step, self.cell_index = name, "", 0
             self.titles = step_titles(nb)
             self.t_notebook = self.t_step = time.monotonic()
+            self._step_wall = time.time()
             self._last_line = None
             self.progress_file.unlink(missing_ok=True)
         if self._thread is None:
@@ -81,12 +83,20 @@ class Progress:
             title = self.titles[index] if index < len(self.titles) else self.step
             if title != self.step:
                 self.step, self.t_step, self._last_line = title, time.monotonic(), None
+                self._step_wall = time.time()
 
     def kernel_report(self) -> str:
-        """The kernel's last progress report as one line ('' when there is none)."""
+        """The kernel's last progress report of the running step as one line ('' when there is none).
+
+        A report written before the step began is the previous step's (the file keeps the last
+        line until a new one replaces it): it is not shown after the step's name.
+        """
         try:
             doc = json.loads(self.progress_file.read_text())
         except (FileNotFoundError, ValueError):
+            return ""
+        at = doc.get("at")
+        if isinstance(at, (int, float)) and at < self._step_wall:
             return ""
         return str(doc.get("line", ""))
 

@@ -16,7 +16,8 @@ input_size = 160
 min_f1 = 0.85
 min_heldout_confusion = 0.1  # the story: the apple model calls at least this share of held-out bananas apples
 train_timeout_s = None    # cancel the training job after this many seconds; None: from images x epochs
-observe_s = 10            # seconds of runner results per measurement
+observe_s = 10            # seconds of runner telemetry per measurement
+telemetry_interval_s = 2  # each runner sends one telemetry window this often
 rollout_timeout_s = 180
 lab_tag = "fruit-lab"
 labeler = "human"         # "human": the labeling panel, as in notebook 03; "oracle": label from synthetic ground truth (headless)
@@ -40,7 +41,8 @@ print(f"production model: v{production.version} labels {production.card['labels'
 # %% tags=["nbval-ignore-output"]
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))
-before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+before = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s,
+                                   model_version=production.version)
 print(before.summary())
 
 # %% [markdown]
@@ -174,6 +176,7 @@ print(gate.summary())
 
 # %% tags=["nbval-ignore-output"]
 manifest = deploy.runner_manifest(candidate.version, s.device_image, s.studio, camera_source="synthetic", version="2.0",
+                                  telemetry_interval_s=telemetry_interval_s,
                                   registry=images.registry_credentials(s.settings, s.device_image))
 rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manifest, f"tags.lab='{lab_tag}'", devices,
                                     priority=10 + candidate.version, absent=["collector"], workspace=s.workspace,
@@ -181,7 +184,8 @@ rollout = deploy.rollout_deployment(s.hub, f"fruit-v{candidate.version}", manife
 print(rollout.summary())
 for d in devices:
     fleet.set_scene(s.workspace, d, ["banana"], mix=story_scenes("bananas"))
-after = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s)
+after = observe.observe_confusion(s.hub, devices, true_label="banana", predicted_label="apple", seconds=observe_s,
+                                  model_version=candidate.version)
 print(after.summary())
 
 # %%
@@ -192,7 +196,7 @@ results.check(f"the apple model calls held-out bananas apples (rate >= {min_held
               held_before.rate >= min_heldout_confusion, measured=round(held_before.rate, 4))
 results.check("the two-class model calls fewer held-out bananas apples", held_after.rate < held_before.rate,
               measured=[round(held_before.rate, 4), round(held_after.rate, 4)])
-found = {d: observe.detected_in_recent(s.hub, d, "banana", min_share=0.2) for d in devices}
+found = observe.detected_on_fleet(s.hub, devices, "banana", min_per_frame=0.2, model_version=candidate.version)
 results.check("bananas detected on the fleet", any(found.values()))
 if labeler == "human":
     label_grade = grade_queue(queue)

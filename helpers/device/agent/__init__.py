@@ -46,8 +46,10 @@ every module (SIGTERM to each process group, then SIGKILL after `stop_timeout_s`
 and the agent exits 0.
 
 Files in the workdir: `agent.json` (this agent's pid and its modules' pids, so a later agent
-or `helpers.device.fleet` can clean up after a crash), `scene.json` (the synthetic camera's
-scene), `modules/<name>/` (each module's `MODULE_WORKDIR`, with `module.log`).
+or `helpers.device.fleet` can clean up after a crash; a module started but not yet recorded when
+the agent was killed is found by its `MODULE_WORKDIR` and stopped too, so none runs twice),
+`scene.json` (the synthetic camera's scene), `modules/<name>/` (each module's `MODULE_WORKDIR`,
+with `module.log`).
 
 The package, by job: `core` (the loop: twin sync, reconcile), `supervise` (start, stop, restart
 policies and backoff, health probes), `methods` (direct methods), `logs` (GetModuleLogs'

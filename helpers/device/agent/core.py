@@ -292,13 +292,16 @@ class EdgeAgent:
     # ------------------------------------------------------------------ state and reports
     def _cleanup_previous_run(self) -> None:
         """Kill module processes a crashed previous agent left running in this workdir."""
-        previous = read_json(self.workdir / STATE_FILE)
-        if not previous:
-            return
+        previous = read_json(self.workdir / STATE_FILE) or {}
         for name, record in (previous.get("modules") or {}).items():
             kill_stale = getattr(self.runtime, "kill_stale", None)
             if kill_stale and record and kill_stale(record):
                 log.warning("stopped module %s left running by a previous agent (pid %s)", name, record.get("pid"))
+        # a module the previous agent started but was killed before recording (kill -9 mid-rollout)
+        kill_orphans = getattr(self.runtime, "kill_orphans", None)
+        if kill_orphans:
+            for pid in kill_orphans(self.workdir / "modules"):
+                log.warning("stopped a module process (pid %d) a previous agent started but never recorded", pid)
 
     def _write_state(self) -> None:
         state = {

@@ -120,6 +120,8 @@ class Runner:
         if self.uploader is not None:
             body["sampling"] = {"band": list(self.cfg.sampling_band or ()), "sampled": self.sampled,
                                 **self.uploader.stats()}
+        if self.hub is not None:
+            body["messages_dropped"] = self.hub.dropped  # telemetry the hub never got while it was away
         write_json_atomic(self.cfg.workdir / "reported.json", body)
         if self.hub is not None:
             self.hub.report(body)  # module twin: the model version and the latest window

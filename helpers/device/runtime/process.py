@@ -32,8 +32,10 @@ from helpers.device.runtime.supervision import (
 START_SCRIPT_ENV = "EDGELOOP_START_SH"
 #: Host environment variables a module process inherits (everything else comes from its manifest
 #: `Env`, as in a container: the agent's own connection string never reaches a module).
+#: EDGELOOP_TEST_SESSION is the test suite's process marker (tests/conftest.py): with it a module
+#: that outlives its test is found by the suite's leak check, like every other process it starts.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
-                 "SYSTEMROOT", "OMP_NUM_THREADS")
+                 "SYSTEMROOT", "OMP_NUM_THREADS", "EDGELOOP_TEST_SESSION")
 
 
 def find_start_script() -> Path:
@@ -105,6 +107,26 @@ def published_host_ip(create_options: dict[str, Any] | None) -> str:
     return "127.0.0.1"
 
 
+def module_pids(modules_dir: str | Path) -> list[int]:
+    """Live processes that run a module of an agent's `modules_dir`: the ones whose environment's
+    `MODULE_WORKDIR` (which `ProcessRuntime` gives every module) lies in it. [] without `/proc`."""
+    needle = f"MODULE_WORKDIR={Path(modules_dir).resolve()}/".encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    found = []
+    for d in proc.iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            environ = (d / "environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or another user's
+        if any(item.startswith(needle) for item in environ.split(b"\0")) and pid_alive(int(d.name)):
+            found.append(int(d.name))
+    return sorted(found)
+
+
 class ProcessRuntime:
     """Runs each module as `sh start.sh` in its own process group (no container engine).
 
@@ -167,6 +189,31 @@ class ProcessRuntime:
         return ProcessHandle(launch.name, proc, port, log_path)
 
     @staticmethod
+    def kill_orphans(modules_dir: str | Path) -> list[int]:
+        """Kill module processes of `modules_dir` that no record names (see `module_pids`).
+
+        An agent killed between starting a module and recording its pid in `agent.json` leaves
+        that module running unrecorded; the next agent would start a second copy beside it.
+
+        Returns:
+            The pids killed.
+        """
+        groups: dict[int, int] = {}
+        for pid in module_pids(modules_dir):
+            try:
+                groups[pid] = os.getpgid(pid)  # each module leads its own group (start_new_session)
+            except ProcessLookupError:
+                continue
+        for pgid in set(groups.values()):
+            kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pgid in set(groups.values()):
+            kill_group(pgid, signal.SIGKILL)
+        return sorted(groups)
+
+    @staticmethod
     def kill_stale(record: dict[str, Any]) -> bool:
         """Kill a module group left running by a previous agent, if it is still that process.
 
@@ -186,4 +233,4 @@ class ProcessRuntime:
 
 
 __all__ = ["INHERITED_ENV", "START_SCRIPT_ENV", "ProcessHandle", "ProcessRuntime", "find_start_script",
-           "published_host_ip"]
+           "module_pids", "published_host_ip"]

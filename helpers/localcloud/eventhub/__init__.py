@@ -9,4 +9,7 @@ information, receiver links on `<entity>/ConsumerGroups/$Default/Partitions/<n>`
     auth.py     CBS tokens: Service Bus SAS checks for the hub's `iothubowner` policy
     wire.py     events and `$management` answers as AMQP messages; starting-position filters
     server.py   the proton handler and `start_eventhub` (its own thread in the local cloud)
+    groups.py   consumer groups kept in the store (`python -m helpers.localcloud consumer-group ...`)
+    devicebound.py  cloud-to-device messages from `azure-iot-hub` (service token on `$cbs`, `/messages/devicebound`)
+    sasl.py     SASL MSSBCBS (uamqp) beside ANONYMOUS
 """

@@ -12,6 +12,7 @@ performative list to its full field count with AMQP nulls (0x40), leaving everyt
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 #: performative descriptor code -> number of fields (AMQP 1.0 part 2.7, and the SASL frames of part 5.3)
 FIELD_COUNTS = {
@@ -70,10 +71,15 @@ def pad_frame(frame: bytes) -> bytes:
 
 
 class FramePadder:
-    """Splits an outgoing byte stream into protocol headers and frames, padding each frame."""
+    """Splits an outgoing byte stream into protocol headers and frames, padding each frame.
 
-    def __init__(self) -> None:
+    Args:
+        rewrite: applied to each whole frame before padding (`sasl.offer_cbs`); None: none.
+    """
+
+    def __init__(self, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self._buf = bytearray()
+        self._rewrite = rewrite
 
     def feed(self, data: bytes) -> bytes:
         """The bytes ready to send after `data`: whole headers and (padded) frames; the rest is kept."""
@@ -93,7 +99,8 @@ class FramePadder:
                 raise FrameError(f"frame size {size} is below the 8-byte frame header")
             if len(self._buf) < size:
                 break
-            out += pad_frame(bytes(self._buf[:size]))
+            frame = bytes(self._buf[:size])
+            out += pad_frame(self._rewrite(frame) if self._rewrite is not None else frame)
             del self._buf[:size]
         return bytes(out)
 

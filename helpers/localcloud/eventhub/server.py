@@ -9,7 +9,10 @@ What it answers, as Event Hubs does for the clients:
   its own `security_token`;
 - receiver links on `<entity>/ConsumerGroups/<group>/Partitions/<n>` of a connection that put a
   token for the entity, starting where the link's selector filter says, delivering pre-settled
-  events as link credit allows. New messages are picked up every `poll_s`.
+  events as link credit allows. New messages are picked up every `poll_s`;
+- SASL `MSSBCBS` beside `ANONYMOUS` (`sasl`), a `$cbs` token of the hub itself (IoT Hub's service
+  token) and sender links to `/messages/devicebound`: cloud-to-device messages (`devicebound`),
+  each accepted into its device's queue or rejected with IoT Hub's reason.
 
 Links it refuses are attached and at once detached with the AMQP error condition and a message
 (`amqp:unauthorized-access`, `amqp:not-found`, `amqp:not-allowed`), as Event Hubs does.
@@ -45,13 +48,17 @@ from proton import (
     TransportException,
 )
 
-from helpers.config import Secret
+from helpers.config import Secret, parse_connection_string
+from helpers.endpoints import read_credentials
 from helpers.errors import ConfigError, ServiceError
 from helpers.localcloud.common import tls
 from helpers.localcloud.common.auth import SERVICE_POLICY
 from helpers.localcloud.eventhub.auth import Grant, TokenChecker
+from helpers.localcloud.eventhub.devicebound import DEVICEBOUND, ServiceTokenChecker, enqueue, is_devicebound, is_hub_token
 from helpers.localcloud.eventhub.frames import FrameError, FramePadder
+from helpers.localcloud.eventhub.groups import ConsumerGroups
 from helpers.localcloud.eventhub.log import DEFAULT_CONSUMER_GROUP, EventLog
+from helpers.localcloud.eventhub.sasl import SaslInbound, offer_cbs
 from helpers.localcloud.eventhub.wire import (
     EVENTHUB_TYPE,
     PARTITION_TYPE,
@@ -63,6 +70,7 @@ from helpers.localcloud.eventhub.wire import (
     partition_body,
     reply,
 )
+from helpers.localcloud.mqtt.devicebound import DeviceboundQueues, Refused
 
 log = logging.getLogger("helpers.localcloud.eventhub")
 
@@ -105,6 +113,7 @@ class EventHubHandler(Handler):
         super().__init__()
         self.ep = endpoint
         self.consumers: dict[Any, _Consumer] = {}
+        self.devicebound: set[Any] = set()  # services' sender links to /messages/devicebound
         self._conns: dict[Any, _Conn] = {}
 
     # ------------------------------------------------------------ new messages
@@ -142,6 +151,7 @@ class EventHubHandler(Handler):
         self._conns.pop(conn, None)
         for link in [lk for lk in self.consumers if lk.connection == conn]:
             self.consumers.pop(link, None)
+        self.devicebound = {lk for lk in self.devicebound if lk.connection != conn}
 
     def on_session_remote_open(self, event: Any) -> None:
         if event.session.state & Endpoint.LOCAL_UNINIT:
@@ -162,6 +172,16 @@ class EventHubHandler(Handler):
         if link.is_receiver:  # the client sends: requests to $cbs / $management, or events (refused)
             address = link.remote_target.address or ""
             if address in NODES:
+                link.open()
+                link.flow(CREDIT)
+                return
+            if self.ep.queues is not None and self.ep.service_checker is not None and \
+                    is_devicebound(address, self.ep.service_checker.hosts):
+                if not any(g.covers(DEVICEBOUND) for g in state.grants):
+                    self._refuse(link, "amqp:unauthorized-access", "Unauthorized: put a SAS token of the hub's service "
+                                 "policy (sr = the hub's host name) on $cbs before sending to /messages/devicebound")
+                    return
+                self.devicebound.add(link)
                 link.open()
                 link.flow(CREDIT)
                 return
@@ -212,9 +232,11 @@ class EventHubHandler(Handler):
         if entity.lower() != self.ep.entity.lower():
             raise BadRequest(f"The messaging entity {entity!r} could not be found; this hub's Event Hubs-compatible name "
                              f"is {self.ep.entity!r}", "amqp:not-found", 404)
-        if group.lower() not in {g.lower() for g in self.ep.consumer_groups}:
+        groups = self.ep.current_groups()
+        if group.lower() not in {g.lower() for g in groups}:
             raise BadRequest(f"consumer group {group!r} does not exist on {self.ep.entity!r}; the groups are "
-                             f"{', '.join(self.ep.consumer_groups)}", "amqp:not-found", 404)
+                             f"{', '.join(groups)} (python -m helpers.localcloud consumer-group create NAME)",
+                             "amqp:not-found", 404)
         if not raw.isdigit() or int(raw) >= self.ep.log.partition_count:
             raise BadRequest(f"partition {raw!r} does not exist: the partitions are 0..{self.ep.log.partition_count - 1}",
                              "amqp:not-found", 404)
@@ -229,6 +251,7 @@ class EventHubHandler(Handler):
     def on_link_remote_close(self, event: Any) -> None:
         link = event.link
         self.consumers.pop(link, None)
+        self.devicebound.discard(link)
         state = self._conns.get(link.connection)
         if state is not None:
             for node, lk in list(state.replies.items()):
@@ -262,6 +285,9 @@ class EventHubHandler(Handler):
         msg = Message()
         msg.decode(link.recv(delivery.pending))
         link.advance()
+        if link in self.devicebound:
+            self._devicebound(link, delivery, msg)
+            return
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()
         if link.credit < CREDIT // 2:
@@ -274,12 +300,28 @@ class EventHubHandler(Handler):
             return
         sender.send(answer).settle()
 
+    def _devicebound(self, link: Any, delivery: Any, msg: Message) -> None:
+        """A cloud-to-device message from a service: queued for its device (accepted), or rejected with the reason."""
+        try:
+            queued = enqueue(self.ep.queues, msg)
+            delivery.update(Delivery.ACCEPTED)
+            log.info("cloud-to-device message queued (%d) for %s", queued, msg.address)
+        except Refused as exc:
+            log.warning("cloud-to-device message refused: %s", exc)
+            delivery.local.condition = Condition(exc.condition, str(exc))
+            delivery.update(Delivery.REJECTED)
+        delivery.settle()
+        if link.credit < CREDIT // 2:
+            link.flow(CREDIT - link.credit)
+
     def _cbs(self, conn: Any, msg: Message) -> Message:
         props = msg.properties or {}
         if props.get("operation") != "put-token":
             return reply(msg, 400, f"$cbs takes operation put-token, not {props.get('operation')!r}")
+        hub_token = self.ep.service_checker is not None and is_hub_token(str(msg.body))
+        checker = self.ep.service_checker if hub_token else self.ep.checker
         try:
-            grant = self.ep.checker.check(str(msg.body), str(props.get("type") or ""))
+            grant = checker.check(str(msg.body), str(props.get("type") or ""))
         except ServiceError as exc:
             log.warning("CBS put-token refused: %s", exc)
             return reply(msg, 401, str(exc))
@@ -332,7 +374,8 @@ class _AmqpConnection:
         self.transport = Transport(Transport.SERVER)
         self.transport.sasl().allowed_mechs("ANONYMOUS")  # the Event Hubs clients use CBS after SASL ANONYMOUS
         self.transport.bind(self.connection)
-        self.padder = FramePadder()
+        self.padder = FramePadder(rewrite=offer_cbs)  # and uamqp (azure-iot-hub) after MSSBCBS (see sasl)
+        self.inbound = SaslInbound()
 
     def flush(self) -> None:
         """Dispatch the engine's events to the handler, then write what the engine has to send."""
@@ -363,7 +406,7 @@ class _AmqpConnection:
                     self.transport.close_tail()
                     self.flush()
                     break
-                self.transport.push(data)
+                self.transport.push(self.inbound.feed(data))
                 self.flush()
                 await self.writer.drain()
         except (ConnectionError, TransportException, OSError) as exc:
@@ -389,11 +432,15 @@ class EventHubEndpoint:
         port: 5671 unless a test says otherwise.
         consumer_groups: the groups that exist (`$Default`).
         poll_s: how often new messages are looked for.
+        queues: the devices' cloud-to-device queues; None: no `/messages/devicebound` here.
+        service_checker: checks the hub's service tokens for `/messages/devicebound`.
+        groups: the consumer groups kept in the store (read at each attach); None: `consumer_groups`.
     """
 
     def __init__(self, log: EventLog, checker: TokenChecker, address: str, ssl_context: Any, entity: str,
                  port: int = AMQPS_PORT, consumer_groups: tuple[str, ...] = (DEFAULT_CONSUMER_GROUP,),
-                 poll_s: float = 0.05):
+                 poll_s: float = 0.05, queues: DeviceboundQueues | None = None,
+                 service_checker: ServiceTokenChecker | None = None, groups: ConsumerGroups | None = None):
         self.log = log
         self.checker = checker
         self.address = address
@@ -402,12 +449,19 @@ class EventHubEndpoint:
         self.port = port
         self.consumer_groups = consumer_groups
         self.poll_s = poll_s
+        self.queues = queues
+        self.service_checker = service_checker
+        self.groups = groups
         self.created_at = time.time()
         self.handler = EventHubHandler(self)
         self._conns: set[_AmqpConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
+
+    def current_groups(self) -> list[str]:
+        """The consumer groups that exist now."""
+        return self.groups.list() if self.groups is not None else list(self.consumer_groups)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Listen and serve in a background thread.
@@ -496,8 +550,12 @@ def start_eventhub(workspace: Any, store: Any, service_key: Secret, port: int = 
     """
     address = tls.hub_address(workspace)
     entity = entity_name(address)
+    hub_host = parse_connection_string(read_credentials(workspace)["service_connection_string"])["HostName"]
+    hosts = (hub_host, address)  # the service SDK names the hub by its HostName (ADDRESS:PORT)
     endpoint = EventHubEndpoint(EventLog(store), TokenChecker((address,), entity, SERVICE_POLICY, service_key),
-                                address, tls.server_ssl_context(workspace, address), entity, port=port)
+                                address, tls.server_ssl_context(workspace, address), entity, port=port,
+                                queues=DeviceboundQueues(store), groups=ConsumerGroups(store),
+                                service_checker=ServiceTokenChecker(hosts, SERVICE_POLICY, service_key))
     endpoint.start()
     return endpoint
 
@@ -519,7 +577,7 @@ def start_for_service(workspace: Any, store: Any, service_key: Secret,
         return None, {"eventhub_error": f"the Event Hubs-compatible endpoint on {address}:{port} did not start: {message}"}
     return endpoint, {"eventhub_endpoint": f"sb://{address}/", "eventhub_port": port, "eventhub_name": endpoint.entity,
                       "eventhub_partitions": endpoint.log.partition_count,
-                      "eventhub_consumer_groups": list(endpoint.consumer_groups)}
+                      "eventhub_consumer_groups": endpoint.current_groups()}
 
 
 __all__ = ["AMQPS_PORT", "EventHubEndpoint", "EventHubHandler", "entity_name", "start_eventhub", "start_for_service"]

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from proton import UNDESCRIBED, Array, Data, Message, symbol, timestamp
+from proton import UNDESCRIBED, Array, Data, Message, int32, symbol, timestamp
 
 from helpers.errors import ServiceError
 from helpers.localcloud.eventhub.log import Event, PartitionInfo, Position
@@ -121,7 +121,8 @@ def reply(request: Message, status: int, description: str, body: Any = None) -> 
     """A management (or CBS) answer to `request`: its id as correlation id, status code and description."""
     msg = Message(body=body)
     msg.correlation_id = request.id
-    msg.properties = {"status-code": status, "status-description": description}
+    # an AMQP int, as Event Hubs sends it: uamqp (azure-iot-hub) refuses a long
+    msg.properties = {"status-code": int32(status), "status-description": description}
     return msg
 
 

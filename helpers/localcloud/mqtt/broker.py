@@ -18,10 +18,12 @@ loopback address, in the local cloud's process, with IoT Hub's semantics:
   - direct methods on `$iothub/methods/POST/{name}/?$rid=`, answered on
     `$iothub/methods/res/{status}/?$rid=` (`invoke_method` relays a service call);
   - device-to-cloud messages on `devices/{id}/messages/events/` and
-    `devices/{id}/modules/{mid}/messages/events/` with their properties (kept in SQLite).
+    `devices/{id}/modules/{mid}/messages/events/` with their properties (kept in SQLite);
+  - cloud-to-device messages, queued per device (`devicebound.DeviceboundQueues`), published on
+    `devices/{id}/messages/devicebound/{properties}` and completed on the device's PUBACK.
 
-Not mirrored: AMQP, MQTT over websockets (port 443), cloud-to-device messages, module
-inputs/outputs routing, file upload, will messages (accepted and ignored), DPS.
+Not mirrored: AMQP for devices, MQTT over websockets (port 443), module inputs/outputs routing,
+file upload, will messages (accepted and ignored), DPS.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ from helpers.localcloud.common.limits import (
 )
 from helpers.localcloud.hub import store as hub_store
 from helpers.localcloud.mqtt import codec as mc
+from helpers.localcloud.mqtt.devicebound import DeviceboundDelivery, DeviceboundQueues, on_enqueue
 from helpers.localcloud.mqtt.session import Connection, MethodError, Session, split_message_props, topic_query
 from helpers.localcloud.mqtt.store import AuthError, HubState, Identity
 from helpers.protocol.twinpatch import diff_patch
@@ -100,6 +103,7 @@ class MqttBroker:
         self._wake: asyncio.Event | None = None
         self._stopped = threading.Event()
         self._unlisten: Any = None
+        self.devicebound = DeviceboundDelivery(DeviceboundQueues(state.store))
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout_s: float = 10.0) -> None:
@@ -140,7 +144,8 @@ class MqttBroker:
             loop.close()
             return
         self._wake = asyncio.Event()
-        tasks = [loop.create_task(self._desired_loop()), loop.create_task(self._activity_loop())]
+        tasks = [loop.create_task(self._desired_loop()), loop.create_task(self._activity_loop()),
+                 loop.create_task(self._devicebound_loop())]
         ready.set_result(True)
         try:
             loop.run_forever()
@@ -282,6 +287,28 @@ class MqttBroker:
             except (OSError, KeyError) as exc:
                 log.warning("desired-property check failed (%s); retrying", exc)
 
+    async def _devicebound_loop(self) -> None:
+        """Cloud-to-device messages to the devices subscribed to them (`devicebound.DeviceboundDelivery`)."""
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        unsubscribe = on_enqueue(lambda _device: loop.call_soon_threadsafe(wake.set))
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(wake.wait(), self.devicebound.poll_s)
+                except TimeoutError:
+                    pass
+                wake.clear()
+                await self._devicebound_round()
+        finally:
+            unsubscribe()
+
+    async def _devicebound_round(self) -> None:
+        try:
+            await self.devicebound.pump(list(self.sessions.values()))
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cloud-to-device delivery failed (%s); retrying", exc)
+
     async def _activity_loop(self) -> None:
         """Keep the connected identities' last activity fresh (the hub's connection state)."""
         while True:
@@ -329,6 +356,7 @@ class MqttBroker:
                     log.warning("could not record that %s disconnected: %s", session.ident, exc)
                 if session.clean:  # a clean session ends with its connection
                     self.sessions.pop(session.client_id, None)
+                    self.devicebound.forget(session.client_id)
                 for _rid, (ident, fut) in list(self._pending.items()):
                     if ident == session.ident and not fut.done():
                         fut.set_exception(MethodError(404, 404103, f"{ident} disconnected before answering"))
@@ -383,6 +411,7 @@ class MqttBroker:
             session.conn.close()
         if pkt.clean_session:
             await self._db(self.state.drop_session, ident.client_id)
+            self.devicebound.forget(ident.client_id)
             session = Session(ident.client_id, ident)
             present = False
         elif session is not None:
@@ -452,6 +481,7 @@ class MqttBroker:
                 return True
             if pkt.kind == mc.PUBACK:
                 s.inflight.pop(pkt.packet_id or 0, None)
+                await self.devicebound.acked(s, pkt.packet_id or 0)
                 return True
             if pkt.kind == mc.DISCONNECT:
                 return False

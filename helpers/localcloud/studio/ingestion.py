@@ -148,8 +148,8 @@ def _ingest_sync(ctx: Context, category: str, headers: Any, uploads: list[tuple[
     try:
         for p in prepared:
             tmp = ctx.tmp_path()
+            tmp_files.append(tmp)  # before writing: a write the full disk stops half-way is removed too
             write_file_durable(tmp, p["data"])
-            tmp_files.append(tmp)
             p["tmp"] = tmp
         created = now_iso()
         with ctx.store.tx() as conn:

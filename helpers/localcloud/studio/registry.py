@@ -106,9 +106,9 @@ def _register_sync(ctx: Context, data: bytes, card: dict[str, Any]) -> dict[str,
     check_model_bytes(data, card.get("format") or "onnx")
     sha = hashlib.sha256(data).hexdigest()
     tmp_onnx, tmp_card = ctx.tmp_path(), ctx.tmp_path()
-    write_file_durable(tmp_onnx, data)
     placed: Path | None = None
     try:
+        write_file_durable(tmp_onnx, data)  # in the try: a write the full disk stops half-way is removed too
         with ctx.store.tx() as conn:
             version = (conn.execute("SELECT MAX(version) AS v FROM models").fetchone()["v"] or 0) + 1
             full_card = {**card, "version": version, "sha256": sha}
