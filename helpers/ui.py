@@ -282,6 +282,7 @@ class LivePlot:
 
     def __init__(self, title: str = "training", epochs: int | None = None):
         self.title, self.history, self._handle, self.epochs = title, [], None, epochs
+        self._view: Any = None
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         self.history.append(dict(row))
@@ -290,10 +291,12 @@ class LivePlot:
                         f"validation F1 {row.get('val_f1', float('nan')):.3f}, {row.get('elapsed_s', 0):.0f} s")
         fig = self.figure()
         if self._handle is None:
-            display(bring_into_view())  # Run All left the window at the notebook's end: show the plot
+            self._view = bring_into_view()  # Run All left the window at the notebook's end: show the plot
+            display(self._view)
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)
+            self._view.follow()
 
     def figure(self):
         fig = Figure(figsize=(9, 3))

@@ -156,20 +156,27 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
             f"{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-# A view that brings the output after it into the window once, while its cell runs: during Run All
-# JupyterLab scrolls to the notebook's last cell, so a live plot in a cell above (04's training)
-# would be drawn off-screen. It scrolls only within `until` (seconds since the epoch) of its
-# making, so opening a saved notebook later does not jump to it.
+# A view that keeps the output after it (a live plot) in the window while its cell runs: during
+# Run All JupyterLab scrolls to the notebook's last cell, so a live plot in a cell above (04's
+# training) would be drawn off-screen. It follows the plot at each update (`follow`) until the
+# person scrolls, clicks or types, and only while `until` (seconds since the epoch) has not
+# passed, so opening a saved notebook later does not jump to it.
 _IN_VIEW_ESM = r"""
 function render({ model, el }) {
   el.style.height = "0px";
+  let moved = false;
+  const person = () => { moved = true; };
+  const events = ["wheel", "pointerdown", "keydown", "touchstart"];
+  setTimeout(() => events.forEach((e) => document.addEventListener(e, person, true)), 300);
   const go = () => {
-    if (!(Date.now() / 1000 < model.get("until"))) return;
-    const child = el.closest(".jp-OutputArea-child") || el;
-    child.scrollIntoView({ block: "start" });
-    model.set("until", 0); model.save_changes();
+    if (moved || !(Date.now() / 1000 < model.get("until"))) return;
+    const child = el.closest(".jp-OutputArea-child");
+    const target = (child && child.nextElementSibling) || child || el;
+    target.scrollIntoView({ block: target.offsetHeight > 40 ? "center" : "start" });
   };
   requestAnimationFrame(() => setTimeout(go, 50));
+  model.on("change:tick", () => requestAnimationFrame(go));
+  return () => events.forEach((e) => document.removeEventListener(e, person, true));
 }
 export default { render };
 """
@@ -177,8 +184,9 @@ _IN_VIEW_CLASS: Any = None
 
 
 def bring_into_view(seconds: float = 60.0) -> Any:
-    """An invisible widget that scrolls its output (and what is displayed after it) into the window
-    when it is drawn within `seconds` from now; display it just before a live plot."""
+    """An invisible widget that scrolls what is displayed after it (a live plot) into the window when
+    drawn, and again at each `follow()` call, for `seconds` after the last call and until the person
+    scrolls; display it just before the plot."""
     global _IN_VIEW_CLASS
     if _IN_VIEW_CLASS is None:
         import anywidget  # only where a live view is shown: the pure helpers above do not need it
@@ -187,6 +195,12 @@ def bring_into_view(seconds: float = 60.0) -> Any:
         class InView(anywidget.AnyWidget):
             _esm = _IN_VIEW_ESM
             until = traitlets.Float(0.0).tag(sync=True)
+            tick = traitlets.Int(0).tag(sync=True)
+
+            def follow(self, seconds: float = 60.0) -> None:
+                """The plot below changed: bring it into the window again (unless the person scrolled)."""
+                self.until = time.time() + seconds
+                self.tick += 1
 
         _IN_VIEW_CLASS = InView
     return _IN_VIEW_CLASS(until=time.time() + seconds)

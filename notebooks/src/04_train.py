@@ -29,7 +29,7 @@ from helpers.train import choices
 rows = choices.model_choices()  # two narrow tables: one wide one wraps in a 1400 px window
 print(ui.text_table(rows, ["model", "starts from", "input", "F1@0.5", "mAP@0.5", "training (CPU s)",
                            "ms / frame (1 thread)", "runner RSS (MB)", "model (MB)"]))
-print(ui.text_table(rows, ["model", "starts from", "per class"]))
+print("\n" + ui.text_table(rows, ["model", "starts from", "per class"]))
 print(choices.measured_on())
 
 # %% tags=["parameters"]

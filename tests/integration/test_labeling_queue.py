@@ -69,8 +69,8 @@ def test_queue_order_tracking_save_skip_delete(cloud, labels, unique_name):
     q.delete()
     with pytest.raises(NotFound):
         studio.get_sample(truth[4][0])
-    with pytest.raises(DatasetError, match="add them first"):
-        q.save([{"label": "pear", "x": 1, "y": 1, "width": 5, "height": 5}])
+    with pytest.raises(DatasetError, match="add them first"):  # a class no test adds to the shared studio
+        q.save([{"label": f"pear-{dev}", "x": 1, "y": 1, "width": 5, "height": 5}])
     q.save(truth[5][1])
     assert q.current() is None and len(q) == 0
     p = q.progress()
