@@ -16,6 +16,9 @@ from helpers.device.runtime import free_port
 # The system Chromium the browser tests drive (Playwright never downloads one here).
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
                  if p and os.path.exists(p)), None)
+# Its flags: headless, no sandbox (root in a container), and nothing that reaches past loopback.
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def start_lab(root: Path, tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
@@ -49,3 +52,18 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def draw(page, box, steps: int = 4) -> None:
+    """Drag a box on the labeling panel's image at `box` (image pixels), as a person does with the mouse."""
+    img = page.locator(".edgeloop-bbox img")
+    img.evaluate("e => e.scrollIntoView({block: 'center'})")
+    rect = img.bounding_box()
+    natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    sx, sy = rect["width"] / natural[0], rect["height"] / natural[1]
+    x0, y0 = rect["x"] + box.x * sx, rect["y"] + box.y * sy
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + box.width * sx / 2, y0 + box.height * sy / 2, steps=steps)
+    page.mouse.move(x0 + box.width * sx, y0 + box.height * sy, steps=steps)
+    page.mouse.up()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lab_server
 import pytest
-from lab_server import CHROMIUM, stop
+from lab_server import CHROME_ARGS, CHROMIUM, draw, stop
 
 from helpers.geometry import BBox, boxes_to_dicts, iou
 from helpers.labeling.queue import LabelQueue
@@ -36,8 +36,6 @@ try:
 except ImportError:  # the [test] extra pins it; a bare install may lack it
     sync_playwright = None
 
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def upload_frames(studio, device: str, n: int) -> list[tuple[int, list[BBox]]]:
@@ -88,19 +86,6 @@ def start_lab(root: Path, tmp: Path, workspace: Path) -> tuple[subprocess.Popen,
     return lab_server.start_lab(root, tmp, env)
 
 
-def draw(page, box: BBox) -> None:
-    """Drag a box on the panel's image at `box` (image pixels)."""
-    img = page.locator(".edgeloop-bbox img")
-    img.evaluate("e => e.scrollIntoView({block: 'center'})")
-    rect = img.bounding_box()
-    natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-    sx, sy = rect["width"] / natural[0], rect["height"] / natural[1]
-    x0, y0 = rect["x"] + box.x * sx, rect["y"] + box.y * sy
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + box.width * sx / 2, y0 + box.height * sy / 2, steps=4)
-    page.mouse.move(x0 + box.width * sx, y0 + box.height * sy, steps=4)
-    page.mouse.up()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium: apt-get install chromium (make system does it as root)")

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_server import CHROMIUM, start_lab, stop
+from lab_server import CHROME_ARGS, CHROMIUM, start_lab, stop
 
 pytestmark = [pytest.mark.timeout(360), pytest.mark.slow]
 
@@ -53,8 +53,6 @@ try:
 except ImportError:
     jupyterlab = None
 
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TRUSTED_BY_JUPYTER_TRUST = ["01_setup_hub", "02_build_collector", "03_label_review"]
 SIGNED_BY_PIPELINE = ["04_train", "05_deploy", "06_retrain_banana"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -39,7 +39,7 @@ from pathlib import Path
 import lab_server
 import nbformat
 import pytest
-from lab_server import CHROMIUM, stop
+from lab_server import CHROME_ARGS, CHROMIUM, draw, stop
 
 from helpers.geometry import iou
 from helpers.pipeline.profiles import NOTEBOOKS, PROFILES, parameters_for
@@ -62,8 +62,6 @@ try:
 except ImportError:
     jupyterlab = None
 
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
 # frames the person fixes by drawing when the offered boxes name the wrong fruit (Enter on the rest, fast:
 # a box in the wrong place with the right class passes a glance, and the grading finds it). With
@@ -352,19 +350,6 @@ def looks_right(shown: list[tuple[str, float]], truth: list) -> bool:
     return Counter(label for label, _ in shown) == Counter(b.label for b in truth)
 
 
-def draw(page, box) -> None:
-    """Drag a box on the panel's image at `box` (image pixels)."""
-    img = page.locator(".edgeloop-bbox img")
-    img.evaluate("e => e.scrollIntoView({block: 'nearest'})")
-    rect = img.bounding_box()
-    natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-    sx, sy = rect["width"] / natural[0], rect["height"] / natural[1]
-    x0, y0 = rect["x"] + box.x * sx, rect["y"] + box.y * sy
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + box.width * sx / 2, y0 + box.height * sy / 2, steps=3)
-    page.mouse.move(x0 + box.width * sx, y0 + box.height * sy, steps=3)
-    page.mouse.up()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium: apt-get install chromium (make system does it as root)")
