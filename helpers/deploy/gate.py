@@ -3,7 +3,11 @@
 Both models are evaluated through `helpers.train.evaluate` on ONNX (what the devices run) on
 the same held-out set, which must include the production model's classes. For every class the
 production model knows, and overall, each gated metric of the candidate must be at least the
-production value minus `tolerance`. A regression refuses the promotion with a `GateRefused`
+production value minus `tolerance`, unless the drop is within the noise of the held-out set: the
+images are resampled with replacement, both models' outcomes on an image together
+(`helpers.train.paired`), and a drop regresses only if the `confidence` upper bound of
+candidate - production is also below zero (on thirty images two boxes flipping is 7 points and
+noise; thirty boxes lost is not). A regression refuses the promotion with a `GateRefused`
 (a `RolloutError`) holding the table of what regressed, unless `force=True` says, explicitly,
 to promote anyway. On success the candidate becomes `production` and the old one `retired`.
 """
@@ -23,6 +27,8 @@ DEFAULT_METRICS = ("precision", "recall", "f1", "ap50")
 #: Allowed drop per metric. A held-out set of a few dozen images moves a metric by a few points
 #: when one box flips, so the default tolerates that much noise; pass a smaller one for large sets.
 DEFAULT_TOLERANCE = 0.05
+#: Confidence of the resampled upper bound a drop must also clear (see the module doc).
+DEFAULT_CONFIDENCE = 0.9
 
 
 @dataclass
@@ -35,6 +41,7 @@ class GateRow:
     candidate: float | None
     delta: float | None
     regressed: bool
+    upper: float | None = None  # upper bound of delta from resampling the held-out images (None: not resampled)
 
 
 class GateRefused(RolloutError):
@@ -56,6 +63,7 @@ class GateResult:
         rows: every comparison.
         tolerance: allowed drop per metric.
         passed: no regression.
+        confidence: of the resampled upper bounds (None: drops beyond tolerance regressed as measured).
         forced: promoted despite regressions (`force=True`).
         promoted: the studio stages were changed.
         reports: version -> the full `EvalReport.to_dict()`.
@@ -66,6 +74,7 @@ class GateResult:
     rows: list[GateRow]
     tolerance: float
     passed: bool
+    confidence: float | None = None
     forced: bool = False
     promoted: bool = False
     reports: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -81,30 +90,39 @@ class GateResult:
         """The comparison as an HTML table, regressions in red."""
         styles = [{"delta": "color:#c00;font-weight:bold"} if r.regressed else {} for r in self.rows]
         verdict = "passed" if self.passed else ("FORCED despite regressions" if self.forced else "refused")
+        bound = "" if self.confidence is None else f", upper: the delta's {self.confidence:.0%} bound"
         return html_table(self.table(), styles=styles,
-                          caption=f"gate: v{self.candidate} vs v{self.production} (tolerance {self.tolerance}): {verdict}")
+                          caption=f"gate: v{self.candidate} vs v{self.production} (tolerance {self.tolerance}{bound}): {verdict}")
 
     def summary(self) -> str:
         verdict = "passed" if self.passed else ("forced" if self.forced else "refused")
         lines = [f"gate v{self.candidate} vs v{self.production}: {verdict}, promoted={self.promoted}"]
         lines += [f"  regressed {r.label} {r.metric}: {r.production:.3f} -> {r.candidate:.3f}" for r in self.regressions]
+        lines += [f"  {r.label} {r.metric}: {r.production:.3f} -> {r.candidate:.3f}, beyond tolerance but within the "
+                  f"held-out set's noise (upper bound {r.upper:+.3f})" for r in self.rows
+                  if not r.regressed and r.delta is not None and r.delta < -self.tolerance and r.upper is not None]
         return "\n".join(lines)
 
 
 def regression_text(rows: Sequence[GateRow]) -> str:
     """A fixed-width table of comparisons for error messages and logs."""
-    lines = [f"{'class':<10} {'metric':<10} {'production':>10} {'candidate':>10} {'delta':>8}"]
+    lines = [f"{'class':<10} {'metric':<10} {'production':>10} {'candidate':>10} {'delta':>8} {'upper':>8}"]
     for r in rows:
         p = "-" if r.production is None else f"{r.production:.3f}"
         c = "-" if r.candidate is None else f"{r.candidate:.3f}"
         d = "-" if r.delta is None else f"{r.delta:+.3f}"
-        lines.append(f"{r.label:<10} {r.metric:<10} {p:>10} {c:>10} {d:>8}")
+        u = "-" if r.upper is None else f"{r.upper:+.3f}"
+        lines.append(f"{r.label:<10} {r.metric:<10} {p:>10} {c:>10} {d:>8} {u:>8}")
     return "\n".join(lines)
 
 
 def compare_reports(production: Any, candidate: Any, *, tolerance: float = DEFAULT_TOLERANCE,
-                    metrics: Sequence[str] = DEFAULT_METRICS) -> list[GateRow]:
+                    metrics: Sequence[str] = DEFAULT_METRICS,
+                    upper: dict[tuple[str, str], float] | None = None) -> list[GateRow]:
     """Compare two `EvalReport`s on the production model's classes and overall.
+
+    `upper` ({(class, metric): bound}, from `helpers.train.paired.delta_bounds`) makes a drop beyond
+    `tolerance` regress only where its bound is below zero too; without one every such drop regresses.
 
     Raises:
         DatasetError: the held-out set has no box of a production class (nothing to compare).
@@ -130,7 +148,9 @@ def compare_reports(production: Any, candidate: Any, *, tolerance: float = DEFAU
                 continue  # not measured for the production model (e.g. no AP): nothing to hold to
             cv = 0.0 if cv is None else float(cv)
             delta = cv - float(pv)
-            rows.append(GateRow(label, metric, float(pv), cv, delta, delta < -tolerance))
+            bound = None if upper is None else upper.get((label, metric))
+            regressed = delta < -tolerance and (bound is None or bound < 0)
+            rows.append(GateRow(label, metric, float(pv), cv, delta, regressed, bound))
     return rows
 
 
@@ -152,13 +172,41 @@ def heldout_items(studio: Any, split: str = "test") -> list[tuple[Any, list[BBox
     return [(decode_image(studio.get_image(i.sample_id)), list(i.boxes)) for i in items]
 
 
-def _evaluate(studio: Any, version: int, items: Sequence[tuple[Any, list[BBox]]], workdir: Path, latency_runs: int) -> Any:
-    from helpers.train.evaluate import evaluate_model
+def _evaluate(studio: Any, version: int, items: Sequence[tuple[Any, list[BBox]]], workdir: Path,
+              latency_runs: int) -> tuple[Any, tuple[list[list[BBox]], list[list[BBox]]]]:
+    """(the `EvalReport`, (per-image detections at the card's thresholds, at the AP threshold))."""
+    from helpers.inference.loader import load_detector
+    from helpers.train.evaluate import MAP_SCORE_THRESHOLD, TwoPass, evaluate_detector
 
     dest = workdir / f"v{int(version)}"
     dest.mkdir(parents=True, exist_ok=True)
     studio.download_model(int(version), dest)
-    return evaluate_model(str(dest), items, threads=1, allow_unknown_labels=True, latency_runs=latency_runs)
+    detector = load_detector(str(dest), threads=1)
+    try:
+        report = evaluate_detector(detector, items, allow_unknown_labels=True, latency_runs=latency_runs)
+        two = detector if hasattr(detector, "decode_raw") else TwoPass(detector)
+        preds, preds_low = [], []
+        for rgb, _ in items:
+            raw, size = two.raw(rgb), (rgb.shape[1], rgb.shape[0])
+            preds.append(two.decode_raw(raw, size, None))
+            preds_low.append(two.decode_raw(raw, size, MAP_SCORE_THRESHOLD))
+        return report, (preds, preds_low)
+    finally:
+        if hasattr(detector, "close"):
+            detector.close()
+
+
+def _bounds(items: Sequence[tuple[Any, list[BBox]]], production: Any, candidate: Any,
+            prod_dets: tuple[list[list[BBox]], list[list[BBox]]], cand_dets: tuple[list[list[BBox]], list[list[BBox]]],
+            metrics: Sequence[str], confidence: float) -> dict[tuple[str, str], float]:
+    from helpers.train.paired import delta_bounds, image_outcomes
+
+    gts = [list(boxes) for _, boxes in items]
+    names = list(dict.fromkeys(list(production.labels) + list(candidate.labels)
+                               + sorted({b.label for g in gts for b in g})))
+    names += sorted({b.label for dets in (prod_dets, cand_dets) for p in dets[0] for b in p} - set(names))
+    return delta_bounds(image_outcomes(gts, *prod_dets, names), image_outcomes(gts, *cand_dets, names),
+                        list(production.labels), metrics, confidence=confidence)
 
 
 def evaluation_gate(
@@ -173,6 +221,7 @@ def evaluation_gate(
     promote: bool = True,
     workdir: str | Path | None = None,
     latency_runs: int = 3,
+    confidence: float | None = DEFAULT_CONFIDENCE,
 ) -> GateResult:
     """Evaluate `candidate` against production on the same held-out set; promote or refuse.
 
@@ -187,6 +236,9 @@ def evaluation_gate(
         promote: change the studio stages (candidate -> production, old -> retired).
         workdir: where models are downloaded (default: a temporary folder).
         latency_runs: latency measurement runs per model (kept small: the gate is about accuracy).
+        confidence: a drop beyond `tolerance` regresses only if the upper bound of the difference at
+            this confidence, from resampling the held-out images, is below zero too (None: every
+            drop beyond `tolerance` regresses, however few boxes it is).
 
     Returns:
         The `GateResult`.
@@ -206,19 +258,23 @@ def evaluation_gate(
         raise DatasetError("the held-out set is empty: give items=... or label testing samples")
     with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
         base = Path(workdir) if workdir is not None else Path(tmp)
-        cand_report = _evaluate(studio, candidate, items, base, latency_runs)
+        cand_report, cand_dets = _evaluate(studio, candidate, items, base, latency_runs)
         reports = {candidate: cand_report.to_dict()}
         if production is None:
             rows: list[GateRow] = []
         else:
-            prod_report = _evaluate(studio, int(production), items, base, latency_runs)
+            prod_report, prod_dets = _evaluate(studio, int(production), items, base, latency_runs)
             reports[int(production)] = prod_report.to_dict()
-            rows = compare_reports(prod_report, cand_report, tolerance=tolerance, metrics=metrics)
+            bounds = None
+            if confidence is not None:
+                bounds = _bounds(items, prod_report, cand_report, prod_dets, cand_dets, metrics, confidence)
+            rows = compare_reports(prod_report, cand_report, tolerance=tolerance, metrics=metrics, upper=bounds)
     result = GateResult(candidate, None if production is None else int(production), rows, float(tolerance),
-                        passed=not any(r.regressed for r in rows), reports=reports)
+                        passed=not any(r.regressed for r in rows), confidence=confidence, reports=reports)
     if not result.passed and not force:
         raise GateRefused(
-            f"model v{candidate} regressed against production v{production} (tolerance {tolerance}):\n"
+            f"model v{candidate} regressed against production v{production} (tolerance {tolerance}"
+            + ("" if confidence is None else f", and the {confidence:.0%} upper bound of the drop below zero") + "):\n"
             + regression_text(result.regressions)
             + "\nimprove the candidate (more data for those classes, longer training) or promote it anyway "
             "with evaluation_gate(..., force=True)",

@@ -165,7 +165,9 @@ print(f"two-class model:  {held_after.summary()}")
 # %% [markdown]
 # ## The evaluation gate
 # Both models are evaluated on the same held-out images, old classes included. The candidate
-# replaces production only if nothing regressed beyond the tolerance.
+# replaces production only if nothing regressed beyond the tolerance (5 points). On a few dozen
+# images two boxes flipping is 7 points, so a drop counts only if it holds when the held-out
+# images are resampled (the `upper` column: the 90% bound of the difference, below zero).
 
 # %% tags=["nbval-ignore-output"]
 gate = deploy.evaluation_gate(s.studio, candidate.version)

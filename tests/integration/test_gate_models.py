@@ -111,6 +111,8 @@ def test_gate_promotes_better_refuses_worse(fresh_cloud, models, tmp_path):
         evaluation_gate(studio, worse, tolerance=0.02, workdir=tmp_path / "gate2")
     msg = str(err.value)
     assert "regressed against production v%d" % good in msg and "force=True" in msg
+    assert "90% upper bound" in msg  # a drop beyond tolerance and beyond the held-out set's noise
+    assert all(r.upper is not None and r.upper < 0 for r in err.value.rows)
     assert any(r.label == "apple" and r.metric == "recall" for r in err.value.rows)
     assert {m.version: m.stage for m in studio.models()}[worse] == "candidate"
     assert {m.version: m.stage for m in studio.models()}[good] == "production"

@@ -82,13 +82,21 @@ CELLS_JS = """() => jupyterapp.shell.currentWidget.content.widgets.map((w, i) =>
   })}))"""
 
 
+def invisible(model: dict) -> bool:
+    """`helpers.widgets.bring_into_view`'s widget: zero pixels high, it scrolls the live plot below
+    it into the window while a kernel runs; nothing a person reads, so no view to look for."""
+    return model.get("state", {}).get("_anywidget_id") == "helpers.widgets.InView"
+
+
 def saved_views(path: Path) -> dict[str, list[str]]:
     """Per code cell source, the text/plain of each output the file saved as a widget view."""
     nb = json.loads(path.read_text())
     state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
     found = {}
     for cell in nb["cells"]:
-        views = ["".join(o["data"].get("text/plain", "")) for o in cell.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+        views = ["".join(o["data"].get("text/plain", "")) for o in cell.get("outputs", []) if WIDGET_MIME in o.get("data", {})
+                 and not invisible(models.get(o["data"][WIDGET_MIME].get("model_id"), {}))]
         if views:
             found["".join(cell["source"])] = views
     if found:
