@@ -127,6 +127,9 @@ def serve(path, det):
     srv.bind(path)
     srv.listen(1)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Edge Impulse's SDK stops a runner with SIGINT: honour it also when started from a shell's
+    # background job, which starts its children with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     state = {}
     try:
         while True:

@@ -7,7 +7,8 @@ activation ranges calibrated (min/max) on training images run through the model'
 preprocessing (`CalibrationReader`). The head's last 1x1 convolutions (class logits and box
 distance bins) and the decoding after them (softmax over bins, strides, sigmoid) stay float
 (`float_nodes`): quantized, they cost nanodet-ft 0.015 F1 more on the real photos for no
-measurable time (bench/results/runner.json).
+measurable time (bench/results/runner.json). So do the architecture's first layers
+(`FLOAT_PREFIXES`: nanodet-ft's stem and first stage), whose error every later layer carries.
 
 `choose_runtime(model_dir, eval_items)` evaluates both networks on the same photos (F1 at the
 card's thresholds, CPU milliseconds per 640x480 frame at one thread, preprocess + inference +
@@ -37,6 +38,11 @@ from helpers.inference.onnx import OnnxDetector, preprocess
 MAX_F1_LOSS = 0.01
 #: calibration images used at most (min/max calibration settles well before this)
 MAX_CALIBRATION_IMAGES = 64
+#: per architecture, the first layers kept float: the quantization error they make is carried
+#: through every layer after them. nanodet-ft with its stem and first stage float agrees with the
+#: float network on 0.978 of the boxes of 192 photos (all int8: 0.959) and costs 10.5 ms per frame
+#: instead of 9.9 (float 15.5): bench/bench_quantize.py, bench/results/quantize.json.
+FLOAT_PREFIXES: dict[str, tuple[str, ...]] = {"nanodet-ft": ("/backbone/stem", "/backbone/stages.0")}
 #: the frame the card's per-frame time is measured on (a camera's 640x480)
 FRAME_SIZE = (640, 480)
 
@@ -91,7 +97,8 @@ def float_nodes(model: Any) -> list[str]:
 
 
 def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_images: int = MAX_CALIBRATION_IMAGES,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, *, calibration: str = "minmax", activations: str = "uint8",
+                   weights: str = "int8", reduce_range: bool = True, float_prefixes: Sequence[str] | None = None) -> Path:
     """Write `model.int8.onnx` beside `model.onnx`, calibrated on `images`; returns its path.
 
     The card gets `variants.float` and `variants.int8` (`file`, `sha256`; int8 also
@@ -103,6 +110,12 @@ def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_imag
         images: RGB uint8 training images (never test images) to calibrate the activation ranges on.
         max_images: at most this many, drawn with `seed`.
         seed: which images when there are more than `max_images`.
+        calibration: how activation ranges are set: `minmax`, `percentile` (99.999th) or `entropy`.
+        activations: `uint8` or `int8` (onnxruntime's x86 kernels turn S8S8 into U8S8).
+        weights: `int8` or `uint8` (U8U8: no u8 x s8 saturation on x86 without VNNI, full 8 bits).
+        reduce_range: 7-bit weights (x86 without VNNI saturates u8 x s8 products otherwise).
+        float_prefixes: nodes whose names start with one of these stay float too (default: the
+            architecture's `FLOAT_PREFIXES`).
 
     Raises:
         ModelError: no images, the folder is not an ONNX model, or onnxruntime cannot quantize it.
@@ -111,6 +124,12 @@ def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_imag
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if calibration not in methods or activations not in types or weights not in types:
+        raise ValueError(f"calibration must be one of {sorted(methods)}, activations and weights one of {sorted(types)}; "
+                         f"got {calibration!r}, {activations!r}, {weights!r}")
     out = Path(model_dir)
     src = out / ONNX_NAME
     card = read_card(out)
@@ -125,7 +144,9 @@ def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_imag
     size = int(card["input_size"])
     model = onnx.load(str(src))
     input_name = model.graph.input[0].name
-    keep_float = float_nodes(model)
+    prefixes = tuple(FLOAT_PREFIXES.get(card.get("arch", ""), ()) if float_prefixes is None else float_prefixes)
+    keep_float = sorted(set(float_nodes(model)) | {n.name for n in model.graph.node
+                                                   if any(n.name.startswith(p) for p in prefixes)})
     dest = out / INT8_ONNX_NAME
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
@@ -134,10 +155,10 @@ def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_imag
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(Path(tmp) / INT8_ONNX_NAME),
                             CalibrationReader(picked, input_name, size, card.get("preprocessing")),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                            nodes_to_exclude=keep_float,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            quant_format=QuantFormat.QDQ, activation_type=types[activations],
+                            weight_type=types[weights], per_channel=True, reduce_range=reduce_range,
+                            nodes_to_exclude=keep_float, calibrate_method=methods[calibration],
+                            extra_options={"CalibPercentile": 99.999} if calibration == "percentile" else None)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as e:
             raise ModelError(f"onnxruntime could not quantize {src}: {e}") from e
         (Path(tmp) / INT8_ONNX_NAME).replace(dest)
@@ -145,8 +166,10 @@ def quantize_model(model_dir: str | Path, images: Sequence[np.ndarray], max_imag
     variants["float"] = {**variants.get("float", {}), "file": ONNX_NAME, "sha256": sha256_file(src)}
     variants["int8"] = {"file": INT8_ONNX_NAME, "sha256": sha256_file(dest), "bytes": dest.stat().st_size,
                         "quantization": {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                                         "activations": "uint8", "weights": "int8 per channel, 7-bit range",
-                                         "calibration": {"method": "MinMax", "images": len(picked), "split": "train"},
+                                         "activations": activations,
+                                         "weights": f"{weights} per channel, {7 if reduce_range else 8}-bit range",
+                                         "calibration": {"method": methods[calibration].name, "images": len(picked),
+                                                         "split": "train"},
                                          "float_nodes": keep_float, "seconds": round(time.perf_counter() - t0, 1)}}
     _write_card(out, {**card, "variants": variants})
     return dest
@@ -238,5 +261,5 @@ def _write_card(model_dir: Path, card: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["MAX_F1_LOSS", "CalibrationReader", "camera_frames", "choose_runtime", "float_nodes", "frame_ms",
+__all__ = ["FLOAT_PREFIXES", "MAX_F1_LOSS", "CalibrationReader", "camera_frames", "choose_runtime", "float_nodes", "frame_ms",
            "quantize_and_choose", "quantize_model"]

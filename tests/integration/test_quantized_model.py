@@ -66,6 +66,11 @@ def test_int8_file_beside_the_float_one_and_recorded_in_the_card(quantized):
     q = v["int8"]["quantization"]
     assert v["int8"]["file"] == INT8_ONNX_NAME and q["calibration"] == {"method": "MinMax", "images": 16, "split": "train"}
     assert "/Sigmoid" in q["float_nodes"] and "/head/gfl.0/Conv" in q["float_nodes"]  # the decoding stays float
+    # nanodet-ft's stem and first stage stay float (FLOAT_PREFIXES), the rest of the backbone is int8
+    assert "/backbone/stem/stem.0/Conv" in q["float_nodes"]
+    assert any(n.startswith("/backbone/stages.0/") for n in q["float_nodes"])
+    assert not any(n.startswith("/backbone/stages.1/") for n in q["float_nodes"])
+    assert q["weights"] == "int8 per channel, 7-bit range" and q["activations"] == "uint8"
     assert "runtime" not in card  # chosen only by choose_runtime, after measuring
 
 
@@ -135,6 +140,8 @@ def test_quantize_needs_images_and_an_onnx_folder(quantized, tmp_path):
         quantize_model(tmp_path, [_frame(0)[0]])
     with pytest.raises(ModelError, match="quantize_model"):
         choose_runtime(tmp_path, [_frame(0)])
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        quantize_model(quantized, [_frame(0)[0]], calibration="kl")
 
 
 def test_float_nodes_are_the_last_convolutions_and_what_follows(quantized):
