@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # module fixtures stay on one worker); PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup system demo lint test test-fast lab screenshots walkthrough notebooks bench bench-models bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
+.PHONY: bench-runner setup system demo lint test test-fast lab screenshots walkthrough notebooks bench bench-models bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench-models: $(STAMP) ## the model benchmarks (synthetic, latency, real photos;
 	$(PY) bench/bench_synthetic.py
 	$(PY) bench/bench_latency.py
 	$(PY) bench/bench_fruit_voc.py
+
+bench-runner: $(STAMP) ## the runner on the real photos in ../shared (bench_runner.py: fomo-box and nanodet-ft trained once into out/runner-bench, int8, ms per frame, peak RSS) and nanodet-ft's int8 settings (bench_quantize.py); about 15 min
+	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_quantize.py
+	$(PY) tools/bench_table.py
 
 SSD_VENV := .venv-ssd
 $(SSD_VENV)/.installed: pyproject.toml

@@ -35,6 +35,25 @@ def stratified_split(dataset, test_fraction: float, seed: int):
     return train, test
 
 
+def stratified_folds(dataset, k: int, seed: int) -> list[list]:
+    """`k` test folds by file-name prefix: each kind of photo is spread over every fold, each photo in one."""
+    import numpy as np
+
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    groups: dict[str, list] = {}
+    for it in dataset.items:
+        groups.setdefault(it.name.split("_")[0], []).append(it)
+    rng = np.random.default_rng(seed)
+    folds: list[list] = [[] for _ in range(k)]
+    start = 0
+    for _, items in sorted(groups.items()):
+        for j, i in enumerate(rng.permutation(len(items))):
+            folds[(start + j) % k].append(items[i])
+        start += len(items)  # the next kind continues where this one stopped: folds stay even in size
+    return folds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(DEFAULT_DATASET))

@@ -71,14 +71,21 @@ print(json.dumps({"cpu_ms_median": float(np.median(cpu)), "min_ms": float(np.min
 """
 
 
-def load_split(dataset: Path, seed: int):
-    from bench_fruit_voc import stratified_split
+def load_split(dataset: Path, seed: int, fold: tuple[int, int] | None = None):
+    """(labels, train, val, test, import report): the 80/20 split, or with `fold=(i, k)` fold i of a
+    k-fold split (bench_fruit_voc.stratified_folds) as the test photos; 15 % of the rest validates."""
+    from bench_fruit_voc import stratified_folds, stratified_split
 
     from helpers.datasets import import_dataset
     from helpers.train.data import decode_image, split_items
 
     ds, report = import_dataset(dataset, "voc")
-    tr, te = stratified_split(ds, 0.2, seed)
+    if fold is None:
+        tr, te = stratified_split(ds, 0.2, seed)
+    else:
+        folds = stratified_folds(ds, fold[1], seed)
+        te = folds[fold[0]]
+        tr = [it for j, f in enumerate(folds) if j != fold[0] for it in f]
     to_items = lambda its: [(decode_image(i.image_bytes, i.name), list(i.boxes)) for i in its]  # noqa: E731
     train_all, test = to_items(tr), to_items(te)
     train, val = split_items(train_all, 0.15, seed)

@@ -7,6 +7,13 @@ only reports); several recipes run at once on a 2-core machine (`--jobs`), each 
 
     .venv/bin/python bench/bench_nanodet_recipes.py --recipes base_224 lr_scale_224 --jobs 2
 Writes bench/results/nanodet_recipe_search.json (one entry per recipe; reruns replace entries).
+
+With `--folds K` each recipe is trained K times over all the photos instead, each fold of
+`bench_fruit_voc.stratified_folds` the test photos once (15 % of the rest validates), and
+bench/results/nanodet_kfold.json gets every fold and the mean and spread of the test F1: a figure
+that predicts unseen photos better than one 48-photo split, and the way to compare recipes.
+
+    .venv/bin/python bench/bench_nanodet_recipes.py --folds 5 --recipes lr_scale_224_60 --jobs 2   # ~40 min
 """
 from __future__ import annotations
 
@@ -37,8 +44,9 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def run_recipe(name: str, over: dict, dataset: str, budget: float, models: str) -> dict:
-    """Train and evaluate one recipe in this process (called in a child per recipe)."""
+def run_recipe(name: str, over: dict, dataset: str, budget: float, models: str,
+               fold: tuple[int, int] | None = None) -> dict:
+    """Train and evaluate one recipe in this process (called in a child per recipe, or per fold)."""
     from bench_nanodet import load_split
 
     import helpers.train.finetune as ft
@@ -52,19 +60,76 @@ def run_recipe(name: str, over: dict, dataset: str, budget: float, models: str) 
         setattr(ft, k, tuple(v) if k == "FROZEN_PREFIXES" else v)
     if "augment" in over:
         over["augment"] = AugmentParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in over["augment"].items()})
-    labels, train, val, test, _ = load_split(Path(dataset), 0)
+    labels, train, val, test, _ = load_split(Path(dataset), 0, fold)
     params = ft.recommended_params(**{"threads": 1, "time_budget_s": budget, "budget_clock": "cpu", **over})
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
     res = train_detector(train, val, labels, params, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = Path(models) / f"recipe_{name}"
+    out = Path(models) / (f"recipe_{name}" if fold is None else f"recipe_{name}_fold{fold[0]}of{fold[1]}")
     export_result(res, out)
     rep = short(evaluate_model(str(out), test).to_dict())
     return {"params": params.to_dict(), "lr_scale": dict(ft.LR_SCALE), "frozen": list(ft.FROZEN_PREFIXES),
             "best_epoch": res.best_epoch, "epochs_run": len(res.history) - 1, "val_f1": res.val_f1,
             "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "load_avg_start": load0,
-            "load_avg_end": os.getloadavg(), "test": rep, "history": res.history}
+            "load_avg_end": os.getloadavg(), "split": {"train": len(train), "val": len(val), "test": len(test)},
+            "test": rep, "history": res.history}
+
+
+def kfold_summary(folds: list[dict]) -> dict:
+    """Mean, spread (sample standard deviation), min and max of the folds' test F1, overall and per class."""
+    import numpy as np
+
+    def stats(values: list[float]) -> dict:
+        v = np.array(values, dtype=float)
+        return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4),
+                "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
+
+    classes = sorted({c for f in folds for c in f["test"]["per_class"]})
+    return {"folds": len(folds), "test_f1": stats([f["test"]["overall_f1"] for f in folds]),
+            "val_f1": stats([f["val_f1"] for f in folds]),
+            "test_map50": stats([f["test"]["map50"] for f in folds if f["test"].get("map50") is not None]),
+            "per_class_test_f1": {c: stats([f["test"]["per_class"][c]["f1"] for f in folds
+                                            if c in f["test"]["per_class"]]) for c in classes},
+            "train_cpu_s": stats([f["train_cpu_s"] for f in folds])}
+
+
+def child(name: str, args, fold: int | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--one", name, "--time-budget", str(args.time_budget), "--dataset", args.dataset,
+           "--models", args.models]
+    if fold is not None:
+        cmd += ["--fold", str(fold), "--folds", str(args.folds)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+
+
+def kfold(args) -> None:
+    """Every recipe on every fold, `--jobs` at once; the folds and their summary per recipe."""
+    pending = [(name, i) for name in args.recipes for i in range(args.folds)]
+    active: dict[tuple[str, int], subprocess.Popen] = {}
+    runs: dict[str, dict] = {name: {"overrides": RECIPES[name], "folds": {}} for name in args.recipes}
+    meta = {"time_budget_cpu_s": args.time_budget, "k": args.folds,
+            "split": "bench_fruit_voc.stratified_folds (by file prefix, seed 0); 15 % of the training folds validate"}
+    while pending or active:
+        while pending and len(active) < args.jobs:
+            key = pending.pop(0)
+            active[key] = child(key[0], args, key[1])
+        time.sleep(5)
+        for key, proc in list(active.items()):
+            if proc.poll() is None:
+                continue
+            out = proc.stdout.read() if proc.stdout else ""
+            del active[key]
+            line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                raise SystemExit(f"recipe {key[0]} fold {key[1]} failed (exit {proc.returncode})")
+            r = json.loads(line[len("RESULT "):])
+            r.pop("history", None)
+            runs[key[0]]["folds"][str(key[1])] = r
+            print(f"{key[0]} fold {key[1]}: val F1 {r['val_f1']:.3f}, test F1 {r['test']['overall_f1']:.3f}", flush=True)
+            done = list(runs[key[0]]["folds"].values())
+            runs[key[0]]["summary"] = kfold_summary(done)
+            write_result("nanodet_kfold", {**meta, "runs": runs})
+    print(write_result("nanodet_kfold", {**meta, "runs": runs}))
 
 
 def main() -> None:
@@ -74,13 +139,23 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, default=900.0, help="CPU seconds of training per recipe")
     ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "fruit-voc-train"))
     ap.add_argument("--models", default="/tmp/edgeloop-bench-models")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="k-fold cross-validation over all the photos (k >= 2): each recipe trained k times, each "
+                         "fold's photos the test set once; writes nanodet_kfold.json with the mean and spread")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run a single recipe, print its JSON
+    ap.add_argument("--fold", type=int, default=None, help=argparse.SUPPRESS)  # internal: with --one and --folds
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_recipe(args.one, RECIPES[args.one], args.dataset, args.time_budget, args.models)))
+        fold = None if args.fold is None else (args.fold, args.folds)
+        print("RESULT " + json.dumps(run_recipe(args.one, RECIPES[args.one], args.dataset, args.time_budget, args.models,
+                                                fold)))
         return
+    name_out = "nanodet_kfold" if args.folds else "nanodet_recipe_search"
     if not Path(args.dataset).is_dir():
-        print(write_result("nanodet_recipe_search", {"skipped": f"dataset folder {args.dataset} is absent"}))
+        print(write_result(name_out, {"skipped": f"dataset folder {args.dataset} is absent"}))
+        return
+    if args.folds:
+        kfold(args)
         return
     prev = RESULTS / "nanodet_recipe_search.json"
     runs = json.loads(prev.read_text()).get("runs", {}) if prev.is_file() else {}
@@ -89,9 +164,7 @@ def main() -> None:
     while pending or active:
         while pending and len(active) < args.jobs:
             name = pending.pop(0)
-            active[name] = subprocess.Popen(
-                [sys.executable, __file__, "--one", name, "--time-budget", str(args.time_budget), "--dataset", args.dataset,
-                 "--models", args.models], stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+            active[name] = child(name, args)
         time.sleep(5)
         for name, proc in list(active.items()):
             if proc.poll() is None:

@@ -134,6 +134,34 @@ def eventhub_rows(doc: dict[str, Any]) -> Iterator[Row]:
            _run_load(doc))
 
 
+def quantize_rows(doc: dict[str, Any]) -> Iterator[Row]:
+    pick, res = doc.get("pick"), doc["results"]
+    if not pick:
+        return
+    before = next((v for k, v in res.items() if k.endswith("(before)")), None)
+    was = (f"; before (all int8 but the head): agreement {before['agreement_with_float']:.3f}, test "
+           f"{0.0 - before['test_f1_lost']:+.3f}" if before else "")
+    yield (f"int8 for nanodet-ft 224 px: {len(res) - 1} `quantize_static` settings, chosen on the "
+           f"{doc['split']['train'] + doc['split']['val']} non-test photos",
+           f"**{pick['setting']}**: boxes agree with float {pick['agreement_with_float']:.3f}, F1 vs float on the "
+           f"{doc['split']['test']} test photos {0.0 - pick['test_f1_lost']:+.3f}, {pick['ms_per_frame_p50']:.1f} ms CPU p50 "
+           f"(float {res['float']['test']['ms_per_frame']['p50']:.1f}){was}",
+           _run_load(doc))
+
+
+def kfold_rows(doc: dict[str, Any]) -> Iterator[Row]:
+    for name, r in doc.get("runs", {}).items():
+        s = r.get("summary")
+        if not s:
+            continue
+        f1 = s["test_f1"]
+        per = ", ".join(f"{c} {v['mean']:.2f}" for c, v in s["per_class_test_f1"].items())
+        yield (f"nanodet-ft `{name}` on photos it never saw: {s['folds']} of {doc['k']} folds of the 240 real photos, "
+               f"{doc['time_budget_cpu_s']:.0f} CPU s of training each",
+               f"test F1@0.5 mean **{f1['mean']:.3f}** ± {f1['std']:.3f} (min {f1['min']:.3f}, max {f1['max']:.3f}; {per})",
+               _load([v.get("load_avg_start") for v in r["folds"].values()]))
+
+
 #: result file -> its rows, in the table's order
 SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "rollout_10.json": rollout_rows,
@@ -142,6 +170,8 @@ SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "memory.json": memory_rows,
     "inference.json": inference_rows,
     "runner.json": runner_rows,
+    "quantize.json": quantize_rows,
+    "nanodet_kfold.json": kfold_rows,
     "loop.json": loop_rows,
     "mqtt_desired_to_reported.json": desired_rows,
     "eventhub_telemetry.json": eventhub_rows,

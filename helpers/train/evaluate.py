@@ -109,6 +109,24 @@ def _greedy_match(gt: Sequence[BBox], preds: Sequence[BBox], iou_thr: float) -> 
     return out
 
 
+def match_in_class(gt: Sequence[BBox], preds: Sequence[BBox], iou_thr: float = 0.5) -> tuple[list[bool], int]:
+    """(for each prediction, in the order given (best score first), whether it matched; truth boxes
+    left unmatched). Each prediction takes the unmatched truth box of highest IoU >= `iou_thr`."""
+    taken = [False] * len(gt)
+    hits = []
+    for pb in preds:
+        best, best_iou = -1, iou_thr
+        for k, gb in enumerate(gt):
+            if not taken[k]:
+                v = iou(gb, pb)
+                if v >= best_iou:
+                    best, best_iou = k, v
+        if best >= 0:
+            taken[best] = True
+        hits.append(best >= 0)
+    return hits, taken.count(False)
+
+
 def detection_counts(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBox]], labels: Sequence[str],
                      iou_thr: float = 0.5) -> tuple[dict[str, ClassMetrics], ClassMetrics]:
     """Per-class and overall (micro) precision/recall/F1 at `iou_thr`.
@@ -123,21 +141,11 @@ def detection_counts(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBo
     for gt, pr in zip(gts, preds):
         for name in names:
             g = [b for b in gt if b.label == name]
-            p = sorted([b for b in pr if b.label == name], key=lambda b: -(b.value or 0.0))
-            taken = [False] * len(g)
-            for pb in p:
-                best, best_iou = -1, iou_thr
-                for k, gb in enumerate(g):
-                    if not taken[k]:
-                        v = iou(gb, pb)
-                        if v >= best_iou:
-                            best, best_iou = k, v
-                if best >= 0:
-                    taken[best] = True
-                    per[name].tp += 1
-                else:
-                    per[name].fp += 1
-            per[name].fn += taken.count(False)
+            hits, misses = match_in_class(g, sorted([b for b in pr if b.label == name], key=lambda b: -(b.value or 0.0)),
+                                          iou_thr)
+            per[name].tp += sum(hits)
+            per[name].fp += len(hits) - sum(hits)
+            per[name].fn += misses
             per[name].support += len(g)
     overall = ClassMetrics(tp=sum(m.tp for m in per.values()), fp=sum(m.fp for m in per.values()),
                            fn=sum(m.fn for m in per.values()), support=sum(m.support for m in per.values()))

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from helpers.geometry import BBox, iou
+from helpers.geometry import BBox
+from helpers.train.evaluate import match_in_class
 
 COUNT_METRICS = ("precision", "recall", "f1")
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -45,20 +46,9 @@ class ImageOutcomes:
 def _match(gt: Sequence[BBox], preds: Sequence[BBox], iou_thr: float) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores best first, is-true-positive, misses) of one class on one image."""
     order = sorted(preds, key=lambda b: -(b.value or 0.0))
-    taken = [False] * len(gt)
-    hits = []
-    for pb in order:
-        best, best_iou = -1, iou_thr
-        for k, gb in enumerate(gt):
-            if not taken[k]:
-                v = iou(gb, pb)
-                if v >= best_iou:
-                    best, best_iou = k, v
-        if best >= 0:
-            taken[best] = True
-        hits.append(best >= 0)
+    hits, misses = match_in_class(gt, order, iou_thr)
     scores = np.array([float(b.value if b.value is not None else 1.0) for b in order], dtype=np.float64)
-    return scores, np.array(hits, dtype=bool), taken.count(False)
+    return scores, np.array(hits, dtype=bool), misses
 
 
 def image_outcomes(gts: Sequence[Sequence[BBox]], preds: Sequence[Sequence[BBox]],
