@@ -104,17 +104,17 @@ def child(name: str, args, fold: int | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
 
 
-def kfold(args) -> None:
-    """Every recipe on every fold, `--jobs` at once; the folds and their summary per recipe."""
-    pending = [(name, i) for name in args.recipes for i in range(args.folds)]
-    active: dict[tuple[str, int], subprocess.Popen] = {}
-    runs: dict[str, dict] = {name: {"overrides": RECIPES[name], "folds": {}} for name in args.recipes}
-    meta = {"time_budget_cpu_s": args.time_budget, "k": args.folds,
-            "split": "bench_fruit_voc.stratified_folds (by file prefix, seed 0); 15 % of the training folds validate"}
+def finished(pending: list, start, jobs: int):
+    """Run `start(key)` children, `jobs` at once; yield (key, the child's RESULT) as each ends.
+
+    Raises:
+        SystemExit: a child failed or printed no result.
+    """
+    active: dict = {}
     while pending or active:
-        while pending and len(active) < args.jobs:
+        while pending and len(active) < jobs:
             key = pending.pop(0)
-            active[key] = child(key[0], args, key[1])
+            active[key] = start(key)
         time.sleep(5)
         for key, proc in list(active.items()):
             if proc.poll() is None:
@@ -123,14 +123,22 @@ def kfold(args) -> None:
             del active[key]
             line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
-                raise SystemExit(f"recipe {key[0]} fold {key[1]} failed (exit {proc.returncode})")
-            r = json.loads(line[len("RESULT "):])
-            r.pop("history", None)
-            runs[key[0]]["folds"][str(key[1])] = r
-            print(f"{key[0]} fold {key[1]}: val F1 {r['val_f1']:.3f}, test F1 {r['test']['overall_f1']:.3f}", flush=True)
-            done = list(runs[key[0]]["folds"].values())
-            runs[key[0]]["summary"] = kfold_summary(done)
-            write_result("nanodet_kfold", {**meta, "runs": runs})
+                raise SystemExit(f"{key} failed (exit {proc.returncode})")
+            yield key, json.loads(line[len("RESULT "):])
+
+
+def kfold(args) -> None:
+    """Every recipe on every fold, `--jobs` at once; the folds and their summary per recipe."""
+    pending = [(name, i) for name in args.recipes for i in range(args.folds)]
+    runs: dict[str, dict] = {name: {"overrides": RECIPES[name], "folds": {}} for name in args.recipes}
+    meta = {"time_budget_cpu_s": args.time_budget, "k": args.folds,
+            "split": "bench_fruit_voc.stratified_folds (by file prefix, seed 0); 15 % of the training folds validate"}
+    for (name, i), r in finished(pending, lambda key: child(key[0], args, key[1]), args.jobs):
+        r.pop("history", None)
+        runs[name]["folds"][str(i)] = r
+        print(f"{name} fold {i}: val F1 {r['val_f1']:.3f}, test F1 {r['test']['overall_f1']:.3f}", flush=True)
+        runs[name]["summary"] = kfold_summary(list(runs[name]["folds"].values()))
+        write_result("nanodet_kfold", {**meta, "runs": runs})
     print(write_result("nanodet_kfold", {**meta, "runs": runs}))
 
 
@@ -161,26 +169,11 @@ def main() -> None:
         return
     prev = RESULTS / "nanodet_recipe_search.json"
     runs = json.loads(prev.read_text()).get("runs", {}) if prev.is_file() else {}
-    pending = list(args.recipes)
-    active: dict[str, subprocess.Popen] = {}
-    while pending or active:
-        while pending and len(active) < args.jobs:
-            name = pending.pop(0)
-            active[name] = child(name, args)
-        time.sleep(5)
-        for name, proc in list(active.items()):
-            if proc.poll() is None:
-                continue
-            out = proc.stdout.read() if proc.stdout else ""
-            del active[name]
-            line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                raise SystemExit(f"recipe {name} failed (exit {proc.returncode})")
-            runs[name] = {"overrides": RECIPES[name], **json.loads(line[len("RESULT "):])}
-            r = runs[name]
-            print(f"{name}: val F1 {r['val_f1']:.3f}, test F1 {r['test']['overall_f1']:.3f} "
-                  f"{ {k: v['f1'] for k, v in r['test']['per_class'].items()} }", flush=True)
-            write_result("nanodet_recipe_search", {"time_budget_cpu_s": args.time_budget, "runs": runs})
+    for name, r in finished(list(args.recipes), lambda name: child(name, args), args.jobs):
+        runs[name] = {"overrides": RECIPES[name], **r}
+        print(f"{name}: val F1 {r['val_f1']:.3f}, test F1 {r['test']['overall_f1']:.3f} "
+              f"{ {k: v['f1'] for k, v in r['test']['per_class'].items()} }", flush=True)
+        write_result("nanodet_recipe_search", {"time_budget_cpu_s": args.time_budget, "runs": runs})
     print(write_result("nanodet_recipe_search", {"time_budget_cpu_s": args.time_budget, "runs": runs}))
 
 
