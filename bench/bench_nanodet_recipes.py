@@ -130,7 +130,11 @@ def finished(pending: list, start, jobs: int):
 def kfold(args) -> None:
     """Every recipe on every fold, `--jobs` at once; the folds and their summary per recipe."""
     pending = [(name, i) for name in args.recipes for i in range(args.folds)]
-    runs: dict[str, dict] = {name: {"overrides": RECIPES[name], "folds": {}} for name in args.recipes}
+    prev = RESULTS / "nanodet_kfold.json"
+    runs: dict[str, dict] = json.loads(prev.read_text()).get("runs", {}) if prev.is_file() else {}
+    if prev.is_file() and json.loads(prev.read_text()).get("k") != args.folds:
+        runs = {}  # folds of another k are another split: not comparable, not kept
+    runs.update({name: {"overrides": RECIPES[name], "folds": {}} for name in args.recipes})  # reruns replace
     meta = {"time_budget_cpu_s": args.time_budget, "k": args.folds,
             "split": "bench_fruit_voc.stratified_folds (by file prefix, seed 0); 15 % of the training folds validate"}
     for (name, i), r in finished(pending, lambda key: child(key[0], args, key[1]), args.jobs):
