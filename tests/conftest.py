@@ -28,6 +28,14 @@ from typing import Any
 
 import pytest
 
+# `make test` runs the files on parallel pytest-xdist workers, so every training and inference
+# shares the cores with other tests. Two torch threads on a busy machine wait for each other at
+# every parallel region: measured here (2 cores), `python -m helpers.train` at 96 px took 67 s with
+# 2 threads beside two busy processes and 17 s with 1 (10 s with 2 on an idle machine), and in the
+# suite 184-240 s. One thread per process, unless the caller set a count; subprocesses, papermill
+# kernels and the JupyterLab of the browser tests inherit it.
+os.environ.setdefault("EDGELOOP_TORCH_THREADS", "1")
+
 
 @dataclass
 class CloudHandle:

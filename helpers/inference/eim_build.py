@@ -124,8 +124,15 @@ def serve(path, det):
     if os.path.exists(path):
         os.unlink(path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
+    # The SDK connects as soon as the socket file exists: bind under another name, listen, then
+    # rename into place, so the file never exists without a listener (a loaded machine hit the
+    # gap between bind and listen: "Connection refused" on hello).
+    tmp = path + ".binding"
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    srv.bind(tmp)
     srv.listen(1)
+    os.rename(tmp, path)
     signal.signal(signal.SIGTERM, _interrupt)
     # Edge Impulse's SDK stops a runner with SIGINT: honour it also when started from a shell's
     # background job, which starts its children with SIGINT ignored.

@@ -32,7 +32,7 @@ def write_ei(dest: Path, items, split_dir: str = "training") -> Path:
 
 
 def run(module: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGELOOP_TORCH_THREADS": "2", "EDGELOOP_WORKSPACE": str(Path(args[-1]).parent / "ws")}
+    env = {**os.environ, "EDGELOOP_WORKSPACE": str(Path(args[-1]).parent / "ws")}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -65,7 +65,7 @@ def test_train_then_evaluate(apple_dataset, tmp_path):
     rep = json.loads(r.stdout)
     assert rep == json.loads(report_path.read_text())
     assert rep["images"] == 16
-    # a tiny model after ~30 s of training: modest, but clearly learned
+    # a tiny model after ~10-20 s of training: modest, but clearly learned
     assert rep["per_class"]["apple"]["f1"] >= 0.5, rep["per_class"]
     assert rep["latency_ms"]["median"] > 0
 
