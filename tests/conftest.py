@@ -125,9 +125,10 @@ def make_jpeg() -> Callable[..., bytes]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The longest files first: `make test` runs the suite on two workers (pytest-xdist, `--dist loadfile`:
+# The longest files first: `make test` runs the suite on parallel workers (pytest-xdist, `--dist loadfile`:
 # a file's tests share one worker and its module fixtures), and a long file that starts last makes
-# the run as long as it is. Measured with `--durations` (2 cores, load 5-8): the smoke run of the six
+# the run as long as it is. xdist would sort the files by their number of tests instead (so the
+# one-test walkthrough started last, 18 minutes in): the Makefile passes --no-loadscope-reorder. Measured with `--durations` (2 cores, load 5-8): the smoke run of the six
 # notebooks ~500 s, nbval's run ~500 s, the failing-run check ~180 s, the browser and training files
 # 30-70 s each. Serially the order changes nothing but when each file runs.
 LONGEST_FIRST = (

@@ -83,13 +83,17 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
     # The next batch is augmented on a second thread while torch trains on this one (OpenCV and
     # numpy release the GIL): augmentation is about a fifth of an epoch at 160 px. One producer
     # thread, batches in order, so the random draws and the result are those of a serial loop.
+    if not params.prefetch:
+        for idx in batches:
+            total += _train_step(model, optimizer, scheduler, ema, *make(idx)) * len(idx)
+            n += len(idx)
+        return total / max(n, 1)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment") as pool:
         pending = pool.submit(make, batches[0]) if batches else None
         for k, idx in enumerate(batches):
-            x, heat_t, reg_t, w_t = pending.result()
+            batch = pending.result()
             pending = pool.submit(make, batches[k + 1]) if k + 1 < len(batches) else None
-            loss = _train_step(model, optimizer, scheduler, ema, x, heat_t, reg_t, w_t)
-            total += loss * len(idx)
+            total += _train_step(model, optimizer, scheduler, ema, *batch) * len(idx)
             n += len(idx)
     return total / max(n, 1)
 

@@ -81,6 +81,9 @@ class TrainParams:
     pretrain_epochs: int = 25
     val_fraction: float = 0.2  # used only when no validation items are given
     threads: int | None = None  # torch threads; None: settings' torch_threads
+    # fomo-box: augment the next batch on a second thread while torch trains on this one (the same
+    # random draws in the same order, so the same model; bench/bench_train_prefetch.py measures it).
+    prefetch: bool = True
 
     def check(self) -> None:
         """Raise ValueError on settings the trainer cannot use."""

@@ -114,3 +114,20 @@ def test_ssdlite_needs_the_extra():
             build_ssdlite(2)
     else:
         pytest.skip("torchvision is installed: the MissingExtra path cannot be shown")
+
+
+def test_prefetching_batches_trains_the_same_model():
+    """The next batch is augmented on a second thread: same random draws, same history and weights."""
+    from helpers.sim.scenes import render_dataset
+    from helpers.train.fomo import train_fomo
+    from helpers.train.trainer import TrainParams
+
+    items = render_dataset(12, [{"objects": ["apple"]}], size=(96, 96), seed=3)
+    runs = []
+    for prefetch in (False, True):
+        params = TrainParams(input_size=64, width=0.25, epochs=3, batch_size=4, seed=0, threads=1, prefetch=prefetch)
+        runs.append(train_fomo(items[:9], items[9:], ["apple"], params, progress=False))
+    serial, ahead = runs
+    assert [h["loss"] for h in serial.history] == [h["loss"] for h in ahead.history]
+    assert all(torch.equal(a, b) for a, b in zip(serial.model.state_dict().values(), ahead.model.state_dict().values()))
+    assert len(serial.history) == 3
