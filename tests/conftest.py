@@ -125,28 +125,57 @@ def make_jpeg() -> Callable[..., bytes]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The longest files first: `make test` runs the suite on parallel workers (pytest-xdist, `--dist loadfile`:
-# a file's tests share one worker and its module fixtures), and a long file that starts last makes
-# the run as long as it is. xdist would sort the files by their number of tests instead (so the
-# one-test walkthrough started last, 18 minutes in): the Makefile passes --no-loadscope-reorder. Measured with `--durations` (2 cores, load 5-8): the smoke run of the six
-# notebooks ~500 s, nbval's run ~500 s, the failing-run check ~180 s, the browser and training files
-# 30-70 s each. Serially the order changes nothing but when each file runs.
+# How `make test` spreads the suite over its workers (pytest-xdist `--dist loadfile`,
+# `--no-loadscope-reorder`, the scheduler below). Each file is one unit of work (its tests and module fixtures share a
+# worker), except the whole-story runs: each of those executes the six notebooks (training twice)
+# and keeps both cores busy, and four of them at once on four workers slowed every one ~3x (17 tests
+# done after 12 minutes). They form two units, each run serially on one worker, started first;
+# the other workers take the files meanwhile. Measured with `--durations` (2 cores): the browser
+# walkthrough ~400 s, the papermill smoke run ~390 s, nbval's run ~280 s, the failing-run check ~75 s.
+STORY_UNITS = {
+    "tests/integration/test_walkthrough_browser.py": "story-1",
+    "tests/notebooks/test_pipeline_weak_training.py": "story-1",
+    "tests/notebooks/test_pipeline.py": "story-2",
+    "tests/notebooks/test_nbval.py": "story-2",
+}
+# then these files first, the longest before the others (the rest keep their order)
 LONGEST_FIRST = (
-    "tests/notebooks/test_pipeline.py",
-    "tests/notebooks/test_nbval.py",
-    "tests/notebooks/test_pipeline_weak_training.py",
-    "tests/integration/test_walkthrough_browser.py",
     "tests/integration/test_localcloud_service.py",
+    "tests/integration/test_observe_telemetry.py",
+    "tests/integration/test_eventhub_consumer_groups.py",
+    "tests/integration/test_lab_widgets_browser.py",
+    "tests/integration/test_lab_labeling_browser.py",
+    "tests/integration/test_c2d_messages.py",
+    "tests/integration/test_drill_models.py",
     "tests/integration/test_train_cli.py",
     "tests/integration/test_container_runtime.py",
-    "tests/integration/test_lab_labeling_browser.py",
-    "tests/integration/test_lab_widgets_browser.py",
 )
 
 
+def _unit_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return STORY_UNITS.get(path, path)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep their order
+    units = sorted(set(STORY_UNITS.values()))
+    rank = {unit: i for i, unit in enumerate(units)}
+    rank.update({name: len(units) + i for i, name in enumerate(LONGEST_FIRST)})
+    items.sort(key=lambda item: rank.get(_unit_of(item.nodeid), len(rank)))  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's file scheduling, with the story files joined into their units (`make test`
+    passes --no-loadscope-reorder, else xdist would sort the units by their number of tests)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class StoryUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of(nodeid)
+
+    return StoryUnits(config, log)
 
 
 # Nothing the suite starts outlives it. Every process a test starts inherits this marker in its

@@ -162,6 +162,23 @@ def kfold_rows(doc: dict[str, Any]) -> Iterator[Row]:
                _load([v.get("load_avg_start") for v in r["folds"].values()]))
 
 
+
+def prefetch_rows(doc: dict[str, Any]) -> Iterator[Row]:
+    s, p = doc["summary"], doc["params"]
+    yield (f"fomo-box training, {p['input_size']} px, {p['epochs']} epochs, {p['images']} synthetic images, "
+           f"{p['threads']} torch thread{'s' * (p['threads'] != 1)}: next batch augmented on a second thread vs. serial",
+           f"**{s['prefetch_median_s']:.1f} s** vs. {s['serial_median_s']:.1f} s (ratio {s['ratio_prefetch_over_serial']:.2f}; "
+           f"same model: {s['same_model']})",
+           _load([r["load_avg_before"] for r in doc["runs"]]))
+
+
+def suite_rows(doc: dict[str, Any]) -> Iterator[Row]:
+    c = doc["counts"]
+    counts = ", ".join(f"{n} {k}" for k, n in c.items())
+    yield ("`make test` (CI=true) on a clean clone: installs, shape rules, pytest on the Makefile's workers",
+           f"**{doc['wall_s']:.0f} s** in all, pytest {doc['pytest_s']:.0f} s ({counts}; exit {doc['exit_code']})",
+           _load([doc["load_avg_start"], doc["load_avg_end"]]))
+
 #: result file -> its rows, in the table's order
 SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "rollout_10.json": rollout_rows,
@@ -173,6 +190,8 @@ SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "quantize.json": quantize_rows,
     "nanodet_kfold.json": kfold_rows,
     "loop.json": loop_rows,
+    "suite.json": suite_rows,
+    "train_prefetch_t2.json": prefetch_rows,
     "mqtt_desired_to_reported.json": desired_rows,
     "eventhub_telemetry.json": eventhub_rows,
 }

@@ -1,0 +1,82 @@
+"""`make test` on a clean clone, timed: what CI runs, measured the way CI sees it.
+
+Clones the committed HEAD into a fresh folder beside this checkout (so `../shared` is beside it
+as on CI), runs `make test` there with CI=true (what `.ci/run` runs, plus `--durations` so the
+slowest tests are named), and records the wall time, pytest's own time, the passed / skipped /
+failed counts, the load average at the start and at the end, and the slowest tests. The clone is
+removed afterwards (also when the run fails); processes the suite starts are its own to stop (its
+session-end check fails the run on any left).
+
+    .venv/bin/python bench/bench_suite.py [--workers 4] [--durations 25] [--keep]
+Writes bench/results/suite.json. Takes 20-25 minutes on 2 cores and needs both of them: run it
+on an otherwise idle machine and read the recorded load beside the figure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from common import REPO, write_result  # noqa: I001  (bench/ is the script's folder)
+
+SUMMARY = re.compile(r"^=*\s*(?P<body>\d+ (?:passed|failed|skipped|errors?)\b.*?) in (?P<secs>[\d.]+)s", re.M)
+COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
+DURATION = re.compile(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$")
+
+
+def parse(output: str) -> dict:
+    """Counts, pytest's time and the slowest tests from `make test`'s output."""
+    found = SUMMARY.findall(output)
+    if not found:
+        raise ValueError("no pytest summary line in the output: the run did not reach pytest (see its tail)")
+    body, secs = found[-1]
+    counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in COUNT.findall(body)}
+    slowest = [{"seconds": float(m.group(1)), "phase": m.group(2), "test": m.group(3)}
+               for m in map(DURATION.match, output.splitlines()) if m]
+    return {"pytest_s": float(secs), "counts": counts, "slowest": slowest}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=None, help="PYTEST_WORKERS (default: the Makefile's)")
+    ap.add_argument("--durations", type=int, default=25)
+    ap.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
+    args = ap.parse_args()
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    clone = REPO.parent / f".bench-suite-{os.getpid()}"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    cmd = ["make", "test", f"PYTEST_ARGS=-q -ra --durations={args.durations}"]
+    if args.workers is not None:
+        cmd.append(f"PYTEST_WORKERS={args.workers}")
+    load_start = os.getloadavg()
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=clone, env={**os.environ, "CI": "true"}, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        output = proc.stdout + proc.stderr
+        (clone.parent / f"{clone.name}.log").write_text(output)
+    finally:
+        if not args.keep:
+            shutil.rmtree(clone, ignore_errors=True)
+    load_end = os.getloadavg()
+    try:
+        result = parse(output)
+    except ValueError as exc:
+        print(f"error: {exc}\n{output[-3000:]}", file=sys.stderr)
+        return 1
+    print(write_result("suite", {
+        "what": "`make test` (CI=true) on a clean clone of HEAD beside ../shared: everything it installs, the "
+                "shape rules, then pytest on the Makefile's workers",
+        "commit_tested": head, "command": " ".join(cmd), "exit_code": proc.returncode, "wall_s": round(wall, 1),
+        "load_avg_start": list(load_start), "load_avg_end": list(load_end), **result}))
+    print(f"make test: exit {proc.returncode}, {wall:.0f} s in all, pytest {result['pytest_s']:.0f} s, {result['counts']}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
