@@ -126,12 +126,16 @@ def make_jpeg() -> Callable[..., bytes]:
 
 # ---------------------------------------------------------------------------------------------
 # How `make test` spreads the suite over its workers (pytest-xdist `--dist loadfile`,
-# `--no-loadscope-reorder`, the scheduler below). Each file is one unit of work (its tests and module fixtures share a
-# worker), except the whole-story runs: each of those executes the six notebooks (training twice)
-# and keeps both cores busy, and four of them at once on four workers slowed every one ~3x (17 tests
-# done after 12 minutes). They form two units, each run serially on one worker, started first;
-# the other workers take the files meanwhile. Measured with `--durations` (2 cores): the browser
-# walkthrough ~400 s, the papermill smoke run ~390 s, nbval's run ~280 s, the failing-run check ~75 s.
+# `--no-loadscope-reorder`, the scheduler below). Each file is one unit of work (its tests and
+# module fixtures share a worker), except the whole-story runs: each executes the six notebooks
+# (training twice) and keeps both cores busy; four of them at once on four workers slowed every one
+# ~3x (17 tests done after 12 minutes). They form two units, each run serially on one worker,
+# started first; the other workers take the files meanwhile. On a clean clone (2 cores, 4 workers)
+# pytest took 1207 s this way and 1238 s in xdist's own order (files sorted by test count, the
+# stories last): the same within this machine's noise, but the longest work no longer waits on the
+# order of the rest. Alone (`--durations`, load ~2) the browser walkthrough takes ~400 s, the
+# papermill smoke run ~390 s, nbval's run ~280 s, the failing-run check ~75 s; beside the other
+# workers up to twice that.
 STORY_UNITS = {
     "tests/integration/test_walkthrough_browser.py": "story-1",
     "tests/notebooks/test_pipeline_weak_training.py": "story-1",
