@@ -1,6 +1,6 @@
 """fomo-box training with and without augmenting the next batch on a second thread, same data and seed.
 
-`TrainParams.prefetch` (on by default) prepares batch k+1 (OpenCV warps, colour jitter, box
+`TrainParams.prefetch` (by default on with one torch thread, off with more) prepares batch k+1 (OpenCV warps, colour jitter, box
 encoding: about a fifth of an epoch at 160 px) while torch trains on batch k. The random draws
 happen in the same order either way, so both runs must give the same best epoch and validation F1;
 only the time may differ. Workshop-size synthetic set (default 120 apple renders, 320x320, 96

@@ -191,6 +191,7 @@ SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "nanodet_kfold.json": kfold_rows,
     "loop.json": loop_rows,
     "suite.json": suite_rows,
+    "train_prefetch_t1.json": prefetch_rows,
     "train_prefetch_t2.json": prefetch_rows,
     "mqtt_desired_to_reported.json": desired_rows,
     "eventhub_telemetry.json": eventhub_rows,

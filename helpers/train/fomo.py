@@ -80,10 +80,11 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
     def make(idx: Sequence[int]):
         return _batch_targets(items, idx, labels, params.input_size, rng, params.augment, params.color)
 
-    # The next batch is augmented on a second thread while torch trains on this one (OpenCV and
-    # numpy release the GIL): augmentation is about a fifth of an epoch at 160 px. One producer
-    # thread, batches in order, so the random draws and the result are those of a serial loop.
-    if not params.prefetch:
+    # With `prefetch` the next batch is augmented on a second thread while torch trains on this one
+    # (OpenCV and numpy release the GIL; augmentation is about a fifth of an epoch at 160 px). One
+    # producer thread, batches in order, so the random draws and the result are those of the serial loop.
+    prefetch = params.prefetch if params.prefetch is not None else torch.get_num_threads() == 1
+    if not prefetch:
         for idx in batches:
             total += _train_step(model, optimizer, scheduler, ema, *make(idx)) * len(idx)
             n += len(idx)

@@ -82,8 +82,10 @@ class TrainParams:
     val_fraction: float = 0.2  # used only when no validation items are given
     threads: int | None = None  # torch threads; None: settings' torch_threads
     # fomo-box: augment the next batch on a second thread while torch trains on this one (the same
-    # random draws in the same order, so the same model; bench/bench_train_prefetch.py measures it).
-    prefetch: bool = True
+    # random draws in the same order, so the same model). None: only with one torch thread. Measured
+    # (bench/bench_train_prefetch.py, 2 cores, 160 px): 1 thread 0.93x the serial time, 2 threads
+    # (OMP_WAIT_POLICY=PASSIVE) 1.35x: the third thread takes the core a sleeping torch thread needs.
+    prefetch: bool | None = None
 
     def check(self) -> None:
         """Raise ValueError on settings the trainer cannot use."""
