@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import time
 import uuid
 from typing import Any
@@ -34,6 +35,12 @@ from helpers.localcloud.mqtt.devicebound import MAX_QUEUED  # noqa: E402
 pytestmark = pytest.mark.timeout(240)
 
 
+def _order(message_id: str | None) -> tuple[int, str]:
+    """Sort key of a message id: its trailing number (`tag-2`, `17`), then the id itself."""
+    tail = re.search(r"(\d+)$", message_id or "")
+    return (int(tail.group(1)) if tail else -1, message_id or "")
+
+
 class Device:
     """A device connected with `azure-iot-device`, collecting what it receives."""
 
@@ -46,14 +53,16 @@ class Device:
         self.client.connect()
 
     def receive(self, n: int, timeout_s: float = 20.0) -> list[Any]:
-        out = []
+        """Up to `n` messages in the order of their `message_id`: the SDK calls `on_message_received` on a
+        pool of 4 threads (`sync_handler_manager`), so the order the handler sees is not the order on the wire."""
+        out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while len(out) < n and time.monotonic() < deadline:
             try:
                 out.append(self.got.get(timeout=max(0.05, deadline - time.monotonic())))
             except queue.Empty:
                 break
-        return out
+        return sorted(out, key=lambda m: _order(m.message_id))
 
     def close(self) -> None:
         self.client.shutdown()
