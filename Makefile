@@ -67,9 +67,9 @@ walkthrough: $(STAMP) ## the walkthrough as a person lives it: notebooks 01-06 i
 	EDGELOOP_WALKTHROUGH_PROFILE=$(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),smoke) \
 	  $(VENV)/bin/pytest -p no:cacheprovider -s tests/integration/test_walkthrough_browser.py $(PYTEST_ARGS)
 
-notebooks: $(STAMP) ## rebuild notebooks/*.ipynb from their sources notebooks/src/*.py (tools/build_notebooks.py) and the reference runs nbval compares (tests/notebooks/reference/, a smoke run)
+notebooks: $(STAMP) ## rebuild notebooks/*.ipynb from their sources notebooks/src/*.py (tools/build_notebooks.py) and the reference runs nbval compares (tests/notebooks/reference/: a smoke run on the Edge Impulse path rehearsed against the stand-in, as the suite runs it)
 	$(PY) tools/build_notebooks.py
-	$(PY) -m helpers.pipeline --profile smoke --workspace workspace/reference --out out/reference --fresh --reference
+	$(PY) -m helpers.pipeline --profile smoke --studio edgeimpulse-rehearsal --workspace workspace/reference --out out/reference --fresh --reference
 
 bench: $(STAMP) ## the fast benchmarks (rollout of 10 devices, ingest, memory, inference, the loop from existing summaries; ~6 min) and README's table from bench/results/*.json
 	$(PY) bench/bench_rollout.py --devices 10

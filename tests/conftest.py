@@ -138,7 +138,7 @@ def make_jpeg() -> Callable[..., bytes]:
 # workers up to twice that.
 STORY_UNITS = {
     "tests/integration/test_walkthrough_browser.py": "story-1",
-    "tests/notebooks/test_pipeline_weak_training.py": "story-1",
+    "tests/notebooks/test_pipeline_weak_training.py": "story-2",
     "tests/notebooks/test_pipeline.py": "story-2",
     "tests/notebooks/test_nbval.py": "story-2",
 }

@@ -5,6 +5,8 @@ The command line of `python -m helpers.pipeline` (what `make demo` and `make not
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from helpers.config import REPO_ROOT
 from helpers.errors import ConfigError
 from helpers.pipeline.profiles import PROFILES, parse_overrides
 from helpers.pipeline.reference import REFERENCE_DIR, write_reference
+from helpers.pipeline.rehearsal import REHEARSAL, edge_impulse_rehearsal_env
 from helpers.pipeline.run import run_pipeline, stop_everything
 from helpers.pipeline.summary import format_table
 
@@ -26,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a notebook parameter, e.g. --param 04.epochs=1 (repeatable)")
     p.add_argument("--backend", default="local", help="hub and studio backend (default: local)")
     p.add_argument("--studio", default=None, metavar="BACKEND",
-                   help="the studio's backend when it differs from --backend (e.g. --studio edgeimpulse with the local hub)")
+                   help="the studio's backend when it differs from --backend (e.g. --studio edgeimpulse with the local hub; "
+                        f"--studio {REHEARSAL}: the Edge Impulse path against the workspace's own stand-in)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cell-timeout", type=int, default=900,
                    help="seconds a cell may run (training cells get more, scaled with epochs x images)")
@@ -45,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         overrides = parse_overrides(args.param)
+        if args.studio == REHEARSAL:  # the workspace's stand-in, reached as a real Edge Impulse project
+            workspace = Path(args.workspace).resolve()
+            if args.fresh and workspace.exists():
+                stop_everything(workspace)
+                shutil.rmtree(workspace)
+            args.fresh, args.studio = False, "edgeimpulse"
+            os.environ.update(edge_impulse_rehearsal_env(workspace))
         summary = run_pipeline(
             args.profile, args.workspace, args.out, only=args.only, backend=args.backend, seed=args.seed,
             cell_timeout=args.cell_timeout, fresh=args.fresh, stop_at_end=not args.keep_running, overrides=overrides,

@@ -1,8 +1,12 @@
-"""nbval re-executes the reference notebooks (01..06, in order, fresh workspace) and compares outputs.
+"""The reference notebooks (tests/notebooks/reference/) against a fresh run, judged by nbval.
 
-The reference notebooks (tests/notebooks/reference/, written by `make notebooks`) are executed
-copies of a smoke run; the notebooks a person opens (notebooks/) carry the workshop's parameters
-and no outputs, and are never overwritten by a run.
+The reference notebooks (written by `make notebooks`) are executed copies of a smoke run on the
+Edge Impulse path rehearsed against the stand-in (`--studio edgeimpulse-rehearsal`); the notebooks
+a person opens (notebooks/) carry the workshop's parameters and no outputs, and are never
+overwritten by a run. The suite executes the six notebooks once, in conftest's `smoke_run`, and
+compares each executed notebook with its reference by nbval's own rules (`nbtools.nbval_differences`:
+nbval's cell options, sanitizers and `compare_outputs`); `pytest --nbval` itself re-executes
+notebook 01 here and must pass it, and fail it once a stored output is altered.
 """
 from __future__ import annotations
 
@@ -14,32 +18,50 @@ import sys
 
 import nbformat
 import pytest
-from nbtools import REFERENCE, ROOT, SANITIZE, scan_for_secrets
+from nbtools import REFERENCE, ROOT, SANITIZE, nbval_differences, scan_for_secrets
 
-# The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
+from helpers.pipeline import NOTEBOOKS
+from helpers.pipeline.rehearsal import edge_impulse_rehearsal_env
+
+# The smoke run takes 4-8 min on 2 cores (more under load): above pyproject's 600 s default,
 # and above the subprocess timeouts below, so a slow run fails with the notebook's own message.
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _nbval(paths, workspace, timeout=1500):
-    env = dict(os.environ, EDGELOOP_WORKSPACE=str(workspace), EDGELOOP_HUB="local", EDGELOOP_STUDIO="local")
+    """`pytest --nbval` over `paths` on a fresh `workspace`, on the references' path: the local hub and
+    the studio reached as a real Edge Impulse project pointed at the workspace's stand-in."""
+    env = dict(os.environ, **edge_impulse_rehearsal_env(workspace), EDGELOOP_WORKSPACE=str(workspace),
+               EDGELOOP_HUB="local", EDGELOOP_STUDIO="edgeimpulse")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-sanitize-with",
            str(SANITIZE), "--nbval-cell-timeout", "900", "-o", "testpaths=", *map(str, paths)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_committed_notebooks_pass_nbval(tmp_path, stop_workspace):
-    ws = tmp_path / "ws"
-    stop_workspace(ws)
-    proc = _nbval(sorted(REFERENCE.glob("0*.ipynb")), ws)
-    assert proc.returncode == 0, proc.stdout[-6000:]
+def test_committed_notebooks_pass_nbval(smoke_run):
+    """Each notebook of the fresh smoke run has the outputs of its reference, as nbval compares them."""
+    proc, _, out = smoke_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    differences = [d for nb in NOTEBOOKS for d in nbval_differences(out / f"{nb}.ipynb", REFERENCE / f"{nb}.ipynb")]
+    assert differences == [], "\n\n".join(differences)[-6000:]
 
 
-def test_nbval_has_teeth(tmp_path, stop_workspace):
-    """A deliberately altered stored output must fail the comparison."""
-    ws = tmp_path / "ws"
-    stop_workspace(ws)
-    nb = nbformat.read(REFERENCE / "01_setup_hub.ipynb", as_version=4)
+def test_the_comparison_has_teeth(tmp_path):
+    """One altered check line, one cell more: both are differences; the reference equals itself."""
+    ref = REFERENCE / "01_setup_hub.ipynb"
+    assert nbval_differences(ref, ref) == []
+    nb = nbformat.read(ref, as_version=4)
+    _alter_online_line(nb)
+    altered = tmp_path / "01_setup_hub.ipynb"
+    nbformat.write(nb, altered)
+    (found,) = nbval_differences(altered, ref)
+    assert "outputs differ" in found and "pi-1 online: False" in found
+    nb.cells.append(nbformat.v4.new_code_cell("print('one more')"))
+    nbformat.write(nb, altered)
+    assert "code cells" in nbval_differences(altered, ref)[0]
+
+
+def _alter_online_line(nb) -> None:
     altered = False
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -47,11 +69,23 @@ def test_nbval_has_teeth(tmp_path, stop_workspace):
                 out["text"] = out["text"].replace("pi-1 online: True", "pi-1 online: False")
                 altered = True
     assert altered, "01_setup_hub.ipynb has no stored 'pi-1 online: True' line: run `make notebooks`"
+
+
+def test_nbval_has_teeth(tmp_path, stop_workspace):
+    """`pytest --nbval` re-executes notebook 01: its reference passes, a deliberately altered stored output fails."""
+    ws = tmp_path / "ws"
+    stop_workspace(ws)
+    proc = _nbval([REFERENCE / "01_setup_hub.ipynb"], ws, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    nb = nbformat.read(REFERENCE / "01_setup_hub.ipynb", as_version=4)
+    _alter_online_line(nb)
     target = tmp_path / "nb" / "01_setup_hub.ipynb"
     target.parent.mkdir()
     nbformat.write(nb, target)
     shutil.copy(SANITIZE, target.parent / "sanitize.cfg")
-    proc = _nbval([target], ws, timeout=600)
+    ws2 = tmp_path / "ws2"
+    stop_workspace(ws2)
+    proc = _nbval([target], ws2, timeout=600)
     assert proc.returncode != 0
     assert "pi-1 online: False" in proc.stdout or "mismatch" in proc.stdout.lower()
 

@@ -1,60 +1,19 @@
-"""`python -m helpers.pipeline` runs the six notebooks headless (smoke profile) and cleans up."""
+"""`python -m helpers.pipeline` runs the six notebooks headless (smoke profile) and cleans up.
+
+The run is conftest's `smoke_run`: the studio reached as a real Edge Impulse project pointed at the
+workspace's stand-in (`--studio edgeimpulse-rehearsal`), so the notebooks train through the job API
+and deploy the `.eim` build."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from nbtools import ROOT, leftovers, scan_for_secrets, workspace_secrets
+from nbtools import leftovers, scan_for_secrets, workspace_secrets
 
 # The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
 # and above the subprocess timeouts below, so a slow run fails with the notebook's own message.
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def edge_impulse_rehearsal_env(ws: Path) -> dict[str, str]:
-    """The settings of a real Edge Impulse project, pointed at this workspace's stand-in: the
-    notebooks then drive the studio as `get_studio("edgeimpulse")` (EI_API_KEY, EI_PROJECT_ID,
-    EI_DEVICE_API_KEY, EI_STUDIO_URL, EI_INGESTION_URL), train through the job API and get the
-    model as an `.eim` build, exactly as with a real project. (nbval runs the default path.)"""
-    from helpers.endpoints import service_url
-    from helpers.localcloud import service
-    from helpers.studio.edgeimpulse import EdgeImpulseStudio
-
-    service.ensure_running(ws)
-    local = EdgeImpulseStudio(ws)
-    url = service_url(ws, None)
-    return {**os.environ, "EDGELOOP_STUDIO": "edgeimpulse", "EI_API_KEY": local.api_key.get_secret_value(),
-            "EI_PROJECT_ID": str(local.project_id), "EI_DEVICE_API_KEY": local.device_key().get_secret_value(),
-            "EI_STUDIO_URL": url, "EI_INGESTION_URL": url,
-            # the stand-in's .eim starts with `/usr/bin/env python3`: this environment's interpreter
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke profile with the studio reached as a real Edge Impulse project (the stand-in)."""
-    if importlib.util.find_spec("edge_impulse_linux") is None:
-        reason = ("the smoke run takes the Edge Impulse path, whose .eim runs through the [eim] extra: "
-                  "apt-get install portaudio19-dev, then `make setup` (`make test` does both when run as root)")
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # `make test` installs it on CI's machine: missing there is a failure
-        pytest.skip(reason)
-    base = tmp_path_factory.mktemp("pipeline")
-    ws, out = base / "ws", base / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", "--studio", "edgeimpulse",
-         "--workspace", str(ws), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1500, env=edge_impulse_rehearsal_env(ws),
-    )
-    yield proc, ws, out
-    from helpers.pipeline import stop_everything
-
-    stop_everything(ws)
 
 
 def test_pipeline_runs_all_six_notebooks(smoke_run):
