@@ -3,7 +3,7 @@
 Clones the committed HEAD into a fresh folder beside this checkout (so `../shared` is beside it
 as on CI), runs `make test` there with CI=true (what `.ci/run` runs, plus `--durations` so the
 slowest tests are named), and records the wall time, pytest's own time, the passed / skipped /
-failed counts, the load average at the start and at the end, and the slowest tests. The clone is
+failed counts, the load average at the start and at the end, and the slowest tests, and the CPU seconds the machine spent over the run (/proc/stat). The clone is
 removed afterwards (also when the run fails); processes the suite starts are its own to stop (its
 session-end check fails the run on any left).
 
@@ -40,6 +40,14 @@ def parse(output: str) -> dict:
     return {"pytest_s": float(secs), "counts": counts, "slowest": slowest}
 
 
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) seconds of every core since boot, from /proc/stat (busy: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - fields[3] - fields[4]) / hz, sum(fields) / hz
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=None, help="PYTEST_WORKERS (default: the Makefile's)")
@@ -54,6 +62,7 @@ def main() -> int:
     if args.workers is not None:
         cmd.append(f"PYTEST_WORKERS={args.workers}")
     load_start = os.getloadavg()
+    cpu_start = cpu_times()
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=clone, env={**os.environ, "CI": "true"}, capture_output=True, text=True)
@@ -64,6 +73,8 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(clone, ignore_errors=True)
     load_end = os.getloadavg()
+    cpu_end = cpu_times()
+    busy, total = cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]
     try:
         result = parse(output)
     except ValueError as exc:
@@ -73,8 +84,12 @@ def main() -> int:
         "what": "`make test` (CI=true) on a clean clone of HEAD beside ../shared: everything it installs, the "
                 "shape rules, then pytest on the Makefile's workers",
         "commit_tested": head, "command": " ".join(cmd), "exit_code": proc.returncode, "wall_s": round(wall, 1),
-        "load_avg_start": list(load_start), "load_avg_end": list(load_end), **result}))
-    print(f"make test: exit {proc.returncode}, {wall:.0f} s in all, pytest {result['pytest_s']:.0f} s, {result['counts']}")
+        "load_avg_start": list(load_start), "load_avg_end": list(load_end),
+        # the whole machine's cores over the run: how much of them the suite kept busy
+        "cpu_busy_s": round(busy, 1), "cpu_busy_fraction": round(busy / total, 3) if total else None,
+        "cpus": os.cpu_count(), **result}))
+    print(f"make test: exit {proc.returncode}, {wall:.0f} s in all, pytest {result['pytest_s']:.0f} s, {result['counts']}, "
+          f"cores busy {busy / max(total, 1e-9):.0%} ({busy:.0f} CPU-s)")
     return proc.returncode
 
 

@@ -127,23 +127,23 @@ def make_jpeg() -> Callable[..., bytes]:
 # ---------------------------------------------------------------------------------------------
 # How `make test` spreads the suite over its workers (pytest-xdist `--dist loadfile`,
 # `--no-loadscope-reorder`, the scheduler below). Each file is one unit of work (its tests and
-# module fixtures share a worker), except the whole-story runs: each executes the six notebooks
-# (training twice) and keeps both cores busy; four of them at once on four workers slowed every one
-# ~3x (17 tests done after 12 minutes). They form two units, each run serially on one worker,
-# started first; the other workers take the files meanwhile. On a clean clone (2 cores, 4 workers)
-# pytest took 1207 s this way and 1238 s in xdist's own order (files sorted by test count, the
-# stories last): the same within this machine's noise, but the longest work no longer waits on the
-# order of the rest. Alone (`--durations`, load ~2) the browser walkthrough takes ~400 s, the
-# papermill smoke run ~390 s, nbval's run ~280 s, the failing-run check ~75 s; beside the other
-# workers up to twice that.
+# module fixtures share a worker); STORY_UNITS may join files into one serial unit. The whole-story
+# runs execute the six notebooks (training twice) and keep both cores busy; four of them at once on
+# four workers slowed every one ~3x (17 tests done after 12 minutes), so there are two now: the
+# browser walkthrough and the papermill smoke run, whose executed notebooks nbval's comparison
+# reuses (nbval re-executed all six before: a third story). They start first, then the longest
+# files, while the other workers take the rest. Clean clone, 2 cores, 4 workers: pytest 1207 s with
+# three stories in two units, 1095 s with nbval comparing the smoke run (the walkthrough 839 s and
+# the smoke run 797 s of it: alone they take ~400 s and ~380 s).
 STORY_UNITS = {
     "tests/integration/test_walkthrough_browser.py": "story-1",
-    "tests/notebooks/test_pipeline_weak_training.py": "story-2",
     "tests/notebooks/test_pipeline.py": "story-2",
-    "tests/notebooks/test_nbval.py": "story-2",
 }
 # then these files first, the longest before the others (the rest keep their order)
 LONGEST_FIRST = (
+    "tests/integration/test_container_runtime.py",
+    "tests/notebooks/test_pipeline_weak_training.py",
+    "tests/notebooks/test_nbval.py",
     "tests/integration/test_localcloud_service.py",
     "tests/integration/test_observe_telemetry.py",
     "tests/integration/test_eventhub_consumer_groups.py",
@@ -152,7 +152,6 @@ LONGEST_FIRST = (
     "tests/integration/test_c2d_messages.py",
     "tests/integration/test_drill_models.py",
     "tests/integration/test_train_cli.py",
-    "tests/integration/test_container_runtime.py",
 )
 
 

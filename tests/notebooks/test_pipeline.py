@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from nbtools import leftovers, scan_for_secrets, workspace_secrets
+from nbtools import REFERENCE, leftovers, nbval_differences, scan_for_secrets, workspace_secrets
+
+from helpers.pipeline import NOTEBOOKS
 
 # The six notebooks take 7-8 min on 2 idle cores (more under load): above pyproject's 600 s default,
 # and above the subprocess timeouts below, so a slow run fails with the notebook's own message.
@@ -72,3 +74,12 @@ def test_no_secret_in_executed_notebooks_or_summary(smoke_run):
     _, ws, out = smoke_run
     files = sorted(out.glob("*.ipynb")) + [out / "summary.json"]
     assert scan_for_secrets(files, workspace_secrets(ws)) == []
+
+
+def test_committed_notebooks_pass_nbval(smoke_run):
+    """Each notebook of the smoke run has the outputs of its reference (tests/notebooks/reference/, `make
+    notebooks`), as `pytest --nbval` compares them (test_nbval.py runs nbval itself on notebook 01)."""
+    proc, _, out = smoke_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    differences = [d for nb in NOTEBOOKS for d in nbval_differences(out / f"{nb}.ipynb", REFERENCE / f"{nb}.ipynb")]
+    assert differences == [], "\n\n".join(differences)[-6000:]
