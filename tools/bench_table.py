@@ -176,8 +176,16 @@ def suite_rows(doc: dict[str, Any]) -> Iterator[Row]:
     c = doc["counts"]
     counts = ", ".join(f"{n} {k}" for k, n in c.items())
     yield ("`make test` (CI=true) on a clean clone: installs, shape rules, pytest on the Makefile's workers",
-           f"**{doc['wall_s']:.0f} s** in all, pytest {doc['pytest_s']:.0f} s ({counts}; exit {doc['exit_code']})",
+           f"**{doc['wall_s']:.0f} s** in all, pytest {doc['pytest_s']:.0f} s ({counts}; exit {doc['exit_code']})"
+           + (f"; cores busy {doc['cpu_busy_fraction']:.0%}, {doc['cpu_busy_s']:.0f} CPU-s" if doc.get("cpu_busy_s") else ""),
            _load([doc["load_avg_start"], doc["load_avg_end"]]))
+
+
+def imports_rows(doc: dict[str, Any]) -> Iterator[Row]:
+    parts = [f"{m.split('.', 1)[1]} {r['before_cpu_s']:.2f} -> **{r['after_cpu_s']:.2f}**" for m, r in doc["modules"].items()]
+    yield ("CPU seconds a fresh interpreter spends importing each process's entry module, with rfc3987-syntax's "
+           "parser (before) and with it hidden from jsonschema (after), median of "
+           f"{doc['repeat']}", "; ".join(parts) + " CPU-s", _load([doc["load_avg_start"], doc["load_avg_end"]]))
 
 #: result file -> its rows, in the table's order
 SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
@@ -191,6 +199,7 @@ SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
     "nanodet_kfold.json": kfold_rows,
     "loop.json": loop_rows,
     "suite.json": suite_rows,
+    "imports.json": imports_rows,
     "train_prefetch_t1.json": prefetch_rows,
     "train_prefetch_t2.json": prefetch_rows,
     "mqtt_desired_to_reported.json": desired_rows,

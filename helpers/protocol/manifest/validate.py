@@ -13,14 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from jsonschema import ValidationError
-from jsonschema.exceptions import best_match
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 
 from helpers.config import MASK
 from helpers.errors import InvalidManifest
@@ -39,6 +35,24 @@ from helpers.protocol.manifest.create_options import (
 )
 from helpers.protocol.manifest.read import agent_desired, content_of
 from helpers.protocol.manifest.secrets import looks_secret, map_secrets
+
+# jsonschema registers, as it is imported, a format checker for each optional package it finds; with
+# rfc3987-syntax (in this environment for JupyterLab's jupyter-events) that import builds an Earley
+# parser: 1.4-1.6 s of CPU in every agent, local cloud and CLI process that imports this module, and
+# the suite starts hundreds of them. These schemas are checked without format checks, so when this
+# module is the first to import jsonschema it does so with that one package hidden (`None` in
+# sys.modules: its import raises ImportError, which jsonschema expects), visible again afterwards.
+_HIDE_RFC3987 = "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules
+if _HIDE_RFC3987:
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+try:
+    from jsonschema import ValidationError
+    from jsonschema.exceptions import best_match
+    from jsonschema.protocols import Validator
+    from jsonschema.validators import validator_for
+finally:
+    if _HIDE_RFC3987:
+        del sys.modules["rfc3987_syntax"]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 #: The system sections, the file name stem of their schemas and the versions vendored.
