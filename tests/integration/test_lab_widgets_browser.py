@@ -246,6 +246,13 @@ def test_widgets_render_as_views_in_jupyterlab(tmp_path):
             for name in names:
                 n_views = sum(len(v) for v in expected[name].values())
                 cells = open_notebook(page, name, n_views)
+                if any("model not found" in o["text"] for c in cells for o in c["outputs"]):
+                    # jupyterlab-manager restores saved views before the kernel connects; once in ~10 suite
+                    # runs (4 workers on 2 cores) the kernel's arrival cleared them first: "Error displaying
+                    # widget: model not found" (upstream: jupyterlab/jupyterlab#15361). What a person does
+                    # then, once: close and open the notebook again. A second miss fails below.
+                    print(f"{name}: 'model not found' on opening, opened once more")
+                    cells = open_notebook(page, name, n_views)
                 assert all(c["inPage"] for c in cells), f"{name}: cells missing from the page (windowing is on)"
                 by_source = {c["source"]: c for c in cells}
                 # every output the reference saved as a widget view is drawn as one
