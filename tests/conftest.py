@@ -218,6 +218,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     marker = uuid.uuid4().hex
     os.environ[LEAK_MARKER] = marker
     session.config.stash[_LEAK_KEY] = marker
+    _start_cpu_sampler(session.config, marker)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -262,3 +263,89 @@ def _stop_leftovers(session: pytest.Session) -> None:
 
 
 _LEAK_KEY = pytest.StashKey[str]()
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the suite's CPU goes, per test file (`bench/bench_suite.py` sets EDGELOOP_CPU_PROFILE to a
+# folder; off otherwise). The suite is CPU-bound, so this, not the wall time of a test that waited
+# on others, says which work to cut. Two parts, both written as JSON lines into the folder:
+# - each worker's own CPU (user + system, `resource.getrusage`) over each test, by the test's file;
+# - every process the tests start (they carry the session marker, and the file that started them in
+#   EDGELOOP_TEST_FILE, which the worker sets before each test): the controller samples their
+#   /proc/PID/stat CPU once a second and books each one's last reading to that file (a process that
+#   ends between two samples loses under a second; one whose parent waits for it is also counted in
+#   the parent's children time, which is not read here).
+CPU_PROFILE = "EDGELOOP_CPU_PROFILE"
+TEST_FILE_VAR = "EDGELOOP_TEST_FILE"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    folder = os.environ.get(CPU_PROFILE)
+    if not folder:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    path = item.nodeid.split("::", 1)[0]
+    os.environ[TEST_FILE_VAR] = path
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    yield
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rec = {"file": path, "test": item.nodeid, "own_cpu_s": round(cpu, 2), "wall_s": round(time.monotonic() - t0, 2)}
+    with open(Path(folder) / f"worker-{os.getpid()}.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _sample_started_processes(marker: str, folder: Path, stop: Any) -> None:
+    """Controller thread: the CPU of every marked process, booked to the test file that started it."""
+    import json
+
+    hz, me = os.sysconf("SC_CLK_TCK"), os.getpid()
+    needle, file_key = f"{LEAK_MARKER}={marker}".encode(), f"{TEST_FILE_VAR}=".encode()
+    seen: dict[tuple[int, str], tuple[str, float, str]] = {}
+    while not stop.wait(1.0):
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+                if needle not in env:
+                    continue
+                stat = (d / "stat").read_text()
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                fields = stat.rsplit(")", 1)[1].split()
+            except (OSError, ValueError):
+                continue
+            if int(d.name) == me or int(fields[1]) == me:
+                continue  # the controller and its xdist workers: the workers book their own CPU per test
+            owner = next((e[len(file_key):].decode(errors="replace") for e in env if e.startswith(file_key)), "(controller)")
+            cpu = (int(fields[11]) + int(fields[12])) / hz  # utime, stime
+            seen[(int(d.name), fields[19])] = (owner, cpu, name)  # (pid, start time): a reused pid is another process
+        with open(folder / "started.json", "w") as f:
+            json.dump([{"file": o, "cpu_s": round(c, 2), "process": n} for o, c, n in seen.values()], f)
+
+
+def _start_cpu_sampler(config: pytest.Config, marker: str) -> None:
+    folder = os.environ.get(CPU_PROFILE)
+    if not folder:
+        return
+    import threading
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    threading.Thread(target=_sample_started_processes, args=(marker, Path(folder), stop), daemon=True,
+                     name="cpu-profile").start()
+    config.stash[_CPU_STOP_KEY] = stop
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop = config.stash.get(_CPU_STOP_KEY, None)
+    if stop is not None:
+        stop.set()
+
+
+_CPU_STOP_KEY = pytest.StashKey[Any]()
