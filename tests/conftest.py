@@ -269,12 +269,12 @@ _LEAK_KEY = pytest.StashKey[str]()
 # Where the suite's CPU goes, per test file (`bench/bench_suite.py` sets EDGELOOP_CPU_PROFILE to a
 # folder; off otherwise). The suite is CPU-bound, so this, not the wall time of a test that waited
 # on others, says which work to cut. Two parts, both written as JSON lines into the folder:
-# - each worker's own CPU (user + system, `resource.getrusage`) over each test, by the test's file;
+# - each worker's own CPU and its waited-for children's (`resource.getrusage`) over each test, by file;
 # - every process the tests start (they carry the session marker, and the file that started them in
 #   EDGELOOP_TEST_FILE, which the worker sets before each test): the controller samples their
-#   /proc/PID/stat CPU once a second and books each one's last reading to that file (a process that
-#   ends between two samples loses under a second; one whose parent waits for it is also counted in
-#   the parent's children time, which is not read here).
+#   /proc/PID/stat CPU (its own and its waited-for children's) once a second and books each one's
+#   last reading to that file; one that ended while its parent lived on is left to the parent's
+#   children time. A process left to init (podman's containers) is counted only while sampled.
 CPU_PROFILE = "EDGELOOP_CPU_PROFILE"
 TEST_FILE_VAR = "EDGELOOP_TEST_FILE"
 
@@ -291,10 +291,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
     path = item.nodeid.split("::", 1)[0]
     os.environ[TEST_FILE_VAR] = path
-    before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+
+    def used() -> float:  # this worker's CPU and that of the children it has waited for
+        return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+    before, t0 = used(), time.monotonic()
     yield
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = used() - before
     rec = {"file": path, "test": item.nodeid, "own_cpu_s": round(cpu, 2), "wall_s": round(time.monotonic() - t0, 2)}
     with open(Path(folder) / f"worker-{os.getpid()}.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -306,8 +309,11 @@ def _sample_started_processes(marker: str, folder: Path, stop: Any) -> None:
 
     hz, me = os.sysconf("SC_CLK_TCK"), os.getpid()
     needle, file_key = f"{LEAK_MARKER}={marker}".encode(), f"{TEST_FILE_VAR}=".encode()
-    seen: dict[tuple[int, str], tuple[str, float, str]] = {}
+    seen: dict[tuple[int, str], dict[str, Any]] = {}
+    workers: set[int] = set()
+    tick = 0
     while not stop.wait(1.0):
+        tick += 1
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
@@ -320,13 +326,26 @@ def _sample_started_processes(marker: str, folder: Path, stop: Any) -> None:
                 fields = stat.rsplit(")", 1)[1].split()
             except (OSError, ValueError):
                 continue
-            if int(d.name) == me or int(fields[1]) == me:
+            pid, ppid = int(d.name), int(fields[1])
+            if pid == me or ppid == me:
+                workers.add(pid)
                 continue  # the controller and its xdist workers: the workers book their own CPU per test
             owner = next((e[len(file_key):].decode(errors="replace") for e in env if e.startswith(file_key)), "(controller)")
-            cpu = (int(fields[11]) + int(fields[12])) / hz  # utime, stime
-            seen[(int(d.name), fields[19])] = (owner, cpu, name)  # (pid, start time): a reused pid is another process
+            # utime + stime, and cutime + cstime: the children it has waited for (short-lived ones the
+            # one-second samples miss are counted there)
+            seen[(pid, fields[19])] = {"file": owner, "process": name, "ppid": ppid, "last": tick,
+                                       "cpu": (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / hz}
+        last_of = {pid: rec["last"] for (pid, _), rec in seen.items()}
+        rows = []
+        for rec in seen.values():
+            ended = rec["last"] < tick
+            # one that ended while its parent lived on was (most likely) waited for: its CPU is in the
+            # parent's children time, or, for a worker's child, in the worker's per-test record
+            if ended and (rec["ppid"] in workers or last_of.get(rec["ppid"], 0) > rec["last"]):
+                continue
+            rows.append({"file": rec["file"], "cpu_s": round(rec["cpu"], 2), "process": rec["process"]})
         with open(folder / "started.json", "w") as f:
-            json.dump([{"file": o, "cpu_s": round(c, 2), "process": n} for o, c, n in seen.values()], f)
+            json.dump(rows, f)
 
 
 def _start_cpu_sampler(config: pytest.Config, marker: str) -> None:

@@ -107,7 +107,7 @@ def augment(rgb: np.ndarray, xyxy: np.ndarray, classes: np.ndarray, size: int,
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     # Reflect padding would create mirrored half-fruit without labels; a flat mean colour
     # does not, and zooming out onto a plain border is what a wider camera view looks like.
-    fill = tuple(float(v) for v in rgb.reshape(-1, 3).mean(0))
+    fill = cv2.mean(rgb)[:3]  # per-channel mean, as numpy's mean(0) but without a float64 copy of the image
     out = cv2.warpAffine(rgb, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
     boxes, keep = transform_boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), m, size,
                                   params.min_visible if rng is not None else 0.0)

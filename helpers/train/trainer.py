@@ -226,6 +226,7 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
         self.updates = 0
+        self._pairs: tuple[Any, ...] | None = None
         for p in self.module.parameters():
             p.requires_grad_(False)
 
@@ -234,12 +235,20 @@ class ModelEMA:
         self.updates += 1
         # Ramp the decay so the average is not dominated by the random init on short runs.
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        msd = model.state_dict()
-        for k, v in self.module.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
-            else:
-                v.copy_(msd[k])
+        if self._pairs is None or self._pairs[0] is not model:
+            # The state dicts' tensors share storage with the weights and buffers, which the
+            # optimiser and batch norm update in place: collect them once, not at every step.
+            msd, own = model.state_dict(), self.module.state_dict()
+            floats = [k for k, v in own.items() if v.dtype.is_floating_point]
+            others = [k for k, v in own.items() if not v.dtype.is_floating_point]
+            self._pairs = (model, [own[k] for k in floats], [msd[k] for k in floats],
+                           [own[k] for k in others], [msd[k] for k in others])
+        _, avg, src, avg_other, src_other = self._pairs
+        # The same arithmetic as `avg.mul_(d).add_(src, alpha=1 - d)` per tensor, in one call per step.
+        torch._foreach_mul_(avg, d)
+        torch._foreach_add_(avg, src, alpha=1 - d)
+        for a, b in zip(avg_other, src_other):
+            a.copy_(b)
 
 
 def to_tensor(images: np.ndarray, color: str = "RGB") -> torch.Tensor:

@@ -10,7 +10,7 @@
 # %% tags=["parameters"]
 banana_images = 120
 capture_rate_hz = 10.0
-epochs = 30              # twice notebook 4's images: 30 epochs are more training steps than its 40
+epochs = 30              # the workshop's (TrainParams' default is 40; docs/training.md)
 batch_size = 16
 input_size = 160
 min_f1 = 0.85

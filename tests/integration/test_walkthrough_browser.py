@@ -111,7 +111,7 @@ OUTPUTS_JS = """() => Array.from(jupyterapp.shell.currentWidget.content.model.ce
 
 def lab_workspace(root: Path) -> Path:
     """The workspace `make lab` opens with no WORKSPACE given: `tools/lab_workspace.py`, run as the Makefile does."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGELOOP_")}
+    env = suite_env()
     run = subprocess.run([sys.executable, str(REPO / "tools" / "lab_workspace.py"), "--root", str(root)],
                          cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True)
     ws = Path(run.stdout.strip())
@@ -136,8 +136,19 @@ def write_notebooks(folder: Path, profile: str) -> list[str]:
     return names
 
 
+# The suite's own EDGELOOP_ variables, kept where a user's are dropped: the session marker (the suite
+# stops and names whatever the walkthrough leaves running), one torch thread per process (two threads
+# on the suite's busy cores wait at every parallel region: tests/conftest.py), the CPU accounting.
+SUITE_VARS = ("EDGELOOP_TEST_SESSION", "EDGELOOP_TORCH_THREADS", "EDGELOOP_TEST_FILE", "EDGELOOP_CPU_PROFILE")
+
+
+def suite_env() -> dict[str, str]:
+    """The environment `make lab` sees: none of a user's EDGELOOP_ settings, only the suite's own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EDGELOOP_") or k in SUITE_VARS}
+
+
 def lab_env(tmp: Path, workspace: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGELOOP_")}
+    env = suite_env()
     return {**env, "EDGELOOP_WORKSPACE": str(workspace), "JUPYTER_CONFIG_DIR": str(tmp / "jcfg"),
             "JUPYTER_DATA_DIR": str(tmp / "jdata"), "JUPYTER_RUNTIME_DIR": str(tmp / "jrt"),
             "JUPYTERLAB_SETTINGS_DIR": str(tmp / "lab-settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "lab-ws"),

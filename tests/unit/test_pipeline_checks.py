@@ -73,8 +73,8 @@ def test_cell_limits_grow_with_the_training_work():
     smoke = {nb: pipeline.parameters_for("smoke", nb) for nb in pipeline.NOTEBOOKS}
     workshop = {nb: pipeline.parameters_for("workshop", nb) for nb in pipeline.NOTEBOOKS}
     assert pipeline.cell_timeout_for("01_setup_hub", workshop, 900) == 900
-    assert pipeline.cell_timeout_for("04_train", workshop, 900) == 900 + 0.5 * 120 * 40
-    assert pipeline.cell_timeout_for("06_retrain_banana", workshop, 900) == 900 + 0.5 * 240 * 40
+    assert pipeline.cell_timeout_for("04_train", workshop, 900) == 900 + 0.5 * 120 * 30
+    assert pipeline.cell_timeout_for("06_retrain_banana", workshop, 900) == 900 + 0.5 * 240 * 30
     assert pipeline.cell_timeout_for("04_train", smoke, 900) < pipeline.cell_timeout_for("04_train", workshop, 900)
 
 
