@@ -10,7 +10,7 @@ OUT ?= out/demo
 PYTEST_ARGS ?=
 # `make test` spreads the files over this many pytest-xdist workers (`--dist loadfile`: a file's tests and
 # module fixtures stay on one worker, the whole-story runs form two units: tests/conftest.py);
-# PYTEST_WORKERS=0 runs the suite in one process. Four on two cores: pytest 786-1238 s on a clean
+# PYTEST_WORKERS=0 runs the suite in one process. Four on two cores: pytest 617-1238 s on a clean
 # clone vs 1277-1333 s with two (with two the cores were busy 49 % of the run, waiting on services,
 # browsers and devices; with four 92-94 %: now only less work shortens it); each test process trains with one torch
 # thread (tests/conftest.py), so the workers do not stall each other's OpenMP barriers.

@@ -137,8 +137,9 @@ def make_jpeg() -> Callable[..., bytes]:
 # nbval comparing the smoke run (walkthrough 839 s, smoke run 797 s: alone ~400 s and ~380 s);
 # 1170 s with the failing run started beside the two stories (walkthrough 918 s); with lighter
 # process imports (jsonschema without rfc3987-syntax) 970 s and 786 s (2083 and 1682 CPU-s: the
-# machine's own speed varies that much between runs of the same code). The suite is
-# CPU-bound: the cores were 94 % busy over `make test` (2472 CPU-s in 1305 s), so the order moves
+# machine's own speed varies that much between runs of the same code); 617 s (1295 CPU-s) with the
+# walkthrough training on one thread and cheaper weight averaging. The suite is CPU-bound: the
+# cores were 94 % busy over `make test` (2472 CPU-s in 1305 s), so the order moves
 # the end by tens of seconds at most; only less work shortens it.
 STORY_UNITS = {
     "tests/integration/test_walkthrough_browser.py": "story-1",
