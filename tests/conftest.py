@@ -196,20 +196,29 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 LEAK_MARKER = "EDGELOOP_TEST_SESSION"
 
 
-def _marked_processes(marker: str) -> dict[int, str]:
-    out: dict[int, str] = {}
+def _iter_marked(marker: str) -> Iterator[tuple[Path, list[bytes], str]]:
+    """(/proc/PID, its environment, its stat line) of every other process carrying the session marker."""
     needle = f"{LEAK_MARKER}={marker}".encode()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
             continue
         try:
-            if needle not in (d / "environ").read_bytes().split(b"\0"):
-                continue
-            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # a zombie holds nothing; its parent reaps it
-            out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            env = (d / "environ").read_bytes().split(b"\0")
+            if needle in env:
+                yield d, env, (d / "stat").read_text()
         except OSError:
             continue  # gone meanwhile, or not ours to read
+
+
+def _marked_processes(marker: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for d, _, stat in _iter_marked(marker):
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            continue  # a zombie holds nothing; its parent reaps it
+        try:
+            out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
     return out
 
 
@@ -305,48 +314,38 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def _sample_started_processes(marker: str, folder: Path, stop: Any) -> None:
-    """Controller thread: the CPU of every marked process, booked to the test file that started it."""
+    """Controller thread: the CPU of every marked process, booked to the test file that started it;
+    samples once a second until `stop` is set, then writes started.json."""
     import json
 
     hz, me = os.sysconf("SC_CLK_TCK"), os.getpid()
-    needle, file_key = f"{LEAK_MARKER}={marker}".encode(), f"{TEST_FILE_VAR}=".encode()
+    file_key = f"{TEST_FILE_VAR}=".encode()
     seen: dict[tuple[int, str], dict[str, Any]] = {}
     workers: set[int] = set()
     tick = 0
     while not stop.wait(1.0):
         tick += 1
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                env = (d / "environ").read_bytes().split(b"\0")
-                if needle not in env:
-                    continue
-                stat = (d / "stat").read_text()
-                name = stat[stat.index("(") + 1:stat.rindex(")")]
-                fields = stat.rsplit(")", 1)[1].split()
-            except (OSError, ValueError):
-                continue
+        for d, env, stat in _iter_marked(marker):
+            fields = stat.rsplit(")", 1)[1].split()
             pid, ppid = int(d.name), int(fields[1])
-            if pid == me or ppid == me:
+            if ppid == me:
                 workers.add(pid)
-                continue  # the controller and its xdist workers: the workers book their own CPU per test
+                continue  # the xdist workers book their own CPU per test
             owner = next((e[len(file_key):].decode(errors="replace") for e in env if e.startswith(file_key)), "(controller)")
             # utime + stime, and cutime + cstime: the children it has waited for (short-lived ones the
             # one-second samples miss are counted there)
-            seen[(pid, fields[19])] = {"file": owner, "process": name, "ppid": ppid, "last": tick,
+            seen[(pid, fields[19])] = {"file": owner, "process": stat[stat.index("(") + 1:stat.rindex(")")],
+                                       "ppid": ppid, "last": tick,
                                        "cpu": (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / hz}
-        last_of = {pid: rec["last"] for (pid, _), rec in seen.items()}
-        rows = []
-        for rec in seen.values():
-            ended = rec["last"] < tick
-            # one that ended while its parent lived on was (most likely) waited for: its CPU is in the
-            # parent's children time, or, for a worker's child, in the worker's per-test record
-            if ended and (rec["ppid"] in workers or last_of.get(rec["ppid"], 0) > rec["last"]):
-                continue
-            rows.append({"file": rec["file"], "cpu_s": round(rec["cpu"], 2), "process": rec["process"]})
-        with open(folder / "started.json", "w") as f:
-            json.dump(rows, f)
+    last_of = {pid: rec["last"] for (pid, _), rec in seen.items()}
+    rows = []
+    for rec in seen.values():
+        # one that ended while its parent lived on was (most likely) waited for: its CPU is in the
+        # parent's children time, or, for a worker's child, in the worker's per-test record
+        if rec["last"] < tick and (rec["ppid"] in workers or last_of.get(rec["ppid"], 0) > rec["last"]):
+            continue
+        rows.append({"file": rec["file"], "cpu_s": round(rec["cpu"], 2), "process": rec["process"]})
+    (folder / "started.json").write_text(json.dumps(rows))
 
 
 def _start_cpu_sampler(config: pytest.Config, marker: str) -> None:
@@ -357,15 +356,17 @@ def _start_cpu_sampler(config: pytest.Config, marker: str) -> None:
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    threading.Thread(target=_sample_started_processes, args=(marker, Path(folder), stop), daemon=True,
-                     name="cpu-profile").start()
-    config.stash[_CPU_STOP_KEY] = stop
+    thread = threading.Thread(target=_sample_started_processes, args=(marker, Path(folder), stop), daemon=True,
+                              name="cpu-profile")
+    thread.start()
+    config.stash[_CPU_STOP_KEY] = (stop, thread)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    stop = config.stash.get(_CPU_STOP_KEY, None)
-    if stop is not None:
-        stop.set()
+    pair = config.stash.get(_CPU_STOP_KEY, None)
+    if pair is not None:
+        pair[0].set()
+        pair[1].join(timeout=30)  # it writes started.json once, after its last sample
 
 
 _CPU_STOP_KEY = pytest.StashKey[Any]()
