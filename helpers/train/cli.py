@@ -53,6 +53,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                          "helpers.sim.pretrain.synthetic_pretrained writes one under the workspace); nanodet-ft: "
                          "the COCO weights from `make weights` (default) or a NanoDet .pt checkpoint")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: EDGELOOP_TORCH_THREADS)")
+    ap.add_argument("--val-fraction", type=float, default=None,
+                    help="share of the training images held out for validation (default 0.2); 0 (nanodet-ft): "
+                         "train on every image, keep the last epoch, with --score-threshold")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="fixed score threshold for the card (default: chosen on validation)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"arch": args.arch, "seed": args.seed, "threads": args.threads, "color": args.color,
@@ -60,7 +65,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                           "pretrained": None if args.pretrained in ("", "none") else args.pretrained}
     if args.arch == "ssdlite320":
         kw["input_size"] = 320
-    for name, val in (("epochs", args.epochs), ("input_size", args.input_size), ("width", args.width)):
+    for name, val in (("epochs", args.epochs), ("input_size", args.input_size), ("width", args.width),
+                      ("val_fraction", args.val_fraction), ("score_threshold", args.score_threshold)):
         if val is not None:
             kw[name] = val
     try:

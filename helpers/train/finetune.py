@@ -67,6 +67,10 @@ LR_SCALE = {"backbone.": 0.1, "fpn.": 0.2}
 # while it moved the detections; with 8 the assigned cells are the ones already firing.
 ANCHOR_SCALE = 8.0
 LOSS_WEIGHTS = {"qfl": 1.0, "giou": 2.0, "dfl": 0.25}
+# Multi-scale training: each batch at one of these input sizes (multiples of 32), drawn from the
+# run's seeded generator; validation, threshold choice and export stay at `input_size`. Empty:
+# every batch at `input_size`.
+MULTI_SCALE: tuple[int, ...] = ()
 
 
 def recommended_params(**overrides: Any) -> TrainParams:
@@ -277,14 +281,13 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
     steps_per_epoch = max(1, len(train_items) // bs + (len(train_items) % bs >= 2))
     total = steps_per_epoch * params.epochs
     warm = min(total // 10 + 1, 2 * steps_per_epoch)
-    points, strides = grid_points(size)
-    counts = [math.ceil(size / s) ** 2 for s in STRIDES]
+    grids = {sz: (*grid_points(sz), [math.ceil(sz / s) ** 2 for s in STRIDES]) for sz in (size, *MULTI_SCALE)}
     gts = [list(b) for _, b in val_items]
     history: list[dict[str, Any]] = []
     best = BestEpoch(params)
     clock = time.process_time if params.budget_clock == "cpu" else time.perf_counter
     t0, c0, p0 = time.perf_counter(), clock(), time.process_time()
-    step = 0
+    step = last_epoch = 0
 
     def lr_factor() -> float:  # warm-up, then cosine to 5 % over steps or time, whichever ends first
         if step < warm:
@@ -294,11 +297,17 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
             frac = max(frac, (clock() - c0) / params.time_budget_s)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
+    # No validation (val_fraction 0): every image trains, the threshold is the recipe's and the last
+    # epoch's averaged weights are kept (`TrainParams.val_fraction`).
+    validating = bool(val_items)
     # Epoch 0: the starting weights as they are (for COCO's classes, the zero-shot score).
-    f1, thr, metrics = best_threshold(gts, predict_items(model, val_items, labels, size), labels,
-                                      params.score_thresholds, params.threshold_rule)
-    history.append({"epoch": 0, "val_f1": round(f1, 4), "score_threshold": thr, "elapsed_s": 0.0})
-    best.update(0, f1, thr, metrics, model)
+    if validating:
+        f1, thr, metrics = best_threshold(gts, predict_items(model, val_items, labels, size), labels,
+                                          params.threshold_candidates(), params.threshold_rule)
+        history.append({"epoch": 0, "val_f1": round(f1, 4), "score_threshold": thr, "elapsed_s": 0.0})
+        best.update(0, f1, thr, metrics, model)
+    else:
+        history.append({"epoch": 0, "score_threshold": params.score_threshold, "elapsed_s": 0.0})
     if callback is not None:
         callback(history[0])
     bar = None
@@ -314,10 +323,12 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
             tot, n_img, parts = 0.0, 0, {"qfl": 0.0, "giou": 0.0, "dfl": 0.0}
             for idx in batches:
                 imgs, targets = [], []
+                bsize = int(rng.choice(MULTI_SCALE)) if MULTI_SCALE else size
+                points, strides, counts = grids[bsize]
                 for i in idx:
                     rgb, boxes = train_items[i]
                     xyxy, cl = boxes_to_arrays(boxes, labels)
-                    img, bx, c = augment(rgb, xyxy, cl, size, rng, params.augment)
+                    img, bx, c = augment(rgb, xyxy, cl, bsize, rng, params.augment)
                     imgs.append(img)
                     targets.append((torch.from_numpy(bx).float().reshape(-1, 4), torch.from_numpy(c).long()))
                 for g in optimizer.param_groups:
@@ -336,21 +347,29 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
                 for k in parts:
                     parts[k] += info[k] * len(idx)
             eval_model = ema.module if ema is not None else model
-            preds = predict_items(eval_model, val_items, labels, size)
-            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds, params.threshold_rule)
+            last_epoch = epoch
+            val: dict[str, Any] = {}
+            if validating:
+                preds = predict_items(eval_model, val_items, labels, size)
+                f1, thr, metrics = best_threshold(gts, preds, labels, params.threshold_candidates(),
+                                                  params.threshold_rule)
+                val = {"val_f1": round(f1, 4), "score_threshold": thr}
             elapsed = time.perf_counter() - t0
             spent = clock() - c0
-            rec = {"epoch": epoch, "loss": round(tot / max(n_img, 1), 5), "val_f1": round(f1, 4), "score_threshold": thr,
+            rec = {"epoch": epoch, "loss": round(tot / max(n_img, 1), 5),
+                   **(val or {"score_threshold": params.score_threshold}),
                    "lr": max(g["lr"] for g in optimizer.param_groups), "elapsed_s": round(elapsed, 1),
                    "cpu_s": round(time.process_time() - p0, 1), **{k: round(v / max(n_img, 1), 4) for k, v in parts.items()}}
             history.append(rec)
-            best.update(epoch, f1, thr, metrics, eval_model)
+            if validating:
+                best.update(epoch, f1, thr, metrics, eval_model)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", val_f1=f"{f1:.3f}", best=f"{best.f1:.3f}")
+                bar.set_postfix(loss=f"{rec['loss']:.3f}",
+                                **({"val_f1": f"{f1:.3f}", "best": f"{best.f1:.3f}"} if validating else {}))
             if callback is not None and callback(rec) is False:
                 break
-            if best.should_stop(epoch):
+            if validating and best.should_stop(epoch):
                 break
             if params.time_budget_s is not None and spent >= params.time_budget_s:
                 break
@@ -358,11 +377,18 @@ def train_nanodet(train_items: Sequence[Item], val_items: Sequence[Item], labels
         if bar is not None:
             bar.close()
     final = NanoDet(len(labels))
-    final.load_state_dict(best.state)
+    if validating:
+        final.load_state_dict(best.state)
+        kept, val_f1, threshold, val_metrics = best.epoch, best.f1, best.threshold, best.metrics
+    else:
+        final.load_state_dict((ema.module if ema is not None else model).state_dict())
+        threshold = float(params.score_threshold)
+        kept, val_f1 = last_epoch, None
+        val_metrics = {"threshold_choice": {"rule": "fixed", "images": 0, "score_threshold": threshold}}
     final.eval()
-    result = TrainResult(model=final, labels=list(labels), params=params, history=history, best_epoch=best.epoch,
-                         val_f1=best.f1, score_threshold=best.threshold, train_time_s=time.perf_counter() - t0,
-                         dataset_hash=ds_hash, val_metrics=best.metrics,
+    result = TrainResult(model=final, labels=list(labels), params=params, history=history, best_epoch=kept,
+                         val_f1=val_f1, score_threshold=threshold, train_time_s=time.perf_counter() - t0,
+                         dataset_hash=ds_hash, val_metrics=val_metrics,
                          num_parameters=sum(p.numel() for p in final.parameters()),
                          pretrained={**prov, "head_rows_from_coco": reused})
     return result

@@ -212,7 +212,7 @@ def train_fomo(train_items: Sequence[Item], val_items: Sequence[Item], labels: S
             loss = train_one_epoch(model, optimizer, scheduler, train_items, labels, params, rng, ema)
             eval_model = ema.module if ema is not None else model
             preds = predict_items(eval_model, val_items, labels, params.input_size, color=params.color)
-            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds, params.threshold_rule)
+            f1, thr, metrics = best_threshold(gts, preds, labels, params.threshold_candidates(), params.threshold_rule)
             elapsed = time.perf_counter() - t0
             rec = {"epoch": epoch, "loss": round(loss, 5), "val_f1": round(f1, 4), "score_threshold": thr,
                    "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}

@@ -34,7 +34,8 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
 
     Args:
         train_items: training images with their boxes (image pixels).
-        val_items: validation images; None or empty: split `params.val_fraction` off the training set.
+        val_items: validation images; None or empty: split `params.val_fraction` off the training set
+            (none with val_fraction 0: nanodet-ft then keeps the last epoch and `params.score_threshold`).
         labels: class names, in the order of the model's outputs.
         params: the recipe (defaults: the workshop setting); `params.pretrained` names starting weights.
         progress: show a tqdm bar over epochs.
@@ -56,7 +57,7 @@ def train_detector(train_items: Sequence[Item], val_items: Sequence[Item] | None
     if len(set(labels)) != len(labels):
         raise DatasetError(f"labels {labels} contain duplicates")
     validate_items(train_items + val_items, labels, "dataset")
-    if not val_items:
+    if not val_items and params.val_fraction > 0:
         train_items, val_items = split_items(train_items, params.val_fraction, params.seed)
     validate_items(train_items, labels, "training split", min_images=1)
     return ARCH_TRAINERS[params.arch](train_items, val_items, labels, params, progress=progress, callback=callback)
@@ -90,12 +91,14 @@ def train_and_export(out: str | Path, dataset: str | Path | None = None, fmt: st
         train, test, labels, snap_id = load_studio_snapshot(studio)
         source = {"studio_snapshot": snap_id}
     validate_items(train + test, labels, "dataset")
-    train, val = split_items(train, params.val_fraction, params.seed)
+    train, val = split_items(train, params.val_fraction, params.seed) if params.val_fraction > 0 else (train, [])
     result = train_detector(train, val, labels, params, progress=progress, callback=callback)
     card_extra.setdefault("dataset", {"hash": result.dataset_hash, **source,
                                       "train_images": len(train), "val_images": len(val), "test_images": len(test)})
     onnx_path = export_result(result, out, **card_extra)
-    eval_items, eval_on = (test, "test") if test else (val, "validation")
+    # The test split, else validation; with neither (val_fraction 0, no test split) the training images,
+    # named as such in the card: a fit check, not a measure of unseen photos.
+    eval_items, eval_on = (test, "test") if test else (val, "validation") if val else (train, "train")
     report = evaluate_model(str(out), eval_items, progress=progress)
     metrics = {"eval_split": eval_on, eval_on: _short_metrics(report.to_dict())}
     update_card(out, metrics=metrics)

@@ -96,7 +96,7 @@ def train_ssd(train_items: Sequence[Item], val_items: Sequence[Item], labels: Se
                 n += len(idx)
             wrapper = SSDExportWrapper(model, size)
             preds = _predict(wrapper, val_items, labels, size, 0.05)
-            f1, thr, metrics = best_threshold(gts, preds, labels, params.score_thresholds, params.threshold_rule)
+            f1, thr, metrics = best_threshold(gts, preds, labels, params.threshold_candidates(), params.threshold_rule)
             elapsed = time.perf_counter() - t0
             rec = {"epoch": epoch, "loss": round(total / max(n, 1), 5), "val_f1": round(f1, 4),
                    "score_threshold": thr, "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}

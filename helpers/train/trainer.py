@@ -73,13 +73,20 @@ class TrainParams:
     # Per class is not the default: on the benchmarks it moved test F1 by one object either way
     # (synthetic banana 0.996 -> 1.0, real-photo banana 0.54 -> 0.53; docs/training.md).
     threshold_rule: str = "plateau"
+    # A fixed score threshold for the card instead of one chosen on validation (validation F1 is then
+    # measured at it). Required with val_fraction 0, where there is no validation to choose one.
+    score_threshold: float | None = None
     augment: AugmentParams = field(default_factory=AugmentParams)
     # None, or starting weights: a .pt file (fomo-box; `helpers.sim.pretrain.synthetic_pretrained` makes one
     # from synthetic renders) or a NanoDet checkpoint (nanodet-ft; None: the COCO weights of `make weights`).
     pretrained: str | None = None
     pretrain_images: int = 600
     pretrain_epochs: int = 25
-    val_fraction: float = 0.2  # used only when no validation items are given
+    # Used only when no validation items are given. 0 (nanodet-ft only): no validation at all; every
+    # image trains, the last epoch's averaged weights are kept (no early stopping) and
+    # `score_threshold` must be set: a recipe whose epochs and threshold were chosen by k-fold
+    # validation beforehand (docs/training.md, "Training on every photo").
+    val_fraction: float = 0.2
     threads: int | None = None  # torch threads; None: settings' torch_threads
     # fomo-box: augment the next batch on a second thread while torch trains on this one (the same
     # random draws in the same order, so the same model). None: only with one torch thread. Measured
@@ -109,11 +116,26 @@ class TrainParams:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
+        if self.score_threshold is not None and not 0 < self.score_threshold < 1:
+            raise ValueError(f"score_threshold must be between 0 and 1 (e.g. 0.45), got {self.score_threshold}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1) (e.g. 0.2), got {self.val_fraction}")
+        if self.val_fraction == 0 and self.arch != "nanodet-ft":
+            raise ValueError(f"val_fraction 0 (no validation) is for nanodet-ft only; {self.arch} stops early and "
+                             "picks its threshold on validation: use e.g. 0.2 (CLI: --val-fraction)")
+        if self.val_fraction == 0 and self.score_threshold is None:
+            raise ValueError("val_fraction 0 leaves no validation to choose the score threshold: set score_threshold "
+                             "(CLI: --score-threshold; nanodet-ft's k-fold choice is 0.45, docs/training.md) or use "
+                             "val_fraction 0.2")
         if self.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
         if self.pretrained and self.pretrained != "coco" and not Path(self.pretrained).is_file():
             raise ValueError(f"pretrained weights {self.pretrained!r} are not a file: give a .pt file (synthetic "
                              "pre-training: helpers.sim.pretrain.synthetic_pretrained returns one) or None")
+
+    def threshold_candidates(self) -> tuple[float, ...]:
+        """The score thresholds validation chooses from: `score_threshold` alone when it is fixed."""
+        return (float(self.score_threshold),) if self.score_threshold is not None else tuple(self.score_thresholds)
 
     def first_stop_epoch(self) -> int:
         """The first epoch after which early stopping may end training."""
@@ -134,7 +156,7 @@ class TrainResult:
     params: TrainParams
     history: list[dict[str, Any]]
     best_epoch: int
-    val_f1: float
+    val_f1: float | None  # None: trained without validation (val_fraction 0)
     score_threshold: float
     train_time_s: float
     dataset_hash: str

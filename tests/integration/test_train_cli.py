@@ -89,3 +89,35 @@ def test_clear_errors(apple_dataset, tmp_path):
     r = run("helpers.evaluate", "--model", str(other), "--dataset", str(apple_dataset), "--quiet",
             "--json", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "do not match" in r.stderr, r.stderr[-500:]
+
+
+def test_nanodet_trains_on_every_image_at_a_fixed_threshold(apple_dataset, tmp_path):
+    """`--val-fraction 0`: no validation split, the last epoch kept, the given threshold in the card."""
+    import torch
+
+    from helpers.train.nanodet import NanoDet
+
+    ckpt = tmp_path / "start.pt"  # a NanoDet checkpoint file: no COCO download needed here
+    torch.manual_seed(0)
+    torch.save(NanoDet().state_dict(), ckpt)
+    common = ("--dataset", str(apple_dataset), "--format", "ei", "--arch", "nanodet-ft", "--input-size", "96",
+              "--pretrained", str(ckpt), "--quiet")
+    # no validation and no threshold: refused before any training, saying what to pass
+    r = run("helpers.train", *common, "--val-fraction", "0", "--out", str(tmp_path / "m0"))
+    assert r.returncode == 2 and "--score-threshold" in r.stderr, r.stderr[-500:]
+    assert not (tmp_path / "m0" / "model.onnx").exists()
+    r = run("helpers.train", "--dataset", str(apple_dataset), "--format", "ei", "--val-fraction", "0",
+            "--score-threshold", "0.4", "--quiet", "--out", str(tmp_path / "m1"))
+    assert r.returncode == 2 and "nanodet-ft only" in r.stderr, r.stderr[-500:]
+
+    out = tmp_path / "model"
+    r = run("helpers.train", *common, "--epochs", "2", "--val-fraction", "0", "--score-threshold", "0.4",
+            "--out", str(out), timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    card = json.loads((out / "model.json").read_text())
+    assert card["dataset"]["train_images"] == 64 and card["dataset"]["val_images"] == 0  # every training image
+    assert card["score_threshold"] == 0.4 and card["threshold_choice"]["rule"] == "fixed"
+    assert card["training"]["val_fraction"] == 0 and card["training"]["score_threshold"] == 0.4
+    assert summary["val_f1"] is None and summary["best_epoch"] == 2 == summary["epochs_run"] - 1  # the last epoch
+    assert card["metrics"]["eval_split"] == "test" and summary["evaluation"]["images"] == 16

@@ -35,6 +35,25 @@ def test_refuses_bad_data(items):
         train_detector(items, None, labels, TrainParams(**{**TINY, "input_size": 100}), progress=False)
 
 
+@pytest.mark.parametrize("over, message", [
+    ({"score_threshold": 1.2}, "score_threshold must be between 0 and 1"),
+    ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+    ({"val_fraction": 0.0, "score_threshold": 0.4}, "nanodet-ft only"),
+    ({"arch": "nanodet-ft", "input_size": 224, "val_fraction": 0.0}, "--score-threshold"),
+])
+def test_threshold_and_validation_settings_are_checked(over, message):
+    with pytest.raises(ValueError, match=message):
+        TrainParams(**{**TINY, **over}).check()
+
+
+def test_a_fixed_threshold_is_the_cards(items):
+    """With `score_threshold` set, validation F1 is measured at it and the card carries it."""
+    res = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY, score_threshold=0.35),
+                         progress=False)
+    assert res.score_threshold == 0.35 and all(h["score_threshold"] == 0.35 for h in res.history)
+    assert res.card()["score_threshold"] == 0.35 and res.card()["training"]["score_threshold"] == 0.35
+
+
 def test_trains_calls_back_and_fills_the_card(items):
     seen = []
     res = train_detector(items[:6], items[6:], ["apple", "banana"], TrainParams(**TINY), progress=False,

@@ -131,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", flush=True)
         return 2
     ev = summary["evaluation"]
+    val = "none (no validation)" if summary["val_f1"] is None else f"{summary['val_f1']:.4f}"
     print(f"Finished training: best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation F1 "
-          f"{summary['val_f1']:.4f} at score threshold {summary['score_threshold']}, {summary['train_time_s']:.1f} s; "
+          f"{val} at score threshold {summary['score_threshold']}, {summary['train_time_s']:.1f} s; "
           f"{ev['split']} F1 {ev['f1']:.3f}, mAP50 {ev['map50']:.3f}", flush=True)
     return 0
 
