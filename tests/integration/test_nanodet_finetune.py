@@ -157,3 +157,29 @@ def test_coco_proposer_offers_only_classes_coco_knows():
     if photo.is_file():  # a real apple photo (the shared set; optional): COCO proposes the apple
         prop = CocoProposer()(decode_image(photo.read_bytes(), photo.name), ["apple", "banana"])
         assert [b.label for b in prop.boxes][:1] == ["apple"]
+
+
+def test_multi_scale_batches_train_at_each_size_and_export_at_input_size(tmp_path, monkeypatch):
+    """`finetune.MULTI_SCALE`: batches drawn at the listed sizes; validation and export stay at input_size."""
+    from helpers.train import finetune
+
+    ckpt = tmp_path / "start.pt"
+    torch.manual_seed(0)
+    torch.save(NanoDet().state_dict(), ckpt)
+    sizes: list[int] = []
+    real_augment = finetune.augment
+
+    def recording_augment(rgb, xyxy, cls, size, rng, params=None):
+        if rng is not None:  # a training draw (validation resizes without a generator)
+            sizes.append(size)
+        return real_augment(rgb, xyxy, cls, size, rng, params)
+
+    monkeypatch.setattr(finetune, "MULTI_SCALE", (64, 128))
+    monkeypatch.setattr(finetune, "augment", recording_augment)
+    params = recommended_params(input_size=96, epochs=3, batch_size=2, threads=1, pretrained=str(ckpt))
+    result = train_detector(_scenes(8), _scenes(2, seed=1), ["apple", "banana"], params, progress=False)
+    assert set(sizes) == {64, 128} and len(sizes) == 3 * 8  # every training image, at both sizes over the run
+    assert all(np.isfinite(h["loss"]) for h in result.history[1:])
+    result.export(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["input_size"] == 96
+    assert OnnxDetector(tmp_path / "model").detect(_scenes(1)[0][0], score_threshold=0.0)
